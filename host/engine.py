@@ -1,0 +1,149 @@
+"""The Pulumi engine, offline: the CLI built from Go modules, our language host, and the settings.
+
+What is found is used first (a `pulumi` on PATH of a suitable version, a CLI already built); only
+what is missing is built, into the cache, keyed by version. Each checkout gets `.state/bin/`: a
+hard link to the CLI with the Python language host and the dynamic-provider launcher beside it
+(the CLI looks for those next to its own binary first and warns about anything else).
+
+No provider plugins are needed: the Go modules of pulumi-libvirt and pulumi-command are not
+served by the module proxy here, so the lab's resources are Python dynamic providers (components/).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from host import paths
+from host.progress import StepFailed, run_logged, say
+
+CLI_VERSION = "v3.274.1"  # newest pkg/v3 the module proxy serves; >= the Python SDK (3.272.0)
+MIN_CLI = (3, 272, 0)
+CLI_PACKAGE = "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
+VERSION_VAR = "github.com/pulumi/pulumi/sdk/v3/go/common/version.Version"
+
+LAUNCHERS = {
+    # The CLI's Python language host: engine/langhost.py under the project's virtualenv.
+    "pulumi-language-python": 'exec "{python}" -u "{project}/engine/langhost.py" "$@"',
+    # The provider process of Python dynamic resources (the SDK's own launcher, minus guessing).
+    "pulumi-resource-pulumi-python": 'exec "{python}" -u -m pulumi.dynamic "$@"',
+}
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def cli_version(binary: Path | str) -> tuple[int, int, int] | None:
+    try:
+        out = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return None
+    return parse_version(out)
+
+
+def cached_cli() -> Path:
+    return paths.cache_dir() / "engine" / f"pulumi-{CLI_VERSION}" / "pulumi"
+
+
+def find_cli() -> Path | None:
+    """A usable CLI without building: on PATH (outside our own bin) or in the cache."""
+    own_bin = str(bin_dir())
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if directory and os.path.realpath(directory) != os.path.realpath(own_bin):
+            candidate = Path(directory) / "pulumi"
+            if candidate.is_file() and (cli_version(candidate) or (0, 0, 0)) >= MIN_CLI:
+                return candidate.resolve()
+    return cached_cli() if cli_version(cached_cli()) == parse_version(CLI_VERSION) else None
+
+
+def build_cli() -> Path:
+    """Build the CLI from Go modules into the cache (a wrapper module ignores pkg/'s replaces)."""
+    go = shutil.which("go")
+    if not go:
+        raise StepFailed("the pulumi CLI must be built and there is no Go toolchain: install Go 1.26 (https://go.dev/dl)")
+    target = cached_cli()
+    src = target.parent.parent / f"src-{CLI_VERSION}"
+    log = target.parent.parent / f"pulumi-{CLI_VERSION}.log"
+    src.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    if not (src / "go.mod").exists():
+        run_logged("pulumi CLI: go mod init", [go, "mod", "init", "local/pulumi-cli"], log, cwd=src, env=env)
+    run_logged(f"pulumi CLI {CLI_VERSION}: fetch modules", [go, "get", f"{CLI_PACKAGE}@{CLI_VERSION}"], log, cwd=src, env=env)
+    tmp = target.with_name("pulumi.partial")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    run_logged(
+        f"pulumi CLI {CLI_VERSION}: go build (several minutes on 2 cores)",
+        [go, "build", "-trimpath", "-tags", "osusergo,grpcnotrace",
+         "-ldflags", f"-s -w -X {VERSION_VAR}={CLI_VERSION}", "-o", str(tmp), CLI_PACKAGE],
+        log, cwd=src, env=env,
+    )
+    tmp.rename(target)
+    if cli_version(target) != parse_version(CLI_VERSION):
+        raise StepFailed(f"pulumi CLI built but `pulumi version` does not print {CLI_VERSION}; see {log}")
+    return target
+
+
+def bin_dir() -> Path:
+    return paths.state_dir() / "bin"
+
+
+def venv_python() -> Path:
+    return paths.PROJECT_DIR / ".venv" / "bin" / "python"
+
+
+def ensure_engine() -> bool:
+    """Make .state/bin ready; returns whether anything had to be built."""
+    cli = find_cli()
+    built = cli is None
+    if cli is None:
+        cli = build_cli()
+    else:
+        say(f"pulumi CLI {'.'.join(map(str, cli_version(cli) or ()))}: {cli}")
+    out = bin_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "pulumi"
+    if not (link.exists() and os.path.samefile(link, cli)):
+        link.unlink(missing_ok=True)
+        try:
+            os.link(cli, link)  # a hard link: "next to the real binary" holds for our launchers
+        except OSError:
+            shutil.copy2(cli, link)
+    for name, body in LAUNCHERS.items():
+        script = out / name
+        text = "#!/bin/sh\n" + body.format(python=venv_python(), project=paths.PROJECT_DIR) + "\n"
+        if not script.exists() or script.read_text() != text:
+            script.write_text(text)
+            script.chmod(0o755)
+    return built
+
+
+def engine_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for every pulumi call: offline, local state, no prompts, no downloads."""
+    env = dict(os.environ if base is None else base)
+    state = paths.state_dir()
+    (state / "backend").mkdir(parents=True, exist_ok=True)
+    env["PATH"] = os.pathsep.join([str(bin_dir()), str(venv_python().parent), env.get("PATH", "")])
+    env.setdefault("PULUMI_HOME", str(state / "pulumi-home"))
+    env.setdefault("PULUMI_BACKEND_URL", f"file://{state / 'backend'}")
+    env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
+    env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+    env["PYTHONPATH"] = str(paths.PROJECT_DIR)  # dynamic providers unpickle components.* by name
+    if "PULUMI_CONFIG_PASSPHRASE" not in env and "PULUMI_CONFIG_PASSPHRASE_FILE" not in env:
+        env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(passphrase_file())
+    return env
+
+
+def passphrase_file() -> Path:
+    """A random passphrase for this checkout's secrets, made once (set PULUMI_CONFIG_PASSPHRASE to choose)."""
+    path = paths.state_dir() / "passphrase"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    return path

@@ -1,0 +1,164 @@
+"""The offline base image: Debian bookworm by debootstrap, every role's packages baked in.
+
+Guests here cannot download anything, so cloud-init only configures. The image is named by a hash
+of everything that goes into it (`image_key`) and never rebuilt in place: overlays of running VMs
+keep pointing at the old file while a new recipe builds a new one beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from host import paths
+from host.progress import run_logged, say
+
+# What every role runs (nginx on webs; haproxy or ipvsadm on the LB; ab and wrk on clients), what
+# the benchmark reads counters with (iproute2's ss and nstat, ethtool, procps), and what boots.
+PACKAGES = (
+    "linux-image-amd64 initramfs-tools systemd-sysv udev kmod dbus iproute2 ifupdown "
+    "isc-dhcp-client iputils-ping procps netbase sudo python3 python3-cffi-backend cloud-init "
+    "openssh-server nginx haproxy ipvsadm apache2-utils wrk curl openssl tcpdump ethtool "
+    "qemu-guest-agent ca-certificates sysstat"
+).split()
+
+# Files written into the root file system after debootstrap (no chroot, no network needed).
+# Clone safety: empty machine-id, no SSH host keys. Boot speed: NoCloud only, no apt timers.
+ROOTFS_FILES = {
+    "etc/fstab": "LABEL=root / ext4 defaults,noatime 0 1\n",
+    "etc/hostname": "localhost\n",
+    "etc/machine-id": "",
+    "etc/default/locale": "LANG=C.UTF-8\n",
+    "etc/network/interfaces": "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n",
+    "etc/cloud/cloud.cfg.d/90-l2dsr-datasource.cfg": "datasource_list: [NoCloud, None]\n",
+    # The roles enable their own daemons; an image starts none of them by itself.
+    "etc/systemd/system-preset/10-l2dsr.preset": "disable nginx.service\ndisable haproxy.service\n",
+}
+MASKED_UNITS = ("e2scrub_reap.service", "apt-daily.timer", "apt-daily-upgrade.timer")
+DISABLED_UNITS = ("nginx.service", "haproxy.service")
+
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    packages: tuple[str, ...] = tuple(PACKAGES)
+    files: dict[str, str] = field(default_factory=lambda: dict(ROOTFS_FILES))
+    masked: tuple[str, ...] = MASKED_UNITS
+    disabled: tuple[str, ...] = DISABLED_UNITS
+    disk_size: str = "4G"
+    builder_version: int = 1  # bump when the build steps change in a way the fields do not show
+
+
+def image_key(recipe: Recipe) -> str:
+    """Content key of an image: same inputs, same key; any change, a new image beside the old."""
+    blob = json.dumps(asdict(recipe), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    directory: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "base.qcow2"
+
+    @property
+    def kernel(self) -> Path:
+        return self.directory / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.directory / "initrd.img"
+
+    def exists(self) -> bool:
+        return all(p.is_file() for p in (self.disk, self.kernel, self.initrd))
+
+
+def builtin_image(recipe: Recipe | None = None) -> BuiltImage:
+    recipe = recipe or Recipe()
+    return BuiltImage(paths.cache_dir() / "images" / f"debian-{recipe.suite}-{image_key(recipe)}")
+
+
+def build(recipe: Recipe | None = None) -> BuiltImage:
+    """Build the image unless an image with the same key exists; returns where it is."""
+    recipe = recipe or Recipe()
+    image = builtin_image(recipe)
+    if image.exists():
+        say(f"base image {image.directory.name}: cached")
+        return image
+    image.directory.parent.mkdir(parents=True, exist_ok=True)
+    log = image.directory.parent / f"{image.directory.name}.log"
+    work = Path(tempfile.mkdtemp(prefix=f".{image.directory.name}-", dir=image.directory.parent))
+    try:
+        rootfs = work / "rootfs"
+        run_logged(
+            f"debootstrap {recipe.suite} with {len(recipe.packages)} packages",
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(recipe.packages)}",
+                recipe.suite,
+                str(rootfs),
+                recipe.mirror,
+            ],
+            log,
+        )
+        _customise(rootfs, recipe)
+        shutil.copy(_newest(rootfs / "boot", "vmlinuz-"), work / "vmlinuz")
+        shutil.copy(_newest(rootfs / "boot", "initrd.img-"), work / "initrd.img")
+        raw = work / "root.raw"
+        with raw.open("wb") as f:
+            f.truncate(_bytes(recipe.disk_size))
+        run_logged("mkfs.ext4 from the rootfs", ["mkfs.ext4", "-q", "-L", "root", "-d", str(rootfs), str(raw)], log)
+        run_logged("convert to qcow2", ["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "base.qcow2")], log)
+        raw.unlink()
+        shutil.rmtree(rootfs)
+        os.chmod(work, 0o755)
+        work.rename(image.directory)  # atomic: a half-built image never has the final name
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = image.disk.stat().st_size / 2**20
+    say(f"base image {image.directory.name}: {size:.0f} MiB at {image.disk}")
+    return image
+
+
+def _customise(rootfs: Path, recipe: Recipe) -> None:
+    for rel, content in recipe.files.items():
+        target = rootfs / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    for key in rootfs.glob("etc/ssh/ssh_host_*"):
+        key.unlink()
+    system = rootfs / "etc/systemd/system"
+    for unit in recipe.masked:
+        link = system / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    for unit in recipe.disabled:
+        for wants in system.glob(f"*.wants/{unit}"):
+            wants.unlink()
+    for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+    for lists in (rootfs / "var/lib/apt/lists").glob("*_*"):
+        lists.unlink()
+
+
+def _newest(directory: Path, prefix: str) -> Path:
+    found = sorted(directory.glob(prefix + "*"))
+    if not found:
+        raise FileNotFoundError(f"no {prefix}* in {directory}: did linux-image-amd64 install?")
+    return found[-1]
+
+
+def _bytes(size: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)

@@ -1,0 +1,18 @@
+"""Where the lab keeps what it builds: outside the work tree, keyed by inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Build results (engine binaries, images). Override with L2DSR_CACHE."""
+    return Path(os.environ.get("L2DSR_CACHE") or Path.home() / ".cache" / "l2dsr")
+
+
+def state_dir() -> Path:
+    """Pulumi state (file backend) and PULUMI_HOME: per checkout, ignored by git."""
+    return Path(os.environ.get("L2DSR_STATE") or PROJECT_DIR / ".state")

@@ -1,0 +1,123 @@
+"""The address plan: which VM gets which address, derived from the spec alone.
+
+One L2 segment carries both subnets, as in a classic L2DSR set-up: the LB and the webs share it, so
+the LB forwards a request by rewriting only the destination MAC, and a web's reply (source = VIP)
+goes straight to the client's MAC without crossing the LB or the host. The host holds `.1` in both
+subnets for management (SSH) only; it routes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spec.config import LabSpec
+
+GATEWAY_OFFSET = 1  # the host's address in each subnet
+LB_OFFSET = 2  # the LB's address in each subnet
+FIRST_CLIENT_OFFSET = 11  # client01 in the front subnet
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # role-level name: client01, lb, web01 (the domain name adds the stack)
+    role: str  # client | lb | web
+    address: ipaddress.IPv4Address  # primary address, used for SSH
+    extra: tuple[ipaddress.IPv4Interface, ...] = ()  # further addresses on eth0
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    front: ipaddress.IPv4Network
+    server: ipaddress.IPv4Network
+    vip: ipaddress.IPv4Address
+    host_front: ipaddress.IPv4Address
+    host_server: ipaddress.IPv4Address
+    lb: Host
+    clients: tuple[Host, ...]
+    webs: tuple[Host, ...]
+
+    @property
+    def hosts(self) -> tuple[Host, ...]:
+        return (*self.clients, self.lb, *self.webs)
+
+
+def _nth(net: ipaddress.IPv4Network, offset: int) -> ipaddress.IPv4Address:
+    return net.network_address + offset
+
+
+def plan(spec: LabSpec) -> AddressPlan:
+    front, server = spec.front_subnet, spec.server_subnet
+    lb = Host(
+        "lb",
+        "lb",
+        _nth(front, LB_OFFSET),
+        extra=(
+            ipaddress.IPv4Interface(f"{_nth(server, LB_OFFSET)}/{server.prefixlen}"),
+            ipaddress.IPv4Interface(f"{spec.vip}/32"),
+        ),
+    )
+    clients = tuple(
+        Host(f"client{i + 1:02d}", "client", _nth(front, FIRST_CLIENT_OFFSET + i)) for i in range(spec.client_count)
+    )
+    webs = tuple(Host(f"web{i + 1:02d}", "web", spec.first_web_address + i) for i in range(spec.web_count))
+    return AddressPlan(front, server, spec.vip, _nth(front, GATEWAY_OFFSET), _nth(server, GATEWAY_OFFSET), lb, clients, webs)
+
+
+def plan_problems(spec: LabSpec) -> list[str]:
+    """What makes the plan impossible, each naming the key to change."""
+    problems: list[str] = []
+    front, server = spec.front_subnet, spec.server_subnet
+    if front.overlaps(server):
+        problems.append(f"l2dsr:serverSubnet: {server} overlaps frontSubnet {front}; use two disjoint subnets")
+        return problems
+    for key, net in (("frontSubnet", front), ("serverSubnet", server)):
+        if net.prefixlen > 29:
+            problems.append(f"l2dsr:{key}: {net} is too small; use a /29 or larger")
+    if problems:
+        return problems
+
+    last_front = front.broadcast_address - 1
+    first_client = _nth(front, FIRST_CLIENT_OFFSET)
+    last_client = first_client + spec.client_count - 1
+    if last_client > last_front:
+        room = max(0, int(last_front) - int(first_client) + 1)
+        problems.append(
+            f"l2dsr:clientCount: {spec.client_count} clients from {first_client} do not fit in {front} "
+            f"(room for {room}); lower clientCount or use a larger frontSubnet"
+        )
+
+    if spec.vip not in front:
+        problems.append(f"l2dsr:vip: {spec.vip} is outside frontSubnet {front}; pick an address inside it")
+    elif spec.vip in (front.network_address, front.broadcast_address):
+        problems.append(f"l2dsr:vip: {spec.vip} is the network or broadcast address of {front}; pick a host address")
+    else:
+        taken = {_nth(front, GATEWAY_OFFSET): "the host", _nth(front, LB_OFFSET): "the LB"}
+        if first_client <= spec.vip <= last_client:
+            taken[spec.vip] = f"client{int(spec.vip) - int(first_client) + 1:02d}"
+        if spec.vip in taken:
+            problems.append(
+                f"l2dsr:vip: {spec.vip} collides with {taken[spec.vip]}'s address; pick an address other than "
+                f"{front.network_address + GATEWAY_OFFSET}, {front.network_address + LB_OFFSET} and "
+                f"{first_client}-{last_client}"
+            )
+
+    first_web = spec.first_web_address
+    if first_web not in server:
+        problems.append(f"l2dsr:firstWebAddress: {first_web} is outside serverSubnet {server}; pick an address inside it")
+    elif first_web <= _nth(server, LB_OFFSET):
+        problems.append(
+            f"l2dsr:firstWebAddress: {first_web} collides with the host (.{GATEWAY_OFFSET}) or the LB "
+            f"(.{LB_OFFSET}) in {server}; start at .{LB_OFFSET + 1} or later"
+        )
+    else:
+        last_server = server.broadcast_address - 1
+        room = int(last_server) - int(first_web) + 1
+        if spec.web_count > room:
+            problems.append(
+                f"l2dsr:webCount: {spec.web_count} web servers from {first_web} do not fit in {server} "
+                f"(room for {room}); lower webCount, start firstWebAddress earlier or use a larger serverSubnet"
+            )
+    return problems

@@ -1,0 +1,192 @@
+"""The lab's configuration: read once, validated up front, into one typed spec.
+
+Defaults and types live in Pulumi.yaml (data, not code); this module reads them from there so the
+Pulumi program, the tests and the host tools agree. Every problem is reported at once, each line
+naming the key and the fix, before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PROJECT = "l2dsr"
+PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+
+MODES = ("proxy", "dsr")
+DOMAIN_TYPES = ("auto", "kvm", "qemu")
+IMAGE_FAMILIES = ("debian", "rhel")
+BENCH_TOOLS = ("ab", "wrk")
+
+# What a role needs to boot and run cloud-init (measured: 384-448 MiB under emulation), plus its work.
+MIN_MEMORY_MIB = {"client": 384, "lb": 384, "web": 320}
+MAX_VCPUS = 64
+_ADDRESS_KEYS = ("vip", "frontSubnet", "serverSubnet", "firstWebAddress")
+
+
+class ConfigError(ValueError):
+    """Bad configuration: one line per problem, each naming the key and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid l2dsr configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def project_schema(path: Path = PULUMI_YAML) -> dict[str, dict[str, Any]]:
+    """The typed config block of Pulumi.yaml: key -> {type, default, description}."""
+    return yaml.safe_load(path.read_text())["config"]
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    mode: str
+    web_count: int
+    client_count: int
+    vip: ipaddress.IPv4Address
+    front_subnet: ipaddress.IPv4Network
+    server_subnet: ipaddress.IPv4Network
+    first_web_address: ipaddress.IPv4Address
+    vcpus: dict[str, int]
+    memory_mib: dict[str, int]
+    libvirt_uri: str
+    domain_type: str
+    storage_pool: str
+    image: str
+    image_family: str
+    haproxy_threads: int
+    ipvs_upper_threshold: int
+    ipvs_lower_threshold: int
+    https: bool
+    bench_tool: str
+    bench_concurrency: int
+    bench_requests: int
+    bench_file_size_kib: int
+    bench_trigger: str
+
+    @property
+    def image_is_builtin(self) -> bool:
+        return self.image == "builtin"
+
+
+def load_spec(values: Mapping[str, Any] | None = None, schema: Mapping[str, Mapping[str, Any]] | None = None) -> LabSpec:
+    """Stack values (key without the `l2dsr:` prefix; strings or typed) over Pulumi.yaml's defaults."""
+    schema = schema if schema is not None else project_schema()
+    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in (values or {}).items() if v is not None}
+    problems: list[str] = []
+
+    unknown = sorted(set(values) - set(schema))
+    for key in unknown:
+        problems.append(f"{PROJECT}:{key}: unknown key; known keys are listed in Pulumi.yaml")
+
+    raw: dict[str, Any] = {}
+    for key, decl in schema.items():
+        value = values.get(key, decl.get("default"))
+        try:
+            raw[key] = _coerce(value, decl["type"])
+        except ValueError:
+            problems.append(f"{PROJECT}:{key}: {value!r} is not a {decl['type']}; set a {decl['type']} value")
+            raw[key] = decl.get("default")
+
+    def choice(key: str, allowed: tuple[str, ...]) -> str:
+        if raw[key] not in allowed:
+            problems.append(f"{PROJECT}:{key}: {raw[key]!r} is not one of {', '.join(allowed)}; set one of them")
+        return raw[key]
+
+    def network(key: str) -> ipaddress.IPv4Network:
+        try:
+            return ipaddress.IPv4Network(raw[key], strict=True)
+        except ValueError as e:
+            problems.append(f"{PROJECT}:{key}: {raw[key]!r} is not an IPv4 subnet in CIDR form ({e}); e.g. 10.0.0.0/24")
+            return ipaddress.IPv4Network(schema[key]["default"])
+
+    def address(key: str) -> ipaddress.IPv4Address:
+        try:
+            return ipaddress.IPv4Address(raw[key])
+        except ValueError:
+            problems.append(f"{PROJECT}:{key}: {raw[key]!r} is not an IPv4 address; e.g. {schema[key]['default']}")
+            return ipaddress.IPv4Address(schema[key]["default"])
+
+    def at_least(key: str, minimum: int, why: str) -> int:
+        if raw[key] < minimum:
+            problems.append(f"{PROJECT}:{key}: {raw[key]} is below {minimum} ({why}); set {minimum} or more")
+        return raw[key]
+
+    mode = choice("mode", MODES)
+    domain_type = choice("domainType", DOMAIN_TYPES)
+    image_family = choice("imageFamily", IMAGE_FAMILIES)
+    bench_tool = choice("benchTool", BENCH_TOOLS)
+    front, server = network("frontSubnet"), network("serverSubnet")
+    vip, first_web = address("vip"), address("firstWebAddress")
+
+    vcpus, memory = {}, {}
+    for role in ("client", "lb", "web"):
+        vcpus[role] = at_least(f"{role}Vcpus", 1, "a VM needs a vCPU")
+        if vcpus[role] > MAX_VCPUS:
+            problems.append(f"{PROJECT}:{role}Vcpus: {vcpus[role]} is above {MAX_VCPUS}; set fewer")
+        memory[role] = at_least(f"{role}MemoryMiB", MIN_MEMORY_MIB[role], f"what a {role} VM needs to boot and run")
+
+    spec = LabSpec(
+        mode=mode,
+        web_count=at_least("webCount", 1, "the LB needs a web server"),
+        client_count=at_least("clientCount", 1, "someone has to send the requests"),
+        vip=vip,
+        front_subnet=front,
+        server_subnet=server,
+        first_web_address=first_web,
+        vcpus=vcpus,
+        memory_mib=memory,
+        libvirt_uri=raw["libvirtUri"],
+        domain_type=domain_type,
+        storage_pool=raw["storagePool"],
+        image=raw["image"],
+        image_family=image_family,
+        haproxy_threads=at_least("haproxyThreads", 1, "HAProxy needs a thread"),
+        ipvs_upper_threshold=at_least("ipvsUpperThreshold", 0, "ipvsadm -x takes 0 (no limit) or more"),
+        ipvs_lower_threshold=at_least("ipvsLowerThreshold", 0, "ipvsadm -y takes 0 or more"),
+        https=raw["https"],
+        bench_tool=bench_tool,
+        bench_concurrency=at_least("benchConcurrency", 1, "the load tool needs a connection"),
+        bench_requests=at_least("benchRequests", 1, "the load tool needs a request"),
+        bench_file_size_kib=at_least("benchFileSizeKiB", 1, "/dummy_file needs a size"),
+        bench_trigger=raw["benchTrigger"],
+    )
+    if spec.bench_requests < spec.bench_concurrency:
+        problems.append(
+            f"{PROJECT}:benchRequests: {spec.bench_requests} is below benchConcurrency "
+            f"({spec.bench_concurrency}); ab needs at least one request per connection"
+        )
+    if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
+        problems.append(f"{PROJECT}:ipvsLowerThreshold: above ipvsUpperThreshold; set it to the upper value or less")
+    if not (spec.image_is_builtin or re.match(r"^(https?://|/)", spec.image)):
+        problems.append(f"{PROJECT}:image: {spec.image!r} is not builtin, an absolute path or an http(s) URL")
+    if not re.match(r"^[a-z][a-z0-9+]*://", spec.libvirt_uri):
+        problems.append(f"{PROJECT}:libvirtUri: {spec.libvirt_uri!r} is not a libvirt URI; e.g. qemu:///system")
+
+    if not any(p.split(":")[1] in _ADDRESS_KEYS for p in problems):
+        # The address plan is checked once every address and subnet parsed.
+        from spec.addressing import plan_problems
+
+        problems.extend(plan_problems(spec))
+    if problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if kind == "integer":
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return int(value)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        raise ValueError(value)
+    return "" if value is None else str(value)

@@ -25,10 +25,20 @@ SEED_CERT_SUBJECT = "/C=KR/ST=GeongGi/L=PhanGyo/O=Test/OU=CloudDev/CN={vip}"
 
 # Role packages for images that do not have them (a cloud image URL); the builtin image has all.
 PACKAGES = {
-    "debian": {"common": ["iproute2", "ethtool", "curl"], "web": ["nginx"], "client": ["apache2-utils", "wrk"],
-               "proxy": ["haproxy", "openssl"], "dsr": ["ipvsadm"]},
-    "rhel": {"common": ["iproute", "ethtool", "curl"], "web": ["nginx"], "client": ["httpd-tools"],
-             "proxy": ["haproxy", "openssl"], "dsr": ["ipvsadm"]},
+    "debian": {
+        "common": ["iproute2", "ethtool", "curl"],
+        "web": ["nginx"],
+        "client": ["apache2-utils", "wrk"],
+        "proxy": ["haproxy", "openssl"],
+        "dsr": ["ipvsadm"],
+    },
+    "rhel": {
+        "common": ["iproute", "ethtool", "curl"],
+        "web": ["nginx"],
+        "client": ["httpd-tools"],
+        "proxy": ["haproxy", "openssl"],
+        "dsr": ["ipvsadm"],
+    },
 }
 NGINX_PATHS = {
     "debian": {"nginx_user": "www-data", "nginx_modules": "/etc/nginx/modules-enabled/*.conf"},
@@ -48,6 +58,7 @@ def fill(template: str, **values: object) -> str:
 
 
 # ---- the files ---------------------------------------------------------------------------------
+
 
 def sysctl_profile(role: str) -> str:
     return fill("sysctl/client.conf" if role == "client" else "sysctl/server.conf")
@@ -86,6 +97,7 @@ def net_script(plan: AddressPlan, host: Host) -> str:
 
 
 # ---- the load-balancer modes: one contract, one entry per mode ------------------------------------
+
 
 @dataclass(frozen=True)
 class WriteFile:
@@ -133,6 +145,7 @@ LB_MODES = {"proxy": proxy_lb, "dsr": dsr_lb}
 
 
 # ---- cloud-init documents ----------------------------------------------------------------------
+
 
 def role_files(spec: LabSpec, plan: AddressPlan, host: Host) -> tuple[list[WriteFile], list[str]]:
     """The files and commands of one VM's role, in the order cloud-init applies them."""

@@ -66,7 +66,9 @@ def build_cli() -> Path:
     """Build the CLI from Go modules into the cache (a wrapper module ignores pkg/'s replaces)."""
     go = shutil.which("go")
     if not go:
-        raise StepFailed("the pulumi CLI must be built and there is no Go toolchain: install Go 1.26 (https://go.dev/dl)")
+        raise StepFailed(
+            "the pulumi CLI must be built and there is no Go toolchain: install Go 1.26 (https://go.dev/dl)"
+        )
     target = cached_cli()
     src = target.parent.parent / f"src-{CLI_VERSION}"
     log = target.parent.parent / f"pulumi-{CLI_VERSION}.log"
@@ -74,14 +76,28 @@ def build_cli() -> Path:
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     if not (src / "go.mod").exists():
         run_logged("pulumi CLI: go mod init", [go, "mod", "init", "local/pulumi-cli"], log, cwd=src, env=env)
-    run_logged(f"pulumi CLI {CLI_VERSION}: fetch modules", [go, "get", f"{CLI_PACKAGE}@{CLI_VERSION}"], log, cwd=src, env=env)
+    run_logged(
+        f"pulumi CLI {CLI_VERSION}: fetch modules", [go, "get", f"{CLI_PACKAGE}@{CLI_VERSION}"], log, cwd=src, env=env
+    )
     tmp = target.with_name("pulumi.partial")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     run_logged(
         f"pulumi CLI {CLI_VERSION}: go build (several minutes on 2 cores)",
-        [go, "build", "-trimpath", "-tags", "osusergo,grpcnotrace",
-         "-ldflags", f"-s -w -X {VERSION_VAR}={CLI_VERSION}", "-o", str(tmp), CLI_PACKAGE],
-        log, cwd=src, env=env,
+        [
+            go,
+            "build",
+            "-trimpath",
+            "-tags",
+            "osusergo,grpcnotrace",
+            "-ldflags",
+            f"-s -w -X {VERSION_VAR}={CLI_VERSION}",
+            "-o",
+            str(tmp),
+            CLI_PACKAGE,
+        ],
+        log,
+        cwd=src,
+        env=env,
     )
     tmp.rename(target)
     if cli_version(target) != parse_version(CLI_VERSION):

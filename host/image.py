@@ -20,12 +20,37 @@ from host.progress import run_logged, say
 
 # What every role runs (nginx on webs; haproxy or ipvsadm on the LB; ab and wrk on clients), what
 # the benchmark reads counters with (iproute2's ss and nstat, ethtool, procps), and what boots.
-PACKAGES = (
-    "linux-image-amd64 initramfs-tools systemd-sysv udev kmod dbus iproute2 ifupdown "
-    "isc-dhcp-client iputils-ping procps netbase sudo python3 python3-cffi-backend cloud-init "
-    "openssh-server nginx haproxy ipvsadm apache2-utils wrk curl openssl tcpdump ethtool "
-    "qemu-guest-agent ca-certificates sysstat"
-).split()
+PACKAGES = [
+    "linux-image-amd64",
+    "initramfs-tools",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "dbus",
+    "iproute2",
+    "ifupdown",
+    "isc-dhcp-client",
+    "iputils-ping",
+    "procps",
+    "netbase",
+    "sudo",
+    "python3",
+    "python3-cffi-backend",
+    "cloud-init",
+    "openssh-server",
+    "nginx",
+    "haproxy",
+    "ipvsadm",
+    "apache2-utils",
+    "wrk",
+    "curl",
+    "openssl",
+    "tcpdump",
+    "ethtool",
+    "qemu-guest-agent",
+    "ca-certificates",
+    "sysstat",
+]
 
 # Files written into the root file system after debootstrap (no chroot, no network needed).
 # Clone safety: empty machine-id, no SSH host keys. Boot speed: NoCloud only, no apt timers.

@@ -34,10 +34,21 @@ security_driver = "none"
 dynamic_ownership = 0
 # end l2dsr
 """
-HOST_PACKAGES = (
-    "libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils "
-    "debootstrap genisoimage dnsmasq-base iptables nftables openssh-client e2fsprogs iproute2"
-).split()
+HOST_PACKAGES = [
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "libvirt-daemon-driver-qemu",
+    "qemu-system-x86",
+    "qemu-utils",
+    "debootstrap",
+    "genisoimage",
+    "dnsmasq-base",
+    "iptables",
+    "nftables",
+    "openssh-client",
+    "e2fsprogs",
+    "iproute2",
+]
 TEST_PACKAGES = ("cloud-init", "haproxy", "nginx-light")  # the tools that check rendered files
 
 
@@ -53,6 +64,7 @@ class HostRecord:
 
 
 # ---- decisions (pure) --------------------------------------------------------------------------
+
 
 def choose_mode(system_libvirtd_answers: bool, ours_running: bool) -> str:
     """A libvirtd that answers and is not ours is the user's system service: use it."""
@@ -76,9 +88,25 @@ def kvm_probe(kernel: Path, accel: str = "kvm", timeout: float = 20.0) -> bool:
     if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     argv = [
-        "qemu-system-x86_64", "-accel", accel, "-machine", "pc", "-m", "128", "-nodefaults",
-        "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-        "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
+        "qemu-system-x86_64",
+        "-accel",
+        accel,
+        "-machine",
+        "pc",
+        "-m",
+        "128",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1",
     ]
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -114,6 +142,7 @@ def kvm_runs_guests(kernel: Path) -> bool:
 
 
 # ---- state -------------------------------------------------------------------------------------
+
 
 def read_record() -> HostRecord | None:
     if not RECORD.exists():
@@ -152,6 +181,7 @@ def in_namespace(rec: HostRecord | None) -> list[str]:
 
 # ---- setup and teardown ------------------------------------------------------------------------
 
+
 def install_packages(packages: tuple[str, ...] | list[str], log: Path) -> None:
     missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
     if not missing:
@@ -159,7 +189,12 @@ def install_packages(packages: tuple[str, ...] | list[str], log: Path) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if not list(Path("/var/lib/apt/lists").glob("*Packages*")):
         run_logged("apt-get update", ["apt-get", "update"], log, env=env)
-    run_logged(f"install {len(missing)} Debian packages", ["apt-get", "install", "-y", "--no-install-recommends", *missing], log, env=env)
+    run_logged(
+        f"install {len(missing)} Debian packages",
+        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+        log,
+        env=env,
+    )
 
 
 def setup(log: Path, probe_kernel: Path) -> HostRecord:
@@ -176,14 +211,20 @@ def setup(log: Path, probe_kernel: Path) -> HostRecord:
         rec = _start_sandbox()
     if not virsh_ok("pool-info", POOL_NAME):
         Path(POOL_PATH).mkdir(parents=True, exist_ok=True)
-        for args in (("pool-define-as", POOL_NAME, "dir", "--target", POOL_PATH), ("pool-start", POOL_NAME), ("pool-autostart", POOL_NAME)):
+        for args in (
+            ("pool-define-as", POOL_NAME, "dir", "--target", POOL_PATH),
+            ("pool-start", POOL_NAME),
+            ("pool-autostart", POOL_NAME),
+        ):
             if not virsh_ok(*args):
                 raise StepFailed(f"virsh {' '.join(args)} failed")
         rec.created_pool = True
     elif not virsh_ok("pool-start", POOL_NAME) and "running" not in _virsh_out("pool-info", POOL_NAME):
         raise StepFailed(f"storage pool {POOL_NAME} exists but does not start")
     rec.domain_type = choose_domain_type("auto", kvm_runs_guests(probe_kernel))
-    say(f"libvirt: guests run as type {rec.domain_type} ({'KVM runs guests' if rec.domain_type == 'kvm' else 'KVM cannot run a guest here: software emulation'})")
+    say(
+        f"libvirt: guests run as type {rec.domain_type} ({'KVM runs guests' if rec.domain_type == 'kvm' else 'KVM cannot run a guest here: software emulation'})"
+    )
     write_record(rec)
     return rec
 
@@ -204,6 +245,9 @@ def _start_sandbox() -> HostRecord:
     resolv = Path("/etc/netns") / NAMESPACE / "resolv.conf"
     resolv.parent.mkdir(parents=True, exist_ok=True)
     resolv.write_text("")
+    # What the package's tmpfiles.d would create under systemd (libvirt writes there at domain start).
+    for directory in ("/var/lib/libvirt/dnsmasq", "/var/log/libvirt/qemu", "/var/cache/libvirt/qemu", "/run/libvirt"):
+        Path(directory).mkdir(parents=True, exist_ok=True)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     rec = HostRecord(mode="sandbox", namespace=NAMESPACE)
     write_record(rec)  # from here on, teardown knows about the namespace
@@ -212,7 +256,9 @@ def _start_sandbox() -> HostRecord:
         # Foreground daemons (`ip netns exec` execs them): the PID we record is the daemon's own.
         proc = subprocess.Popen(
             [*ns, daemon, "--pid-file", str(RUN_DIR / f"{daemon}.pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         rec.pids[daemon] = proc.pid
         write_record(rec)
@@ -233,7 +279,9 @@ def teardown(force: bool = False) -> None:
     if rec.mode == "sandbox" and ours_running(rec):
         domains = [d for d in _virsh_out("list", "--all", "--name").split() if d]
         if domains and not force:
-            raise StepFailed(f"domains still defined: {' '.join(domains)}; run ./labctl destroy first (or down --force)")
+            raise StepFailed(
+                f"domains still defined: {' '.join(domains)}; run ./labctl destroy first (or down --force)"
+            )
         for d in domains:
             subprocess.run(["virsh", "-c", URI, "destroy", d], capture_output=True)
             subprocess.run(["virsh", "-c", URI, "undefine", d], capture_output=True)
@@ -252,3 +300,20 @@ def teardown(force: bool = False) -> None:
         subprocess.run(["ip", "netns", "delete", rec.namespace], capture_output=True)
         say(f"deleted network namespace {rec.namespace}")
     RECORD.unlink(missing_ok=True)
+
+
+class DomainTypeUnknown(RuntimeError):
+    pass
+
+
+def resolve_domain_type(configured: str) -> str:
+    """The program's answer for l2dsr:domainType: explicit, or what setup's probe found."""
+    if configured in ("kvm", "qemu"):
+        return configured
+    rec = read_record()
+    if rec and rec.domain_type:
+        return rec.domain_type
+    raise DomainTypeUnknown(
+        "l2dsr:domainType: auto, but this host has not been probed for KVM yet: run ./labctl setup, "
+        "or set l2dsr:domainType to kvm or qemu"
+    )

@@ -63,7 +63,9 @@ def plan(spec: LabSpec) -> AddressPlan:
         Host(f"client{i + 1:02d}", "client", _nth(front, FIRST_CLIENT_OFFSET + i)) for i in range(spec.client_count)
     )
     webs = tuple(Host(f"web{i + 1:02d}", "web", spec.first_web_address + i) for i in range(spec.web_count))
-    return AddressPlan(front, server, spec.vip, _nth(front, GATEWAY_OFFSET), _nth(server, GATEWAY_OFFSET), lb, clients, webs)
+    return AddressPlan(
+        front, server, spec.vip, _nth(front, GATEWAY_OFFSET), _nth(server, GATEWAY_OFFSET), lb, clients, webs
+    )
 
 
 def plan_problems(spec: LabSpec) -> list[str]:
@@ -106,7 +108,9 @@ def plan_problems(spec: LabSpec) -> list[str]:
 
     first_web = spec.first_web_address
     if first_web not in server:
-        problems.append(f"l2dsr:firstWebAddress: {first_web} is outside serverSubnet {server}; pick an address inside it")
+        problems.append(
+            f"l2dsr:firstWebAddress: {first_web} is outside serverSubnet {server}; pick an address inside it"
+        )
     elif first_web <= _nth(server, LB_OFFSET):
         problems.append(
             f"l2dsr:firstWebAddress: {first_web} collides with the host (.{GATEWAY_OFFSET}) or the LB "

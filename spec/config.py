@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -74,7 +75,9 @@ class LabSpec:
         return self.image == "builtin"
 
 
-def load_spec(values: Mapping[str, Any] | None = None, schema: Mapping[str, Mapping[str, Any]] | None = None) -> LabSpec:
+def load_spec(
+    values: Mapping[str, Any] | None = None, schema: Mapping[str, Mapping[str, Any]] | None = None
+) -> LabSpec:
     """Stack values (key without the `l2dsr:` prefix; strings or typed) over Pulumi.yaml's defaults."""
     schema = schema if schema is not None else project_schema()
     values = {k.removeprefix(f"{PROJECT}:"): v for k, v in (values or {}).items() if v is not None}

@@ -1,0 +1,80 @@
+"""The l2dsr lab: networks, web tier, load balancer, clients and the benchmark, from one config."""
+
+from __future__ import annotations
+
+import pulumi
+
+from bench.report import results_table
+from components.benchmark import Benchmark
+from components.client import Clients
+from components.context import LabContext
+from components.image import BaseImage, ImageMissing, resolve_image
+from components.loadbalancer import LoadBalancer
+from components.network import LabNetwork
+from components.providers import SshKey
+from components.webtier import WebTier
+from host import paths
+from host.libvirt import DomainTypeUnknown, resolve_domain_type
+from spec.addressing import plan as address_plan
+from spec.config import PROJECT, ConfigError, load_spec, project_schema
+
+# ---- configuration: read once, validated before any resource is registered ---------------------
+config = pulumi.Config(PROJECT)
+stack = pulumi.get_stack()
+try:
+    spec = load_spec({key: config.get(key) for key in project_schema()})
+    plan = address_plan(spec)
+    domain_type = resolve_domain_type(spec.domain_type)
+    base_source, boot = resolve_image(spec)
+except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
+    raise pulumi.RunError(str(e)) from None
+
+# ---- the lab -----------------------------------------------------------------------------------
+key = SshKey("ssh-key", comment=f"l2dsr-{stack}")
+network = LabNetwork("network", uri=spec.libvirt_uri, stack=stack, plan=plan)
+base = BaseImage("base", stack=stack, spec=spec, source=base_source, opts=pulumi.ResourceOptions(depends_on=[network]))
+ctx = LabContext(
+    stack=stack,
+    spec=spec,
+    plan=plan,
+    domain_type=domain_type,
+    network=network.name,
+    base_path=base.path,
+    boot=boot,
+    ssh_public_key=key.public_key,
+)
+webs = WebTier("web", ctx)
+lb = LoadBalancer("lb", ctx)
+clients = Clients("client", ctx)
+all_vms = [*clients.vms, lb.vm, *webs.vms]
+
+bench = Benchmark(
+    "bench",
+    stack=stack,
+    spec=spec,
+    plan=plan,
+    vms=all_vms,
+    private_key=key.private_key,
+    results_dir=str(paths.PROJECT_DIR / "results"),
+    ready_timeout_s=300 + 60 * len(all_vms),
+)
+
+# ---- outputs: the interface users script against ------------------------------------------------
+pulumi.export("mode", spec.mode)
+pulumi.export("vip", str(plan.vip))
+pulumi.export("domainType", domain_type)
+pulumi.export("vms", [{"name": vm.name, "role": vm.host.role, "address": vm.address} for vm in all_vms])
+pulumi.export("results", bench.result.apply(lambda r: [r]))
+pulumi.export("resultsTable", bench.result.apply(lambda r: results_table([r])))
+pulumi.export("requestsPerWeb", bench.result.apply(lambda r: r["requests_per_web"]))
+pulumi.export(
+    "byteCounters",
+    bench.result.apply(
+        lambda r: {
+            "lb": r["lb_bytes"],
+            "clients": r["client_bytes"],
+            "lbSentShare": r["lb_sent_share"],
+            "lbResponseShare": r["lb_response_share"],
+        }
+    ),
+)

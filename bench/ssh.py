@@ -1,0 +1,84 @@
+"""SSH to the lab's VMs with the stack's key: plain OpenSSH, bounded, no host-key prompts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SshError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str
+    key_file: str
+
+    def argv(self, address: str, command: str, connect_timeout: int = 5) -> list[str]:
+        return [
+            "ssh",
+            "-i",
+            self.key_file,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            f"ConnectTimeout={connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            f"{self.user}@{address}",
+            command,
+        ]
+
+    def run(self, address: str, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        try:
+            done = subprocess.run(self.argv(address, command), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise SshError(f"{address}: `{command}` did not finish within {timeout:.0f} s") from e
+        if check and done.returncode != 0:
+            raise SshError(
+                f"{address}: `{command}` exited {done.returncode}: {(done.stderr or done.stdout).strip()[-400:]}"
+            )
+        return done
+
+    def wait_reachable(self, address: str, deadline: float) -> None:
+        """Retry until sshd answers with our key, or the deadline (monotonic) passes."""
+        last = ""
+        while time.monotonic() < deadline:
+            done = subprocess.run(self.argv(address, "true"), capture_output=True, text=True, timeout=30)
+            if done.returncode == 0:
+                return
+            last = done.stderr.strip()
+            time.sleep(2)
+        raise SshError(f"{address}: no SSH login before the deadline (last: {last or 'no answer'})")
+
+
+class KeyFile:
+    """The private key in a 0600 temporary file for the length of a `with` block."""
+
+    def __init__(self, private_key: str):
+        self.private_key = private_key
+        self.path = ""
+
+    def __enter__(self) -> str:
+        fd, self.path = tempfile.mkstemp(prefix="l2dsr-key-")
+        with os.fdopen(fd, "w") as f:
+            f.write(self.private_key if self.private_key.endswith("\n") else self.private_key + "\n")
+        return self.path
+
+    def __exit__(self, *_exc) -> None:
+        Path(self.path).unlink(missing_ok=True)

@@ -1,0 +1,102 @@
+"""The post-deploy benchmark as a resource: it runs when its inputs change, not on every `pulumi up`.
+
+Its inputs are everything that shapes a run (mode, the LB VM, the load settings, benchTrigger);
+change one, or `pulumi up --replace <urn>`, and it runs again. Its outputs are the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, Resource
+
+from bench.runner import BenchParams, run
+from bench.ssh import KeyFile, Ssh
+from cloudinit import render
+from components.providers import ReplaceOnChange
+from components.vm import Vm
+from spec.addressing import AddressPlan
+from spec.config import LabSpec
+
+
+class BenchmarkProvider(ReplaceOnChange):
+    delete_first = False  # nothing on the host carries its name
+    not_compared = ("results_dir",)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        params = BenchParams.from_props(props["params"], props["results_dir"])
+        with KeyFile(props["private_key"]) as key:
+            result = run(params, Ssh(render.LOGIN_USER, key))
+        return CreateResult(id_=result["raw_dir"], outs={**props, "result": result})
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        pass  # the raw results stay on the host: they are the record of the run
+
+
+def bench_params(stack: str, spec: LabSpec, plan: AddressPlan, ready_timeout_s: float) -> dict:
+    def node(h) -> dict:
+        return {"name": h.name, "role": h.role, "address": str(h.address)}
+
+    params = BenchParams(
+        stack=stack,
+        mode=spec.mode,
+        vip=str(plan.vip),
+        lb_mac=render.mac_address(plan.lb),
+        lb=node(plan.lb),
+        clients=[node(c) for c in plan.clients],
+        webs=[node(w) for w in plan.webs],
+        tool=spec.bench_tool,
+        concurrency=spec.bench_concurrency,
+        requests=spec.bench_requests,
+        file_size_bytes=spec.bench_file_size_kib * 1024,
+        lb_threads=spec.haproxy_threads,
+        ready_timeout_s=ready_timeout_s,
+        results_dir="",
+    )
+    out = asdict(params)
+    del out["results_dir"]
+    return out
+
+
+class BenchmarkRun(Resource, module="l2dsr", name="BenchmarkRun"):
+    result: pulumi.Output[dict]
+
+
+class Benchmark(pulumi.ComponentResource):
+    result: pulumi.Output[dict]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        stack: str,
+        spec: LabSpec,
+        plan: AddressPlan,
+        vms: list[Vm],
+        private_key: pulumi.Output[str],
+        results_dir: str,
+        ready_timeout_s: float,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("l2dsr:lab:Benchmark", name, None, opts)
+        props = {
+            "params": bench_params(stack, spec, plan, ready_timeout_s),
+            "trigger": spec.bench_trigger,
+            # The VMs it measures: a replaced VM (new domain id) means a new run.
+            "vms": [vm.domain.id for vm in vms],
+            "private_key": private_key,
+            "results_dir": results_dir,
+            "result": None,
+        }
+        self.run = BenchmarkRun(
+            BenchmarkProvider(),
+            f"{name}-run",
+            props,
+            pulumi.ResourceOptions(
+                parent=self, depends_on=[vm.domain for vm in vms], custom_timeouts=pulumi.CustomTimeouts(create="120m")
+            ),
+        )
+        self.result = self.run.result
+        self.register_outputs({"result": self.result})

@@ -1,0 +1,46 @@
+"""What every role VM of one lab shares: built once in __main__.py, handed to each component."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from cloudinit import render
+from components.vm import BootSpec, Vm, VmArgs
+from spec.addressing import AddressPlan, Host
+from spec.config import LabSpec
+
+
+@dataclass(frozen=True)
+class LabContext:
+    stack: str
+    spec: LabSpec
+    plan: AddressPlan
+    domain_type: str
+    network: pulumi.Output[str]
+    base_path: pulumi.Output[str]
+    boot: BootSpec
+    ssh_public_key: pulumi.Output[str]
+
+    def vm(self, name: str, host: Host, parent: pulumi.Resource) -> Vm:
+        """One role VM: its cloud-init rendered for its role, sized by the role's config."""
+        user_data = self.ssh_public_key.apply(lambda key: render.user_data(self.spec, self.plan, host, key))
+        return Vm(
+            name,
+            VmArgs(
+                stack=self.stack,
+                uri=self.spec.libvirt_uri,
+                pool=self.spec.storage_pool,
+                domain_type=self.domain_type,
+                host=host,
+                vcpus=self.spec.vcpus[host.role],
+                memory_mib=self.spec.memory_mib[host.role],
+                network=self.network,
+                base_path=self.base_path,
+                boot=self.boot,
+                user_data=user_data,
+                network_config=render.network_config(self.plan, host),
+            ),
+            pulumi.ResourceOptions(parent=parent),
+        )

@@ -1,0 +1,42 @@
+"""The lab's one L2 segment: an isolated libvirt network carrying the front and server subnets."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pulumi
+
+from components.providers import LibvirtNetwork
+from spec.addressing import AddressPlan
+from virt.xml import NetworkDef, network_xml
+
+
+def network_def(stack: str, plan: AddressPlan) -> NetworkDef:
+    return NetworkDef(
+        name=f"l2dsr-{stack}",
+        bridge=f"l2dsr-{hashlib.sha256(stack.encode()).hexdigest()[:8]}",
+        host_addresses=(
+            (str(plan.host_front), plan.front.prefixlen),
+            (str(plan.host_server), plan.server.prefixlen),
+        ),
+    )
+
+
+class LabNetwork(pulumi.ComponentResource):
+    name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, *, uri: str, stack: str, plan: AddressPlan, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("l2dsr:lab:LabNetwork", name, None, opts)
+        net = network_def(stack, plan)
+        self.network = LibvirtNetwork(
+            f"{name}-segment",
+            uri=uri,
+            name=net.name,
+            xml=network_xml(net),
+            host_addresses=list(net.host_addresses),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.name = self.network.name
+        self.register_outputs({"name": self.name})

@@ -1,0 +1,95 @@
+"""./labctl: set up the host, run the lab, run the tests. `./labctl help` lists the commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from host import engine, image, libvirt, paths
+from host.progress import StepFailed, say
+
+DEFAULT_STACK = "lab"
+USAGE = """usage: ./labctl COMMAND [ARGS]
+
+  up [STACK]        set up the host, then `pulumi up` the stack (default: lab) and print its results
+  destroy [STACK]   `pulumi destroy` the stack: every domain, volume and network it made
+  pulumi ARGS...    any pulumi command, with the lab's environment (e.g. ./labctl pulumi config set mode dsr)
+  test [ARGS...]    set up the host, then run the test suite (ARGS go to pytest)
+  setup             only the host: packages, base image, libvirt (or our own in a namespace), engine
+  image             only the offline base image
+  down [--force]    stop what setup started (libvirtd, namespace, pool); --force also removes domains
+"""
+
+
+def log_file(name: str) -> Path:
+    return paths.state_dir() / "logs" / f"{name}.log"
+
+
+def setup() -> libvirt.HostRecord:
+    start = time.monotonic()
+    libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
+    built = image.build()
+    rec = libvirt.setup(log_file("setup"), probe_kernel=built.kernel)
+    engine.ensure_engine()
+    say(f"host ready in {time.monotonic() - start:.0f} s")
+    return rec
+
+
+def pulumi(args: list[str], rec: libvirt.HostRecord | None = None, check: bool = True) -> int:
+    """Run the pulumi CLI in the project, where the lab's addresses are (inside the namespace)."""
+    rec = rec or libvirt.read_record()
+    argv = [*libvirt.in_namespace(rec), str(engine.bin_dir() / "pulumi"), *args]
+    rc = subprocess.call(argv, cwd=paths.PROJECT_DIR, env=engine.engine_env())
+    if check and rc != 0:
+        raise StepFailed(f"pulumi {' '.join(args)} exited {rc}")
+    return rc
+
+
+def select_stack(stack: str, rec: libvirt.HostRecord) -> None:
+    pulumi(["stack", "select", "--create", stack], rec)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("help", "-h", "--help"):
+        print(USAGE)
+        return 0
+    command, args = argv[0], argv[1:]
+    try:
+        if command == "setup":
+            setup()
+        elif command == "image":
+            image.build()
+        elif command == "up":
+            stack = args[0] if args else DEFAULT_STACK
+            rec = setup()
+            select_stack(stack, rec)
+            pulumi(["up", "--yes", "--skip-preview", "--stack", stack], rec)
+            pulumi(["stack", "output", "resultsTable", "--stack", stack], rec)
+        elif command == "destroy":
+            stack = args[0] if args else DEFAULT_STACK
+            pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack])
+        elif command == "pulumi":
+            return pulumi(args, check=False)
+        elif command == "test":
+            setup()
+            libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"))
+            python = str(engine.venv_python())
+            return subprocess.call(
+                [python, "-m", "pytest", *args], cwd=paths.PROJECT_DIR, env={**os.environ, **engine.engine_env()}
+            )
+        elif command == "down":
+            libvirt.teardown(force="--force" in args)
+        else:
+            print(USAGE, file=sys.stderr)
+            return 2
+    except StepFailed as e:
+        say(f"error: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,91 @@
+"""Run the Pulumi program under the SDK's mocks and record what it registers (no engine, no libvirt)."""
+
+from __future__ import annotations
+
+import asyncio
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+MOCK_RESULT = {
+    "mode": "proxy",
+    "lb_threads": 1,
+    "concurrency": 20,
+    "total_requests": 2000,
+    "file_size_bytes": 5120,
+    "requests_per_second": 100.0,
+    "latency_ms": 10.0,
+    "failed_requests": 0,
+    "non_2xx_responses": 0,
+    "requests_per_web": {},
+    "lb_bytes": {},
+    "client_bytes": {},
+    "lb_sent_share": 1.09,
+    "lb_response_share": 1.0,
+}
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    parent: str  # the parent's logical name ("" for the stack)
+    custom: bool
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict[str, Any]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        inputs = {k: v for k, v in args.inputs.items() if k != "__provider"}
+        self.inputs[args.name] = inputs
+        outs = dict(args.inputs)
+        if "comment" in inputs:  # SshKey
+            outs.update(public_key="ssh-ed25519 AAAAmock l2dsr", private_key="mock-private")
+        if "backing_path" in inputs or "source" in inputs:  # LibvirtVolume
+            outs["path"] = f"/var/lib/libvirt/images/{inputs['name']}"
+        if "params" in inputs:  # Benchmark
+            outs["result"] = dict(MOCK_RESULT)
+        return f"{args.name}-id", outs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}, []
+
+
+def run_program(
+    config: dict[str, Any], stack: str = "lab", seen: list[Registered] | None = None
+) -> tuple[list[Registered], dict[str, Any]]:
+    """Register the whole program once under mocks; returns the resources and the stack's globals.
+
+    `seen` collects the registrations as they happen (useful when the program raises).
+    """
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="l2dsr", stack=stack, preview=False)
+    pulumi.runtime.set_all_config({f"l2dsr:{k.removeprefix('l2dsr:')}": str(v) for k, v in config.items()})
+    seen = [] if seen is None else seen
+
+    def record(args: pulumi.ResourceTransformationArgs):
+        parent = args.opts.parent if args.opts and args.opts.parent else None
+        parent_name = parent.pulumi_resource_name if parent is not None else ""
+        seen.append(Registered(args.type_, args.name, parent_name, isinstance(args.resource, pulumi.CustomResource)))
+        return None
+
+    pulumi.runtime.register_stack_transformation(record)
+    namespace: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program():
+        namespace.update(runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__"))
+
+    program()
+    for r in seen:
+        r.inputs = mocks.inputs.get(r.name, {})
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    return seen, namespace

@@ -1,0 +1,114 @@
+"""The Pulumi program under mocks: the resource graph for the seed and the lab stack, and mode switches."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pulumi
+import pytest
+
+from tests.program import Registered, run_program
+from tests.test_spec import lab_stack_values
+
+FAKE_IMAGE = {"image": "/srv/images/base.qcow2", "domainType": "qemu"}
+
+
+def graph(config: dict, stack: str = "lab") -> dict[str, Registered]:
+    resources, _ = run_program({**FAKE_IMAGE, **config}, stack=stack)
+    by_name = {r.name: r for r in resources}
+    assert len(by_name) == len(resources), "resource names must be unique"
+    return by_name
+
+
+@pytest.fixture(scope="module")
+def seed_graph() -> dict[str, Registered]:
+    return graph({})
+
+
+@pytest.fixture(scope="module")
+def lab_graph() -> dict[str, Registered]:
+    return graph(lab_stack_values())
+
+
+def test_seed_config_builds_the_seeds_lab(seed_graph):
+    types = Counter(r.type for r in seed_graph.values())
+    assert types["l2dsr:lab:Vm"] == 27  # 25 webs, 1 LB, 1 client
+    assert types["l2dsr:lab:WebTier"] == types["l2dsr:lab:LoadBalancer"] == types["l2dsr:lab:Clients"] == 1
+    assert types["l2dsr:lab:LabNetwork"] == types["l2dsr:lab:BaseImage"] == types["l2dsr:lab:Benchmark"] == 1
+    assert types["pulumi-python:dynamic/l2dsr:Domain"] == 27
+    assert types["pulumi-python:dynamic/l2dsr:Volume"] == 27 + 1  # an overlay each, one base
+    assert types["pulumi-python:dynamic/l2dsr:CloudInitDisk"] == 27
+    # components: 27 Vm + WebTier, LoadBalancer, Clients, LabNetwork, BaseImage, Benchmark = 33;
+    # custom: 27 x (disk, seed, domain) + base volume, network, SSH key, benchmark run = 85
+    assert len(seed_graph) == 118
+
+
+def test_every_vm_has_disk_seed_and_domain_as_children(seed_graph):
+    vms = [r.name for r in seed_graph.values() if r.type == "l2dsr:lab:Vm"]
+    for vm in vms:
+        children = sorted(r.name.removeprefix(vm + "-") for r in seed_graph.values() if r.parent == vm)
+        assert children == ["disk", "domain", "seed"], vm
+    assert {seed_graph[v].parent for v in vms} == {"web", "lb", "client"}
+    assert seed_graph["web-web25"].parent == "web"
+
+
+def test_lab_stack_graph_and_stable_names(lab_graph):
+    domains = sorted(r.inputs["name"] for r in lab_graph.values() if r.type.endswith(":Domain"))
+    assert domains == ["l2dsr-lab-client01", "l2dsr-lab-lb", "l2dsr-lab-web01", "l2dsr-lab-web02"]
+    assert lab_graph["network-segment"].inputs["name"] == "l2dsr-lab"
+    assert all(r.inputs["uri"] == "qemu:///system" for r in lab_graph.values() if r.type.endswith(":Domain"))
+
+
+def test_domains_use_software_emulation_with_a_capped_translation_cache(lab_graph):
+    xml = lab_graph["web-web01-domain"].inputs["xml"]
+    assert "<domain type='qemu'>" in xml and "<tb-cache unit='MiB'>128</tb-cache>" in xml
+    assert "<memory unit='MiB'>384</memory>" in xml
+
+
+def test_private_key_is_a_secret(lab_graph):
+    # The benchmark gets the key; under mocks a secret input arrives wrapped, never as plain text.
+    assert lab_graph["ssh-key"].inputs == {"comment": "l2dsr-lab"}
+
+
+def _inputs(g: dict[str, Registered]) -> dict[str, dict]:
+    return {name: r.inputs for name, r in g.items() if r.custom}
+
+
+def test_mode_switch_changes_the_lb_and_benchmark_only(lab_graph):
+    dsr = graph({**lab_stack_values(), "mode": "dsr"})
+    before, after = _inputs(lab_graph), _inputs(dsr)
+    assert before.keys() == after.keys()
+    changed = sorted(n for n in before if before[n] != after[n])
+    assert changed == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-seed"]
+
+
+def test_benchmark_settings_change_only_the_benchmark(lab_graph):
+    other = graph({**lab_stack_values(), "benchConcurrency": 10, "benchTrigger": "again"})
+    before, after = _inputs(lab_graph), _inputs(other)
+    assert sorted(n for n in before if before[n] != after[n]) == ["bench-run"]
+
+
+def test_stacks_do_not_share_names(lab_graph):
+    other = graph(lab_stack_values(), stack="dsr")
+    ours = {r.inputs.get("name") for r in lab_graph.values() if r.custom} - {None}
+    theirs = {r.inputs.get("name") for r in other.values() if r.custom} - {None}
+    assert not ours & theirs
+
+
+def test_bad_config_fails_before_any_resource():
+    seen: list[Registered] = []
+    with pytest.raises(pulumi.RunError, match=r"l2dsr:webCount: 0 is below 1"):
+        run_program({**FAKE_IMAGE, "webCount": 0, "vip": "10.0.0.1"}, seen=seen)
+    assert seen == []
+
+
+def test_missing_builtin_image_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2DSR_CACHE", str(tmp_path))
+    with pytest.raises(Exception, match=r"run ./labctl image"):
+        run_program({"domainType": "qemu"})
+
+
+def test_outputs_name_every_vm(lab_graph):
+    _, ns = run_program({**FAKE_IMAGE, **lab_stack_values()})
+    names = [vm.name for vm in ns["all_vms"]]
+    assert names == ["l2dsr-lab-client01", "l2dsr-lab-lb", "l2dsr-lab-web01", "l2dsr-lab-web02"]

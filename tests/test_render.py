@@ -1,0 +1,235 @@
+"""Every rendered file, checked by the tool that will read it, and against the seed's own values.
+
+haproxy -c, nginx -t and `cloud-init schema` are Debian's, installed by `./labctl test`. Golden
+files (tests/golden/) make any change to what reaches a VM or libvirt visible in review; regenerate
+them with L2DSR_UPDATE_GOLDEN=1 after an intended change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloudinit import render
+from components.network import network_def
+from components.vm import domain_name
+from spec.addressing import plan
+from spec.config import load_spec
+from tests.test_spec import lab_stack_values
+from virt.xml import DomainDef, domain_xml, network_xml
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGolden l2dsr-test"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if not path:
+        pytest.fail(f"{tool} is not installed: run the tests through ./labctl test (it installs the checkers)")
+    return path
+
+
+def sysctl_pairs(text: str) -> dict[str, str]:
+    pairs = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            pairs[key.strip().lstrip("-")] = " ".join(value.split())
+    return pairs
+
+
+# ---- against the seed ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role, seed", [("client", "client"), ("web", "server"), ("lb", "server")])
+def test_sysctl_profiles_are_the_seeds(role, seed):
+    assert sysctl_pairs(render.sysctl_profile(role)) == sysctl_pairs((DATA / f"seed-sysctl-{seed}.txt").read_text())
+
+
+def test_web_arp_settings_are_the_seeds():
+    ours = sysctl_pairs(render.fill("web/dsr-arp.conf"))
+    assert ours == sysctl_pairs((DATA / "seed-sysctl-arp.txt").read_text())
+
+
+def test_ipvsadm_rules_are_the_seeds_commands():
+    spec = load_spec()
+    seed = [line.removeprefix("ipvsadm ") for line in (DATA / "seed-ipvsadm.txt").read_text().splitlines() if line]
+    assert render.ipvsadm_rules(spec, plan(spec)).splitlines() == seed
+
+
+def test_haproxy_backend_lists_every_web_with_check():
+    spec = load_spec()
+    cfg = render.haproxy_cfg(spec, plan(spec))
+    servers = [line.split() for line in cfg.splitlines() if line.strip().startswith("server ")]
+    assert servers == [["server", f"web{i:02d}", f"172.16.0.{100 + i}:80", "check"] for i in range(1, 26)]
+    assert "balance     roundrobin" in cfg and "nbthread 4" in cfg and "cpu-map 1/1-4 0-3" in cfg
+
+
+def test_haproxy_cpu_map_follows_the_lb_vcpus():
+    spec = load_spec({"haproxyThreads": 8, "lbVcpus": 2})
+    assert "cpu-map 1/1-8 0-1" in render.haproxy_cfg(spec, plan(spec))
+
+
+# ---- checked by the real tools ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [{}, {"https": True}, {"haproxyThreads": 1, "lbVcpus": 1, "webCount": 2}])
+def test_haproxy_accepts_the_config(tmp_path, values):
+    spec = load_spec(values)
+    cert = tmp_path / "server.pem"
+    if spec.https:
+        key = tmp_path / "server.key"
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-nodes",
+                "-newkey",
+                "rsa:2048",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test",
+                "-keyout",
+                str(key),
+                "-out",
+                str(tmp_path / "server.crt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        cert.write_text((tmp_path / "server.crt").read_text() + key.read_text())
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render.haproxy_cfg(spec, plan(spec), cert=str(cert)))
+    done = subprocess.run([need("haproxy"), "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("family", ["debian"])
+def test_nginx_accepts_the_config(tmp_path, family):
+    spec = load_spec({"imageFamily": family})
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render.nginx_conf(spec))
+    done = subprocess.run([need("nginx"), "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def all_user_data(values: dict) -> dict[str, str]:
+    spec = load_spec(values)
+    p = plan(spec)
+    return {h.name: render.user_data(spec, p, h, KEY) for h in p.hosts}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {**lab_stack_values(), "mode": "proxy"},
+        {**lab_stack_values(), "mode": "dsr"},
+        {**lab_stack_values(), "mode": "proxy", "https": True, "image": "https://example.invalid/x.qcow2"},
+        {**lab_stack_values(), "mode": "dsr", "image": "/srv/rocky.qcow2", "imageFamily": "rhel"},
+    ],
+    ids=["proxy", "dsr", "proxy-https-cloud-image", "dsr-rhel"],
+)
+def test_cloud_init_accepts_every_user_data(tmp_path, values):
+    for name, text in all_user_data(values).items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        done = subprocess.run([need("cloud-init"), "schema", "-c", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0 and "Valid" in done.stdout, f"{name}: {done.stdout}{done.stderr}"
+
+
+def test_user_data_is_ssh_key_only_and_installs_nothing_on_the_builtin_image():
+    for name, text in all_user_data(lab_stack_values()).items():
+        doc = yaml.safe_load(text)
+        assert doc["ssh_pwauth"] is False and doc["users"][0]["lock_passwd"] is True, name
+        assert doc["users"][0]["ssh_authorized_keys"] == [KEY]
+        assert "packages" not in doc and doc["package_update"] is False, name
+
+
+def test_cloud_images_get_their_familys_packages():
+    spec = load_spec({"mode": "dsr", "image": "/srv/rocky.qcow2", "imageFamily": "rhel"})
+    p = plan(spec)
+    assert "ipvsadm" in render.role_packages(spec, p.lb)
+    assert "httpd-tools" in render.role_packages(spec, p.clients[0])
+    assert "user nginx;" in render.nginx_conf(spec)
+
+
+def test_webs_are_identical_in_both_modes_and_the_lb_is_not():
+    proxy = all_user_data({**lab_stack_values(), "mode": "proxy"})
+    dsr = all_user_data({**lab_stack_values(), "mode": "dsr"})
+    assert [n for n in proxy if proxy[n] != dsr[n]] == ["lb"]
+    assert "haproxy.cfg" in proxy["lb"] and "ipvsadm.rules" in dsr["lb"]
+
+
+def test_web_holds_the_vip_on_lo_and_routes_the_front_on_link():
+    spec = load_spec()
+    p = plan(spec)
+    script = render.net_script(p, p.webs[0])
+    assert "ip addr replace 192.168.16.100/32 dev lo" in script
+    assert "ip route replace 192.168.16.0/24 dev eth0" in script
+    assert "dev lo" not in render.net_script(p, p.clients[0])
+
+
+def test_dummy_file_has_the_configured_size(tmp_path):
+    spec = load_spec({"benchFileSizeKiB": 7})
+    p = plan(spec)
+    _, commands = render.role_files(spec, p, p.webs[0])
+    made = next(c for c in commands if "dummy_file" in c)
+    subprocess.run(["sh", "-c", made.replace(render.NGINX_ROOT, str(tmp_path))], check=True)
+    assert (tmp_path / "dummy_file").stat().st_size == 7 * 1024
+
+
+# ---- golden files -------------------------------------------------------------------------------
+
+
+def golden_documents() -> dict[str, str]:
+    docs = {}
+    for mode in ("proxy", "dsr"):
+        spec = load_spec({**lab_stack_values(), "mode": mode, "domainType": "qemu"})
+        p = plan(spec)
+        for host in p.hosts if mode == "proxy" else [p.lb]:
+            docs[f"lab-{mode}/{host.name}.user-data.yaml"] = render.user_data(spec, p, host, KEY)
+        docs[f"lab-{mode}/lb.network-config.yaml"] = render.network_config(p, p.lb)
+    spec = load_spec({**lab_stack_values(), "domainType": "qemu"})
+    p = plan(spec)
+    docs["lab-proxy/web01.network-config.yaml"] = render.network_config(p, p.webs[0])
+    docs["libvirt/network.xml"] = network_xml(network_def("lab", p))
+    docs["libvirt/web01.domain.xml"] = domain_xml(
+        DomainDef(
+            name=domain_name("lab", p.webs[0]),
+            domain_type="qemu",
+            vcpus=1,
+            memory_mib=384,
+            pool="default",
+            disk_volume="l2dsr-lab-web01.qcow2",
+            seed_volume="l2dsr-lab-web01-seed-0123456789.iso",
+            network="l2dsr-lab",
+            mac=render.mac_address(p.webs[0]),
+            kernel="/images/vmlinuz",
+            initrd="/images/initrd.img",
+            cmdline="root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud",
+            console_log="/var/log/libvirt/qemu/l2dsr-lab-web01-console.log",
+        )
+    )
+    return docs
+
+
+@pytest.mark.parametrize("name", sorted(golden_documents()))
+def test_golden(name):
+    text = golden_documents()[name]
+    path = GOLDEN / name
+    if os.environ.get("L2DSR_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with L2DSR_UPDATE_GOLDEN=1 once"
+    assert text == path.read_text(), (
+        f"{name} changed; if intended, regenerate with L2DSR_UPDATE_GOLDEN=1 and review the diff"
+    )

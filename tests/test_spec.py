@@ -1,0 +1,98 @@
+"""Configuration and address plan: the seed's defaults, the lab stack, and every bad-config message."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import yaml
+
+from spec.addressing import plan
+from spec.config import ConfigError, load_spec
+from tests.program import PROJECT_DIR
+
+
+def lab_stack_values() -> dict:
+    return yaml.safe_load((PROJECT_DIR / "Pulumi.lab.yaml").read_text())["config"]
+
+
+def test_defaults_are_the_seeds_values():
+    spec = load_spec()
+    p = plan(spec)
+    assert spec.mode == "proxy"
+    assert spec.web_count == 25
+    assert str(spec.vip) == "192.168.16.100"
+    assert [str(w.address) for w in p.webs] == [f"172.16.0.{101 + i}" for i in range(25)]
+    assert [w.name for w in p.webs][:2] == ["web01", "web02"] and p.webs[-1].name == "web25"
+    assert spec.haproxy_threads == 4
+    assert (spec.ipvs_upper_threshold, spec.ipvs_lower_threshold) == (35000, 35000)
+    assert (spec.bench_tool, spec.bench_concurrency, spec.bench_requests, spec.bench_file_size_kib) == (
+        "ab",
+        1000,
+        2000,
+        5,
+    )
+    assert spec.https is False
+
+
+def test_lab_stack_is_the_small_lab():
+    spec = load_spec(lab_stack_values())
+    p = plan(spec)
+    assert [h.name for h in p.hosts] == ["client01", "lb", "web01", "web02"]
+    assert sum(spec.memory_mib[h.role] for h in p.hosts) <= 2048
+
+
+def test_lb_holds_the_vip_and_both_subnets():
+    p = plan(load_spec())
+    assert p.lb.address == ipaddress.IPv4Address("192.168.16.2")
+    assert [str(i) for i in p.lb.extra] == ["172.16.0.2/24", "192.168.16.100/32"]
+    assert str(p.host_front) == "192.168.16.1" and str(p.host_server) == "172.16.0.1"
+
+
+def test_values_arrive_as_strings_from_pulumi_config():
+    spec = load_spec({"l2dsr:webCount": "3", "https": "true", "mode": "dsr"})
+    assert spec.web_count == 3 and spec.https is True and spec.mode == "dsr"
+
+
+@pytest.mark.parametrize(
+    "values, key, fix",
+    [
+        ({"mode": "nat"}, "l2dsr:mode", "proxy, dsr"),
+        ({"webCount": 200}, "l2dsr:webCount", "room for 154"),
+        ({"webCount": 0}, "l2dsr:webCount", "set 1 or more"),
+        ({"webCount": "many"}, "l2dsr:webCount", "is not a integer"),
+        ({"vip": "10.1.2.3"}, "l2dsr:vip", "outside frontSubnet"),
+        ({"vip": "192.168.16.2"}, "l2dsr:vip", "collides with the LB"),
+        ({"vip": "192.168.16.11"}, "l2dsr:vip", "collides with client01"),
+        ({"vip": "192.168.16.255"}, "l2dsr:vip", "network or broadcast"),
+        ({"vip": "192.168.16.300"}, "l2dsr:vip", "not an IPv4 address"),
+        ({"serverSubnet": "192.168.16.0/25"}, "l2dsr:serverSubnet", "overlaps frontSubnet"),
+        ({"serverSubnet": "172.16.0.1/24"}, "l2dsr:serverSubnet", "CIDR"),
+        ({"firstWebAddress": "172.16.1.5"}, "l2dsr:firstWebAddress", "outside serverSubnet"),
+        ({"firstWebAddress": "172.16.0.2"}, "l2dsr:firstWebAddress", "collides with the host"),
+        ({"webMemoryMiB": 128}, "l2dsr:webMemoryMiB", "set 320 or more"),
+        ({"lbMemoryMiB": 200}, "l2dsr:lbMemoryMiB", "set 384 or more"),
+        ({"clientVcpus": 0}, "l2dsr:clientVcpus", "set 1 or more"),
+        ({"domainType": "xen"}, "l2dsr:domainType", "auto, kvm, qemu"),
+        ({"benchTool": "siege"}, "l2dsr:benchTool", "ab, wrk"),
+        ({"benchRequests": 10, "benchConcurrency": 20}, "l2dsr:benchRequests", "one request per connection"),
+        ({"image": "debian.qcow2"}, "l2dsr:image", "absolute path"),
+        ({"libvirtUri": "localhost"}, "l2dsr:libvirtUri", "qemu:///system"),
+        ({"clientCount": 300}, "l2dsr:clientCount", "do not fit"),
+        ({"webcount": 3}, "l2dsr:webcount", "unknown key"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_fix(values, key, fix):
+    with pytest.raises(ConfigError) as err:
+        load_spec(values)
+    lines = [p for p in err.value.problems if p.startswith(key + ":")]
+    assert lines, f"no problem for {key} in {err.value.problems}"
+    assert fix in lines[0]
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_spec({"mode": "nat", "webCount": 500, "webMemoryMiB": 1})
+    keys = sorted(p.split(":")[1] for p in err.value.problems)
+    assert keys == ["mode", "webCount", "webMemoryMiB"]
+    assert str(err.value).startswith("invalid l2dsr configuration (3 problem(s))")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
 from virt.virsh import Virsh, VirshError, size_of
 
@@ -60,15 +60,37 @@ def subnet_collisions(ours: list[str], networks_xml: dict[str, str], our_name: s
     return found
 
 
+def libvirt_failures(uri: str) -> list[CheckFailure]:
+    try:
+        Virsh(uri).run("version", timeout=30)
+    except VirshError as e:
+        return [
+            CheckFailure("uri", f"libvirt at {uri} does not answer ({e}); run ./labctl setup or fix l2dsr:libvirtUri")
+        ]
+    return []
+
+
 class NetworkProvider(ReplaceOnChange):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """At preview and before anything is created: libvirt answers, and no other stack holds our subnets."""
+        failures = libvirt_failures(news["uri"])
+        if not failures:
+            clashes = subnet_collisions(
+                [a for a, _ in news["host_addresses"]], Virsh(news["uri"]).networks_xml(), news["name"]
+            )
+            if clashes:
+                failures.append(
+                    CheckFailure(
+                        "host_addresses",
+                        "this stack's subnets are taken on this libvirt host (" + "; ".join(clashes) + "): another "
+                        "stack is probably up. Destroy it first, or give this stack other l2dsr:frontSubnet and "
+                        "l2dsr:serverSubnet values",
+                    )
+                )
+        return CheckResult(news, failures)
+
     def create(self, props: dict[str, Any]) -> CreateResult:
         virsh = Virsh(props["uri"])
-        clashes = subnet_collisions([a for a, _ in props["host_addresses"]], virsh.networks_xml(), props["name"])
-        if clashes:
-            raise VirshError(
-                "this stack's subnets are taken on this libvirt host (" + "; ".join(clashes) + "). Another stack "
-                "is probably up: destroy it first, or give this stack other l2dsr:frontSubnet/serverSubnet values"
-            )
         virsh.network_ensure(props["name"], props["xml"])
         return CreateResult(id_=props["name"], outs=props)
 
@@ -105,6 +127,19 @@ def _virtual_size(path: str) -> int:
 
 class VolumeProvider(ReplaceOnChange):
     """A base volume uploaded from a file on this host, or a qcow2 overlay on another volume."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = libvirt_failures(news["uri"])
+        if not failures and not Virsh(news["uri"]).ok("pool-info", news["pool"]):
+            failures.append(
+                CheckFailure(
+                    "pool", f"no libvirt storage pool {news['pool']!r}: run ./labctl setup or set l2dsr:storagePool"
+                )
+            )
+        source = news.get("source")
+        if source and not os.path.isfile(source):
+            failures.append(CheckFailure("source", f"base image {source} does not exist: fix l2dsr:image"))
+        return CheckResult(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from virt.xml import volume_xml

@@ -1,0 +1,53 @@
+"""Throw-away stacks for tests that drive the real engine: own backend, own stack file, removed after."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from host import engine, libvirt, paths
+
+
+class Cli:
+    def __init__(self, backend: Path, stack: str):
+        self.stack = stack
+        self.env = engine.engine_env()
+        self.env["PULUMI_BACKEND_URL"] = f"file://{backend}"
+        self.env["PULUMI_CONFIG_PASSPHRASE"] = "l2dsr-test"
+        self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+        self.prefix = libvirt.in_namespace(libvirt.read_record())
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        argv = [*self.prefix, str(engine.bin_dir() / "pulumi"), *args, "--stack", self.stack]
+        done = subprocess.run(
+            argv, cwd=paths.PROJECT_DIR, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert done.returncode == 0, f"pulumi {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        return done
+
+
+@contextmanager
+def lab_stack(backend: Path, stack: str, **overrides: str) -> Iterator[Cli]:
+    """A stack with the lab stack's config (plus overrides) and its own secrets salt."""
+    stack_file = paths.PROJECT_DIR / f"Pulumi.{stack}.yaml"
+    cli = Cli(backend, stack)
+    subprocess.run(
+        [str(engine.bin_dir() / "pulumi"), "stack", "init", stack],
+        cwd=paths.PROJECT_DIR,
+        env=cli.env,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        doc = yaml.safe_load(stack_file.read_text()) or {}
+        lab = yaml.safe_load((paths.PROJECT_DIR / "Pulumi.lab.yaml").read_text())["config"]
+        doc["config"] = {**lab, **{f"l2dsr:{k}": v for k, v in overrides.items()}}
+        stack_file.write_text(yaml.safe_dump(doc))
+        yield cli
+    finally:
+        stack_file.unlink(missing_ok=True)

@@ -1,0 +1,121 @@
+"""Parsing, combining and judging benchmark runs: real output captured from the lab, known inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.parse import ParseError, RunResult, combine, parse_ab
+from bench.report import results_table
+from bench.runner import BenchParams, mode_problem, response_share
+
+DATA = Path(__file__).parent / "data"
+
+# eth0 byte counters measured around the two captured runs (lab stack, 2 webs, ab -c 20 -n 2000).
+PROXY_LB = {"rx_bytes": 12537935, "tx_bytes": 12825871}
+PROXY_CLIENTS = {"rx_bytes": 11736232, "tx_bytes": 1035812}
+DSR_LB = {"rx_bytes": 1009977, "tx_bytes": 1009835}
+DSR_CLIENTS = {"rx_bytes": 11692736, "tx_bytes": 1017836}
+
+
+def test_parse_ab_real_dsr_run():
+    r = parse_ab((DATA / "ab-dsr-c20-n2000.txt").read_text())
+    assert (r.concurrency, r.complete_requests, r.failed_requests, r.non_2xx_responses) == (20, 2000, 0, 0)
+    assert r.requests_per_second == 337.32
+    assert (r.time_per_request_ms, r.time_per_request_all_ms) == (59.291, 2.965)
+    assert r.transfer_rate_kbps == 1768.94 and r.document_length == 5120 and r.duration_s == 5.929
+    assert r.latency_percentiles_ms["p50"] == 52 and r.latency_percentiles_ms["p100"] == 173
+    assert len(r.latency_percentiles_ms) == 9
+
+
+def test_parse_ab_real_proxy_run():
+    r = parse_ab((DATA / "ab-proxy-c20-n2000.txt").read_text())
+    assert r.complete_requests == 2000 and r.failed_requests == 0
+    assert 0 < r.requests_per_second < 337.32
+
+
+def test_parse_ab_counts_non_2xx_and_failures():
+    text = (DATA / "ab-dsr-c20-n2000.txt").read_text()
+    text = text.replace(
+        "Failed requests:        0", "Failed requests:        7\n   (Connect: 0, Receive: 0, Length: 7, Exceptions: 0)"
+    )
+    text = text.replace("Total transferred:", "Non-2xx responses:      12\nTotal transferred:")
+    r = parse_ab(text)
+    assert (r.failed_requests, r.non_2xx_responses) == (7, 12)
+
+
+def test_parse_ab_says_when_ab_did_not_finish():
+    with pytest.raises(ParseError, match="ab did not finish: .*Connection refused"):
+        parse_ab("Benchmarking 192.168.16.100 (be patient)\napr_socket_recv: Connection refused (111)\n")
+
+
+def _run(rps: float, c: int, n: int, p99: float) -> RunResult:
+    return RunResult("ab", c, n, 0, 0, rps, c * 1000 / rps, 1000 / rps, 100.0, 5120, n / rps, {"p50": 1.0, "p99": p99})
+
+
+def test_combine_sums_like_the_seed():
+    combined = combine([_run(10000, 30000, 90000, 12), _run(5000, 30000, 90000, 30)])
+    assert combined["clients"] == 2
+    assert (combined["concurrency"], combined["total_requests"]) == (60000, 180000)
+    assert combined["requests_per_second"] == 15000
+    assert combined["latency_ms"] == round(1000 / 15000, 3)
+    assert combined["latency_percentiles_ms"]["p99"] == 30
+
+
+def test_response_share_tells_the_modes_apart():
+    assert response_share(PROXY_LB, PROXY_CLIENTS) == pytest.approx(1.0, abs=0.02)
+    assert abs(response_share(DSR_LB, DSR_CLIENTS)) < 0.01
+
+
+def test_measured_runs_match_their_modes():
+    assert mode_problem("proxy", PROXY_LB, PROXY_CLIENTS) is None
+    assert mode_problem("dsr", DSR_LB, DSR_CLIENTS) is None
+
+
+def test_a_run_that_contradicts_its_mode_is_named():
+    assert "not direct server return" in mode_problem("dsr", PROXY_LB, PROXY_CLIENTS)
+    assert "bypassing the proxy" in mode_problem("proxy", DSR_LB, DSR_CLIENTS)
+    # A web answering ARP for the VIP: the client talks to it directly, the LB sees no requests.
+    silent_lb = {"rx_bytes": 20000, "tx_bytes": 15000}
+    assert "answering ARP for the VIP" in mode_problem("dsr", silent_lb, DSR_CLIENTS)
+
+
+def test_results_table_has_the_seeds_columns():
+    row = {
+        "mode": "dsr",
+        "lb_threads": 1.0,
+        "concurrency": 20.0,
+        "total_requests": 2000.0,
+        "file_size_bytes": 5120.0,
+        "requests_per_second": 337.32,
+        "latency_ms": 2.965,
+        "failed_requests": 0.0,
+        "non_2xx_responses": 0.0,
+    }
+    table = results_table([row]).splitlines()
+    assert table[0].startswith(
+        "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms)"
+    )
+    assert table[2] == "| dsr | 1 | 20 | 2,000 | 5 KiB | 337.32 | 2.965 | 0 |"
+
+
+def test_params_survive_pulumi_number_encoding():
+    props = {
+        "stack": "lab",
+        "mode": "dsr",
+        "vip": "192.168.16.100",
+        "lb_mac": "52:54:00:68:10:02",
+        "lb": {"name": "lb", "role": "lb", "address": "192.168.16.2"},
+        "clients": [{"name": "client01", "role": "client", "address": "192.168.16.11"}],
+        "webs": [{"name": "web01", "role": "web", "address": "172.16.0.101"}],
+        "tool": "ab",
+        "concurrency": 20.0,
+        "requests": 2000.0,
+        "file_size_bytes": 5120.0,
+        "lb_threads": 1.0,
+        "ready_timeout_s": 540.0,
+    }
+    p = BenchParams.from_props(props, "/tmp/results")
+    assert (p.concurrency, p.requests, p.file_size_bytes) == (20, 2000, 5120)
+    assert isinstance(p.concurrency, int) and p.webs[0].address == "172.16.0.101"

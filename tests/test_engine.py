@@ -1,0 +1,49 @@
+"""The real Pulumi engine: CLI, our language host and the dynamic providers, previewing the lab stack.
+
+It uses a throw-away file backend and stack; the preview's checks talk to the real libvirtd
+(connection, storage pool, subnets) but nothing is created.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from tests.stacks import lab_stack
+
+
+@pytest.fixture()
+def cli(tmp_path):
+    with lab_stack(tmp_path, "preview-test") as run:
+        yield run
+
+
+def test_preview_of_the_lab_stack_plans_the_lab(cli):
+    done = cli("preview", "--json")
+    plan = json.loads(done.stdout)
+    creates = Counter(step["newState"]["type"] for step in plan["steps"] if step["op"] == "create")
+    assert creates["pulumi-python:dynamic/l2dsr:Domain"] == 4
+    assert creates["pulumi-python:dynamic/l2dsr:Volume"] == 5
+    assert creates["pulumi-python:dynamic/l2dsr:CloudInitDisk"] == 4
+    assert creates["pulumi-python:dynamic/l2dsr:Network"] == 1
+    assert creates["l2dsr:lab:Vm"] == 4 and creates["l2dsr:lab:Benchmark"] == 1
+    assert creates["pulumi:pulumi:Stack"] == 1
+    # 11 components (the stack, 4 Vm, web tier, LB, clients, network, base image, benchmark) + 16 resources
+    assert plan["changeSummary"]["create"] == sum(creates.values()) == 27
+    assert "download" not in (done.stdout + done.stderr).lower()
+
+
+def test_bad_config_fails_the_preview_with_the_key(cli):
+    cli("config", "set", "l2dsr:webCount", "0")
+    done = cli("preview", check=False)
+    assert done.returncode != 0
+    assert "l2dsr:webCount: 0 is below 1" in done.stdout + done.stderr
+
+
+def test_missing_pool_fails_the_preview_before_anything_is_created(cli):
+    cli("config", "set", "l2dsr:storagePool", "no-such-pool")
+    done = cli("preview", check=False)
+    assert done.returncode != 0
+    assert "no libvirt storage pool 'no-such-pool'" in done.stdout + done.stderr

@@ -1,0 +1,79 @@
+"""The host's decisions (kvm or qemu, system or private libvirtd, image key) and the engine bootstrap."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+import pytest
+
+from components.providers import subnet_collisions
+from host import engine, image, libvirt
+
+
+def test_a_libvirtd_that_is_not_ours_is_the_system_one():
+    assert libvirt.choose_mode(system_libvirtd_answers=True, ours_running=False) == "system"
+    assert libvirt.choose_mode(system_libvirtd_answers=True, ours_running=True) == "sandbox"
+    assert libvirt.choose_mode(system_libvirtd_answers=False, ours_running=False) == "sandbox"
+
+
+def test_domain_type_follows_the_probe_unless_configured():
+    assert libvirt.choose_domain_type("auto", True) == "kvm"
+    assert libvirt.choose_domain_type("auto", False) == "qemu"
+    assert libvirt.choose_domain_type("qemu", True) == "qemu"
+    assert libvirt.choose_domain_type("kvm", False) == "kvm"
+    with pytest.raises(ValueError):
+        libvirt.choose_domain_type("auto", None)
+
+
+def test_kvm_probe_sees_a_kernel_run_under_software_emulation():
+    # The probe boots the image's real kernel; under TCG it must print its banner (seconds).
+    built = image.builtin_image()
+    if not built.exists():
+        pytest.fail("the base image is not built: run the tests through ./labctl test")
+    assert libvirt.kvm_probe(built.kernel, accel="tcg", timeout=60) is True
+
+
+def test_kvm_probe_is_false_without_dev_kvm(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda *_: False)
+    assert libvirt.kvm_probe(tmp_path / "no-kernel", accel="kvm") is False
+
+
+def test_image_key_follows_every_input():
+    base = image.Recipe()
+    assert image.image_key(base) == image.image_key(image.Recipe())
+    changed = [
+        dataclasses.replace(base, packages=(*base.packages, "htop")),
+        dataclasses.replace(base, suite="trixie"),
+        dataclasses.replace(base, files={**base.files, "etc/hostname": "lab\n"}),
+        dataclasses.replace(base, builder_version=base.builder_version + 1),
+    ]
+    keys = {image.image_key(r) for r in changed}
+    assert len(keys) == 4 and image.image_key(base) not in keys
+
+
+def test_the_image_has_every_roles_tool():
+    for tool in ("nginx", "haproxy", "ipvsadm", "apache2-utils", "wrk", "cloud-init", "openssh-server", "iproute2"):
+        assert tool in image.PACKAGES
+
+
+def test_subnet_collision_names_the_other_network():
+    other = "<network><name>l2dsr-dsr</name><ip address='192.168.16.1' prefix='24'/></network>"
+    clashes = subnet_collisions(["192.168.16.1", "172.16.0.1"], {"l2dsr-dsr": other, "l2dsr-lab": other}, "l2dsr-lab")
+    assert clashes == ["libvirt network l2dsr-dsr already holds 192.168.16.1"]
+
+
+def test_cli_version_parsing():
+    assert engine.parse_version("v3.274.1\n") == (3, 274, 1)
+    assert engine.parse_version("") is None
+
+
+def test_engine_bootstrap_is_idempotent():
+    """After ./labctl setup, a second bootstrap finds everything and builds nothing."""
+    assert engine.ensure_engine() is False
+    pulumi = engine.bin_dir() / "pulumi"
+    out = subprocess.run([str(pulumi), "version"], capture_output=True, text=True, env=engine.engine_env())
+    assert out.stdout.strip() == engine.CLI_VERSION
+    for launcher in engine.LAUNCHERS:
+        assert os.access(engine.bin_dir() / launcher, os.X_OK)

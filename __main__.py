@@ -64,17 +64,22 @@ pulumi.export("mode", spec.mode)
 pulumi.export("vip", str(plan.vip))
 pulumi.export("domainType", domain_type)
 pulumi.export("vms", [{"name": vm.name, "role": vm.host.role, "address": vm.address} for vm in all_vms])
-pulumi.export("results", bench.result.apply(lambda r: [r]))
-pulumi.export("resultsTable", bench.result.apply(lambda r: results_table([r])))
+pulumi.export("results", bench.result.apply(lambda r: r["runs"]))
+pulumi.export("summary", bench.result.apply(lambda r: r["summary"]))
+pulumi.export("resultsTable", bench.result.apply(lambda r: results_table(r["summary"])))
 pulumi.export("requestsPerWeb", bench.result.apply(lambda r: r["requests_per_web"]))
 pulumi.export(
     "byteCounters",
     bench.result.apply(
-        lambda r: {
-            "lb": r["lb_bytes"],
-            "clients": r["client_bytes"],
-            "lbSentShare": r["lb_sent_share"],
-            "lbResponseShare": r["lb_response_share"],
-        }
+        lambda r: [
+            {
+                "lb": run["lb_bytes"],
+                "clients": run["client_bytes"],
+                "lbSentShare": run["lb_sent_share"],
+                "lbResponseShare": run["lb_response_share"],
+            }
+            for run in r["runs"]
+        ]
     ),
 )
+pulumi.export("resultsDir", bench.result.apply(lambda r: r["raw_dir"]))

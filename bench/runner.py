@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.matrix import Step, split, steps, summarize
 from bench.parse import RunResult, combine, parse_ab, parse_wrk
 from bench.ssh import Ssh, SshError
 
@@ -27,6 +28,7 @@ from bench.ssh import Ssh, SshError
 DSR_MAX_RESPONSE_SHARE = 0.10
 PROXY_MIN_RESPONSE_SHARE = 0.80
 MIN_REQUEST_SHARE = 0.50  # LB bytes received / client bytes sent, at least, in both modes
+CLIENT_CPU_SATURATED = 0.95  # a client this busy measures itself, not the LB
 
 
 class BenchmarkFailed(RuntimeError):
@@ -50,10 +52,13 @@ class BenchParams:
     clients: list[Node]
     webs: list[Node]
     tool: str
-    concurrency: int
-    requests: int
+    concurrency: list[int]  # per step, summed over the clients
+    requests: list[int]
+    threads: list[int]  # HAProxy nbthread per matrix row; empty: lb_threads
+    repeats: int
     file_size_bytes: int
-    lb_threads: int
+    lb_threads: int  # what the LB was deployed with
+    lb_cpus: int
     ready_timeout_s: float
     results_dir: str
 
@@ -61,19 +66,51 @@ class BenchParams:
     def from_props(cls, props: dict, results_dir: str) -> BenchParams:
         """From a resource's inputs, where every number arrived as a float (protobuf Struct)."""
         p = dict(props)
-        for key in ("concurrency", "requests", "file_size_bytes", "lb_threads"):
+        for key in ("repeats", "file_size_bytes", "lb_threads", "lb_cpus"):
             p[key] = int(p[key])
+        for key in ("concurrency", "requests", "threads"):
+            p[key] = [int(v) for v in p[key]]
         p["lb"] = Node(**p["lb"])
         p["clients"] = [Node(**n) for n in p["clients"]]
         p["webs"] = [Node(**n) for n in p["webs"]]
         return cls(**{**p, "results_dir": results_dir})
 
 
-def counters(ssh: Ssh, node: Node) -> dict[str, int]:
-    out = ssh.run(
-        node.address, "cat /sys/class/net/eth0/statistics/rx_bytes /sys/class/net/eth0/statistics/tx_bytes"
-    ).stdout.split()
-    return {"rx_bytes": int(out[0]), "tx_bytes": int(out[1])}
+SNAPSHOT = (
+    "head -1 /proc/stat; cd /sys/class/net/eth0/statistics && cat rx_bytes tx_bytes rx_dropped tx_dropped; "
+    "nstat -asz TcpExtListenDrops TcpExtListenOverflows 2>/dev/null | awk '/^TcpExt/ {print $2}'"
+)
+
+
+def parse_snapshot(text: str) -> dict[str, int]:
+    """/proc/stat's cpu line, eth0's byte and drop counters, and TCP listen drops/overflows."""
+    lines = text.split("\n")
+    cpu = [int(v) for v in lines[0].split()[1:9]]
+    values = [int(v) for v in lines[1:] if v.strip()]
+    return {
+        "cpu_total": sum(cpu),
+        "cpu_idle": cpu[3] + cpu[4],
+        "rx_bytes": values[0],
+        "tx_bytes": values[1],
+        "rx_dropped": values[2],
+        "tx_dropped": values[3],
+        "listen_drops": values[4] if len(values) > 4 else 0,
+        "listen_overflows": values[5] if len(values) > 5 else 0,
+    }
+
+
+def snapshot(ssh: Ssh, node: Node) -> dict[str, int]:
+    return parse_snapshot(ssh.run(node.address, SNAPSHOT).stdout)
+
+
+def snapshots(ssh: Ssh, nodes: list[Node]) -> dict[str, dict[str, int]]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip([n.name for n in nodes], pool.map(lambda n: snapshot(ssh, n), nodes), strict=True))
+
+
+def busy(after: dict[str, int], before: dict[str, int]) -> float:
+    total = after["cpu_total"] - before["cpu_total"]
+    return round(1 - (after["cpu_idle"] - before["cpu_idle"]) / total, 3) if total > 0 else 0.0
 
 
 def served(ssh: Ssh, web: Node) -> int:
@@ -139,16 +176,51 @@ def check_paths(ssh: Ssh, p: BenchParams) -> None:
         )
 
 
-def load_command(p: BenchParams) -> str:
-    url = f"http://{p.vip}/dummy_file"
-    if p.tool == "wrk":
+def load_command(tool: str, url: str, concurrency: int, requests: int) -> str:
+    if tool == "wrk":
         # wrk runs for a duration: sized to about the requests asked for at a modest rate.
-        return f"ulimit -n 1048576; wrk -t1 -c{p.concurrency} -d{max(5, p.requests // 200)}s --latency {url} 2>&1"
-    return f"ulimit -n 1048576; ab -r -c {p.concurrency} -n {p.requests} {url} 2>&1"
+        return f"ulimit -n 1048576; wrk -t1 -c{concurrency} -d{max(5, requests // 200)}s --latency {url} 2>&1"
+    return f"ulimit -n 1048576; ab -r -c {concurrency} -n {requests} {url} 2>&1"
 
 
-def parse(p: BenchParams, text: str) -> RunResult:
-    return parse_wrk(text, p.concurrency, p.file_size_bytes) if p.tool == "wrk" else parse_ab(text)
+def parse(tool: str, text: str, concurrency: int, file_size: int) -> RunResult:
+    return parse_wrk(text, concurrency, file_size) if tool == "wrk" else parse_ab(text)
+
+
+SETTLED = "ss -Htan state established '( sport = :80 or dport = :80 )' | wc -l; ss -s | sed -n 's/^TCP: *//p'"
+
+
+def settle(ssh: Ssh, nodes: list[Node], timeout_s: float = 120) -> dict[str, str]:
+    """Wait until the previous run's connections are closed everywhere (the seed checked `ss -s` by hand)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outs = dict(
+                zip([n.name for n in nodes], pool.map(lambda n: ssh.run(n.address, SETTLED).stdout, nodes), strict=True)
+            )
+        open_ = {name: int(out.split()[0]) for name, out in outs.items()}
+        if not any(open_.values()) or time.monotonic() > deadline:
+            return {name: out.split("\n", 1)[1].strip() for name, out in outs.items()} | (
+                {"unsettled": ", ".join(f"{n} ({c})" for n, c in open_.items() if c)} if any(open_.values()) else {}
+            )
+        time.sleep(2)
+
+
+def set_lb_threads(ssh: Ssh, p: BenchParams, threads: int) -> None:
+    """nbthread (and cpu-map) on the running LB: edit haproxy.cfg, reload, check the worker's threads."""
+    cpus = "0" if p.lb_cpus == 1 else f"0-{p.lb_cpus - 1}"
+    ssh.run(
+        p.lb.address,
+        f"sudo sed -i -E 's/^( *nbthread) .*/\\1 {threads}/; s/^( *cpu-map) .*/\\1 1\\/1-{threads} {cpus}/' "
+        "/etc/haproxy/haproxy.cfg && sudo haproxy -c -q -f /etc/haproxy/haproxy.cfg && sudo systemctl reload haproxy",
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = ssh.run(p.lb.address, "ps -o nlwp= -C haproxy", check=False).stdout.split()
+        if str(threads) in out:
+            return
+        time.sleep(1)
+    raise BenchmarkFailed(f"HAProxy on {p.lb.name} did not come back with nbthread {threads} within 60 s")
 
 
 def mode_problem(mode: str, lb: dict[str, int], clients: dict[str, int]) -> str | None:
@@ -185,31 +257,66 @@ def _sum(items: list[dict[str, int]]) -> dict[str, int]:
     return {k: sum(i[k] for i in items) for k in ("rx_bytes", "tx_bytes")}
 
 
-def run(p: BenchParams, ssh: Ssh) -> dict:
-    out = Path(p.results_dir) / p.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out.mkdir(parents=True, exist_ok=True)
-    ready = wait_ready(ssh, [*p.clients, p.lb, *p.webs], p.ready_timeout_s)
-    check_paths(ssh, p)
+def flags_of(deltas: dict[str, dict[str, int]], cpu: dict[str, float], clients: list[Node]) -> list[str]:
+    """What distorts a result: a saturated client measures the client, drops lose requests."""
+    flags = [
+        f"client CPU saturated: {c.name} {cpu[c.name]:.0%}" for c in clients if cpu[c.name] >= CLIENT_CPU_SATURATED
+    ]
+    for name, d in deltas.items():
+        lost = {k: d[k] for k in ("listen_drops", "listen_overflows", "rx_dropped", "tx_dropped") if d[k] > 0}
+        if lost:
+            flags.append(f"drops on {name}: " + ", ".join(f"{k} {v}" for k, v in lost.items()))
+    return flags
 
-    lb0 = counters(ssh, p.lb)
-    clients0 = [counters(ssh, c) for c in p.clients]
+
+def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
+    url = f"http://{p.vip}/dummy_file"
+    nodes = [*p.clients, p.lb, *p.webs]
+    conc, reqs = split(step.concurrency, len(p.clients)), split(step.requests, len(p.clients))
+    settled = settle(ssh, nodes)
+    with ThreadPoolExecutor(max_workers=len(p.clients)) as pool:  # warm-up: caches, ARP, TCP state
+        list(
+            pool.map(
+                lambda i: ssh.run(
+                    p.clients[i].address,
+                    load_command("ab", url, min(conc[i], 10), max(min(reqs[i], 200), min(conc[i], 10))) + " >/dev/null",
+                    timeout=600,
+                    check=False,
+                ),
+                range(len(p.clients)),
+            )
+        )
+    before = snapshots(ssh, nodes)
     served0 = {w.name: served(ssh, w) for w in p.webs}
     with ThreadPoolExecutor(max_workers=len(p.clients)) as pool:
         texts = list(
-            pool.map(lambda c: ssh.run(c.address, load_command(p), timeout=3600, check=False).stdout, p.clients)
+            pool.map(
+                lambda i: (
+                    ssh.run(
+                        p.clients[i].address, load_command(p.tool, url, conc[i], reqs[i]), timeout=3600, check=False
+                    ).stdout
+                ),
+                range(len(p.clients)),
+            )
         )
-    for client, text in zip(p.clients, texts, strict=True):
-        (out / f"{client.name}.{p.tool}.txt").write_text(text)
-    lb_bytes = _delta(counters(ssh, p.lb), lb0)
-    client_bytes = _sum([_delta(counters(ssh, c), b) for c, b in zip(p.clients, clients0, strict=True)])
+    after = snapshots(ssh, nodes)
     per_web = {w.name: served(ssh, w) - served0[w.name] for w in p.webs}
+    tag = f"t{step.threads}-c{step.concurrency}-n{step.requests}-r{step.repeat}"
+    for client, text in zip(p.clients, texts, strict=True):
+        (out / f"{tag}.{client.name}.{p.tool}.txt").write_text(text)
 
-    runs = [parse(p, t) for t in texts]
+    deltas = {name: _delta(after[name], before[name]) for name in after}
+    cpu = {name: busy(after[name], before[name]) for name in after}
+    lb_bytes = {k: deltas[p.lb.name][k] for k in ("rx_bytes", "tx_bytes")}
+    client_bytes = _sum([deltas[c.name] for c in p.clients])
+    runs = [parse(p.tool, t, c, p.file_size_bytes) for t, c in zip(texts, conc, strict=True)]
     combined = combine(runs)
-    result = {
+    record = {
         "mode": p.mode,
         "tool": p.tool,
-        "lb_threads": p.lb_threads if p.mode == "proxy" else 1,
+        "lb_threads": step.threads,
+        "repeat": step.repeat,
+        "total_requests_asked": step.requests,
         "file_size_bytes": p.file_size_bytes,
         **combined,
         "per_client": [r.as_dict() for r in runs],
@@ -218,15 +325,51 @@ def run(p: BenchParams, ssh: Ssh) -> dict:
         "client_bytes": client_bytes,
         "lb_sent_share": round(lb_bytes["tx_bytes"] / max(1, client_bytes["rx_bytes"]), 4),
         "lb_response_share": round(response_share(lb_bytes, client_bytes), 4),
+        "lb_bytes_per_request": round(
+            (lb_bytes["rx_bytes"] + lb_bytes["tx_bytes"]) / max(1, combined["total_requests"]), 1
+        ),
+        "cpu_busy": cpu,
+        "counters": deltas,
+        "before_run": settled,
+        "flags": flags_of(deltas, cpu, p.clients)
+        + ([f"connections still open: {settled['unsettled']}"] if "unsettled" in settled else []),
+    }
+    (out / f"{tag}.json").write_text(json.dumps(record, indent=1))
+    problem = mode_problem(p.mode, lb_bytes, client_bytes)
+    if problem:
+        raise BenchmarkFailed(f"{tag}: {problem} (raw output and counters in {out})")
+    return record
+
+
+def run(p: BenchParams, ssh: Ssh) -> dict:
+    out = Path(p.results_dir) / p.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out.mkdir(parents=True, exist_ok=True)
+    ready = wait_ready(ssh, [*p.clients, p.lb, *p.webs], p.ready_timeout_s)
+    check_paths(ssh, p)
+    plan = steps(p.mode, tuple(p.threads), p.lb_threads, tuple(p.concurrency), tuple(p.requests), p.repeats)
+    runs, current = [], p.lb_threads
+    try:
+        for step in plan:
+            if p.mode == "proxy" and step.threads != current:
+                set_lb_threads(ssh, p, step.threads)
+                current = step.threads
+            runs.append(run_step(ssh, p, step, out))
+    finally:
+        if p.mode == "proxy" and current != p.lb_threads:
+            set_lb_threads(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
+    summary = summarize(runs)
+    per_web: dict[str, int] = {}
+    for r in runs:
+        for name, count in r["requests_per_web"].items():
+            per_web[name] = per_web.get(name, 0) + count
+    result = {
+        "mode": p.mode,
+        "tool": p.tool,
+        "runs": runs,
+        "summary": summary,
+        "requests_per_web": per_web,
         "ready_seconds": ready,
         "raw_dir": str(out),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
-    problem = mode_problem(p.mode, lb_bytes, client_bytes)
-    if problem:
-        raise BenchmarkFailed(f"{problem} (raw output and counters in {out})")
-    if combined["failed_requests"] or combined["non_2xx_responses"]:
-        result["warning"] = (
-            f"{combined['failed_requests']} failed and {combined['non_2xx_responses']} non-2xx responses"
-        )
     return result

@@ -8,6 +8,7 @@ naming the key and the fix, before any resource is registered.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,8 +66,10 @@ class LabSpec:
     ipvs_lower_threshold: int
     https: bool
     bench_tool: str
-    bench_concurrency: int
-    bench_requests: int
+    bench_concurrency: tuple[int, ...]  # per step, summed over the clients
+    bench_requests: tuple[int, ...]  # per step (expanded to one per concurrency value)
+    bench_threads: tuple[int, ...]  # HAProxy nbthread per matrix row (proxy); empty: haproxy_threads
+    bench_repeats: int
     bench_file_size_kib: int
     bench_trigger: str
 
@@ -92,8 +95,9 @@ def load_spec(
         value = values.get(key, decl.get("default"))
         try:
             raw[key] = _coerce(value, decl["type"])
-        except ValueError:
-            problems.append(f"{PROJECT}:{key}: {value!r} is not a {decl['type']}; set a {decl['type']} value")
+        except (ValueError, TypeError):
+            kind = "list of integers" if decl["type"] == "array" else decl["type"]
+            problems.append(f"{PROJECT}:{key}: {value!r} is not a {kind}; set a {kind} value")
             raw[key] = decl.get("default")
 
     def choice(key: str, allowed: tuple[str, ...]) -> str:
@@ -154,16 +158,18 @@ def load_spec(
         ipvs_lower_threshold=at_least("ipvsLowerThreshold", 0, "ipvsadm -y takes 0 or more"),
         https=raw["https"],
         bench_tool=bench_tool,
-        bench_concurrency=at_least("benchConcurrency", 1, "the load tool needs a connection"),
-        bench_requests=at_least("benchRequests", 1, "the load tool needs a request"),
+        bench_concurrency=tuple(raw["benchConcurrency"]),
+        bench_requests=tuple(
+            raw["benchRequests"] * len(raw["benchConcurrency"])
+            if len(raw["benchRequests"]) == 1
+            else raw["benchRequests"]
+        ),
+        bench_threads=tuple(raw["benchThreads"]),
+        bench_repeats=at_least("benchRepeats", 1, "a step needs a run"),
         bench_file_size_kib=at_least("benchFileSizeKiB", 1, "/dummy_file needs a size"),
         bench_trigger=raw["benchTrigger"],
     )
-    if spec.bench_requests < spec.bench_concurrency:
-        problems.append(
-            f"{PROJECT}:benchRequests: {spec.bench_requests} is below benchConcurrency "
-            f"({spec.bench_concurrency}); ab needs at least one request per connection"
-        )
+    problems.extend(_matrix_problems(spec))
     if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
         problems.append(f"{PROJECT}:ipvsLowerThreshold: above ipvsUpperThreshold; set it to the upper value or less")
     if not (spec.image_is_builtin or re.match(r"^(https?://|/)", spec.image)):
@@ -181,11 +187,44 @@ def load_spec(
     return spec
 
 
+def _matrix_problems(spec: LabSpec) -> list[str]:
+    problems = []
+    conc, reqs = spec.bench_concurrency, spec.bench_requests
+    if not conc:
+        problems.append(f"{PROJECT}:benchConcurrency: empty; give at least one value, e.g. [20]")
+    if len(reqs) not in (1, len(conc)):
+        problems.append(
+            f"{PROJECT}:benchRequests: {len(reqs)} values for {len(conc)} benchConcurrency values; give one value, "
+            "or one per concurrency value"
+        )
+    elif conc:
+        for c, n in zip(conc, reqs, strict=True):
+            if c < spec.client_count:
+                problems.append(
+                    f"{PROJECT}:benchConcurrency: {c} is below clientCount ({spec.client_count}); every client needs a connection"
+                )
+            if n < c:
+                problems.append(
+                    f"{PROJECT}:benchRequests: {n} is below its concurrency ({c}); ab needs at least one request per connection"
+                )
+    if any(t < 1 for t in spec.bench_threads):
+        problems.append(
+            f"{PROJECT}:benchThreads: {list(spec.bench_threads)} has a value below 1; HAProxy needs a thread"
+        )
+    return problems
+
+
 def _coerce(value: Any, kind: str) -> Any:
     if kind == "integer":
         if isinstance(value, bool):
             raise ValueError(value)
         return int(value)
+    if kind == "array":  # of integers: a JSON list from Pulumi, or one plain number
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else [value]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, "integer") for v in value]
     if kind == "boolean":
         if isinstance(value, bool):
             return value

@@ -12,8 +12,9 @@ import pulumi
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-MOCK_RESULT = {
+MOCK_ROW = {
     "mode": "proxy",
+    "tool": "ab",
     "lb_threads": 1,
     "concurrency": 20,
     "total_requests": 2000,
@@ -22,12 +23,13 @@ MOCK_RESULT = {
     "latency_ms": 10.0,
     "failed_requests": 0,
     "non_2xx_responses": 0,
-    "requests_per_web": {},
+    "flags": [],
     "lb_bytes": {},
     "client_bytes": {},
     "lb_sent_share": 1.09,
     "lb_response_share": 1.0,
 }
+MOCK_RESULT = {"runs": [MOCK_ROW], "summary": [MOCK_ROW], "requests_per_web": {}, "raw_dir": "/tmp/results"}
 
 
 @dataclass

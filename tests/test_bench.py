@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.matrix import split, steps, summarize
 from bench.parse import ParseError, RunResult, combine, parse_ab
 from bench.report import results_table
-from bench.runner import BenchParams, mode_problem, response_share
+from bench.runner import BenchParams, Node, busy, flags_of, mode_problem, parse_snapshot, response_share
 
 DATA = Path(__file__).parent / "data"
 
@@ -97,7 +98,32 @@ def test_results_table_has_the_seeds_columns():
     assert table[0].startswith(
         "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms)"
     )
-    assert table[2] == "| dsr | 1 | 20 | 2,000 | 5 KiB | 337.32 | 2.965 | 0 |"
+    assert table[2] == "| dsr | 1 | 20 | 2,000 | 5 KiB | 337.32 | 2.965 | 0 | - |"
+
+
+def test_results_table_shows_the_spread_of_repeats_and_flags():
+    row = {
+        "mode": "proxy",
+        "lb_threads": 4,
+        "concurrency": 30000,
+        "total_requests": 90000,
+        "file_size_bytes": 5120,
+        "repeats": 3,
+        "requests_per_second": 13258.52,
+        "requests_per_second_min": 13000.0,
+        "requests_per_second_max": 13300.5,
+        "latency_ms": 0.084,
+        "latency_ms_min": 0.08,
+        "latency_ms_max": 0.09,
+        "failed_requests": 0,
+        "non_2xx_responses": 0,
+        "flags": ["client CPU saturated: client01 99%"],
+    }
+    line = results_table([row]).splitlines()[2]
+    assert line == (
+        "| proxy | 4 | 30,000 | 90,000 | 5 KiB | 13,258.52 (13,000.00-13,300.50) | 0.084 (0.080-0.090) | 0 | "
+        "client CPU saturated: client01 99% |"
+    )
 
 
 def test_params_survive_pulumi_number_encoding():
@@ -110,12 +136,21 @@ def test_params_survive_pulumi_number_encoding():
         "clients": [{"name": "client01", "role": "client", "address": "192.168.16.11"}],
         "webs": [{"name": "web01", "role": "web", "address": "172.16.0.101"}],
         "tool": "ab",
-        "concurrency": 20.0,
-        "requests": 2000.0,
+        "concurrency": [10.0, 20.0],
+        "requests": [1000.0, 1000.0],
+        "threads": [1.0, 2.0],
+        "repeats": 2.0,
         "file_size_bytes": 5120.0,
         "lb_threads": 1.0,
+        "lb_cpus": 1.0,
         "ready_timeout_s": 540.0,
     }
     p = BenchParams.from_props(props, "/tmp/results")
-    assert (p.concurrency, p.requests, p.file_size_bytes) == (20, 2000, 5120)
-    assert isinstance(p.concurrency, int) and p.webs[0].address == "172.16.0.101"
+    assert (p.concurrency, p.requests, p.threads, p.repeats, p.file_size_bytes) == (
+        [10, 20],
+        [1000, 1000],
+        [1, 2],
+        2,
+        5120,
+    )
+    assert all(isinstance(v, int) for v in p.concurrency) and p.webs[0].address == "172.16.0.101"

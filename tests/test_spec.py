@@ -26,12 +26,8 @@ def test_defaults_are_the_seeds_values():
     assert [w.name for w in p.webs][:2] == ["web01", "web02"] and p.webs[-1].name == "web25"
     assert spec.haproxy_threads == 4
     assert (spec.ipvs_upper_threshold, spec.ipvs_lower_threshold) == (35000, 35000)
-    assert (spec.bench_tool, spec.bench_concurrency, spec.bench_requests, spec.bench_file_size_kib) == (
-        "ab",
-        1000,
-        2000,
-        5,
-    )
+    assert (spec.bench_tool, spec.bench_concurrency, spec.bench_requests) == ("ab", (1000,), (2000,))
+    assert (spec.bench_threads, spec.bench_repeats, spec.bench_file_size_kib) == ((), 1, 5)
     assert spec.https is False
 
 
@@ -76,6 +72,16 @@ def test_values_arrive_as_strings_from_pulumi_config():
         ({"domainType": "xen"}, "l2dsr:domainType", "auto, kvm, qemu"),
         ({"benchTool": "siege"}, "l2dsr:benchTool", "ab, wrk"),
         ({"benchRequests": 10, "benchConcurrency": 20}, "l2dsr:benchRequests", "one request per connection"),
+        (
+            {"benchRequests": "[100, 200]", "benchConcurrency": "[10, 20, 30]"},
+            "l2dsr:benchRequests",
+            "one per concurrency",
+        ),
+        ({"benchConcurrency": "[]"}, "l2dsr:benchConcurrency", "at least one value"),
+        ({"benchConcurrency": "[1, 2]", "clientCount": 2}, "l2dsr:benchConcurrency", "every client needs a connection"),
+        ({"benchConcurrency": "[ten]"}, "l2dsr:benchConcurrency", "list of integers"),
+        ({"benchThreads": "[0, 2]"}, "l2dsr:benchThreads", "HAProxy needs a thread"),
+        ({"benchRepeats": 0}, "l2dsr:benchRepeats", "set 1 or more"),
         ({"image": "debian.qcow2"}, "l2dsr:image", "absolute path"),
         ({"libvirtUri": "localhost"}, "l2dsr:libvirtUri", "qemu:///system"),
         ({"clientCount": 300}, "l2dsr:clientCount", "do not fit"),
@@ -88,6 +94,12 @@ def test_bad_config_names_the_key_and_the_fix(values, key, fix):
     lines = [p for p in err.value.problems if p.startswith(key + ":")]
     assert lines, f"no problem for {key} in {err.value.problems}"
     assert fix in lines[0]
+
+
+def test_matrix_values_expand_like_the_seeds_table():
+    spec = load_spec({"benchConcurrency": "[30000, 60000]", "benchRequests": "[90000]", "benchThreads": "[1, 2, 4, 8]"})
+    assert spec.bench_concurrency == (30000, 60000) and spec.bench_requests == (90000, 90000)
+    assert spec.bench_threads == (1, 2, 4, 8)
 
 
 def test_all_problems_are_reported_at_once():

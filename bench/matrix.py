@@ -1,0 +1,84 @@
+"""The benchmark matrix and its statistics: pure functions.
+
+A step is one (LB threads, concurrency, requests) point, run `repeats` times. Concurrency and
+requests are totals over the clients, as in the seed's table, split as evenly as possible.
+Repeats are reported as median with min and max.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    threads: int
+    concurrency: int
+    requests: int
+    repeat: int  # 1-based
+
+
+def steps(
+    mode: str,
+    threads: tuple[int, ...],
+    deployed_threads: int,
+    concurrency: tuple[int, ...],
+    requests: tuple[int, ...],
+    repeats: int,
+) -> list[Step]:
+    """Threads outermost (changing them reloads HAProxy), then concurrency, then repeats.
+
+    Under dsr the LB is the kernel's IPVS, which the seed reports as one thread: one row per point.
+    """
+    thread_values = (1,) if mode == "dsr" else (threads or (deployed_threads,))
+    return [
+        Step(t, c, n, r)
+        for t in thread_values
+        for c, n in zip(concurrency, requests, strict=True)
+        for r in range(1, repeats + 1)
+    ]
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` over `parts` clients, the remainder to the first ones: split(10, 3) == [4, 3, 3]."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per step: requests/s and latency as median/min/max over its repeats, flags kept."""
+    rows: dict[tuple, list[dict]] = {}
+    for run in runs:
+        rows.setdefault((run["lb_threads"], run["concurrency"], run["total_requests_asked"]), []).append(run)
+    out = []
+    for (threads, concurrency, asked), group in rows.items():
+        rps = spread([r["requests_per_second"] for r in group])
+        latency = spread([r["latency_ms"] for r in group])
+        out.append(
+            {
+                "mode": group[0]["mode"],
+                "tool": group[0]["tool"],
+                "lb_threads": threads,
+                "concurrency": concurrency,
+                "total_requests": asked,
+                "file_size_bytes": group[0]["file_size_bytes"],
+                "repeats": len(group),
+                "requests_per_second": rps["median"],
+                "requests_per_second_min": rps["min"],
+                "requests_per_second_max": rps["max"],
+                "latency_ms": latency["median"],
+                "latency_ms_min": latency["min"],
+                "latency_ms_max": latency["max"],
+                "failed_requests": sum(r["failed_requests"] for r in group),
+                "non_2xx_responses": sum(r["non_2xx_responses"] for r in group),
+                "lb_response_share": round(statistics.median(r["lb_response_share"] for r in group), 4),
+                "lb_bytes_per_request": round(statistics.median(r["lb_bytes_per_request"] for r in group), 1),
+                "flags": sorted({f for r in group for f in r["flags"]}),
+            }
+        )
+    return out

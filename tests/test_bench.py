@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.matrix import split, steps, summarize
 from bench.parse import ParseError, RunResult, combine, parse_ab
 from bench.report import results_table
-from bench.runner import BenchParams, Node, busy, flags_of, mode_problem, parse_snapshot, response_share
+from bench.runner import BenchParams, mode_problem, response_share
 
 DATA = Path(__file__).parent / "data"
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+
 
 def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
@@ -25,3 +30,103 @@ def results_table(rows: list[dict]) -> str:
             f"{int(r['failed_requests'] + r['non_2xx_responses'])} | {'; '.join(r.get('flags', [])) or '-'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# ---- the report: saved results of one or more stacks -> Markdown and PNG charts ---------------------
+
+
+def load_results(paths_: list[Path]) -> list[dict]:
+    """result.json files (or results/<stack>/ folders: their newest run) -> results, one per stack run."""
+    found = []
+    for path in paths_:
+        if path.is_dir():
+            candidates = sorted(path.glob("*/result.json")) or sorted(path.glob("result.json"))
+            if not candidates:
+                raise FileNotFoundError(f"no result.json under {path}")
+            path = candidates[-1]
+        found.append(json.loads(path.read_text()))
+    return found
+
+
+def side_by_side(results: list[dict]) -> str:
+    """proxy vs dsr at each concurrency (proxy at each thread count), with the requests/s ratio."""
+    rows = {(r["mode"], int(r["lb_threads"]), int(r["concurrency"])): r for res in results for r in res["summary"]}
+    dsr = {c: r for (m, _, c), r in rows.items() if m == "dsr"}
+    lines = [
+        "| Concurrency | Proxy threads | Proxy req/s | DSR req/s | DSR / proxy | Proxy LB bytes/req | DSR LB bytes/req |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (mode, threads, conc), p in sorted(rows.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        if mode != "proxy" or conc not in dsr:
+            continue
+        d = dsr[conc]
+        lines.append(
+            f"| {conc:,} | {threads} | {p['requests_per_second']:,.2f} | {d['requests_per_second']:,.2f} | "
+            f"{d['requests_per_second'] / p['requests_per_second']:.2f}x | {p['lb_bytes_per_request']:,.0f} | "
+            f"{d['lb_bytes_per_request']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def charts(results: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[dict]] = {}
+    for res in results:
+        for r in res["summary"]:
+            label = "dsr (IPVS)" if r["mode"] == "dsr" else f"proxy, {int(r['lb_threads'])} thread(s)"
+            lines.setdefault(label, []).append(r)
+    made = []
+    for key, ylabel, name in (("requests_per_second", "requests/s", "rps"), ("latency_ms", "latency (ms)", "latency")):
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        for label, rows in sorted(lines.items()):
+            rows = sorted(rows, key=lambda r: r["concurrency"])
+            x = [r["concurrency"] for r in rows]
+            y = [r[key] for r in rows]
+            low = [r[key] - r.get(f"{key}_min", r[key]) for r in rows]
+            high = [r.get(f"{key}_max", r[key]) - r[key] for r in rows]
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label)
+        ax.set_xlabel("concurrency (all clients)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} vs concurrency (median, min-max)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def write_report(results: list[dict], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    parts = ["# l2dsr benchmark report\n"]
+    for res in results:
+        parts.append(
+            f"## {res['mode']} ({res['tool']})\n\nRaw output: `{res['raw_dir']}`\n\n{results_table(res['summary'])}"
+        )
+    if {r["mode"] for r in results} == {"proxy", "dsr"}:
+        parts.append(f"## Proxy vs DSR\n\n{side_by_side(results)}")
+    for png in charts(results, out):
+        parts.append(f"![{png.stem}]({png.name})\n")
+    report = out / "report.md"
+    report.write_text("\n".join(parts))
+    return report
+
+
+def main(argv: list[str]) -> int:
+    """python -m bench.report [RESULT.json | results/<stack>/ ...]: newest run of every stack by default."""
+    root = Path(__file__).resolve().parent.parent / "results"
+    sources = [Path(a) for a in argv] or sorted(p for p in root.iterdir() if p.is_dir() and p.name != "measurements")
+    results = load_results(sources)
+    report = write_report(results, root / "report" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

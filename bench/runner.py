@@ -180,7 +180,7 @@ def load_command(tool: str, url: str, concurrency: int, requests: int) -> str:
     if tool == "wrk":
         # wrk runs for a duration: sized to about the requests asked for at a modest rate.
         return f"ulimit -n 1048576; wrk -t1 -c{concurrency} -d{max(5, requests // 200)}s --latency {url} 2>&1"
-    return f"ulimit -n 1048576; ab -r -c {concurrency} -n {requests} {url} 2>&1"
+    return f"ulimit -n 1048576; ab -c {concurrency} -n {requests} {url} 2>&1"  # the seed's command
 
 
 def parse(tool: str, text: str, concurrency: int, file_size: int) -> RunResult:

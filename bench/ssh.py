@@ -19,7 +19,15 @@ class Ssh:
     user: str
     key_file: str
 
-    def argv(self, address: str, command: str, connect_timeout: int = 5) -> list[str]:
+    # Generous on purpose: sshd re-executes itself per connection, which under software emulation on a
+    # busy guest can take several seconds; a short timeout abandons handshakes that then keep the guest
+    # busy until sshd's LoginGraceTime, so each retry makes the next one slower.
+    connect_timeout: int = 30
+
+    def argv(self, address: str, command: str) -> list[str]:
+        from host.libvirt import assert_in_lab_namespace
+
+        assert_in_lab_namespace()  # every SSH of the project is built here
         return [
             "ssh",
             "-i",
@@ -33,7 +41,7 @@ class Ssh:
             "-o",
             "LogLevel=ERROR",
             "-o",
-            f"ConnectTimeout={connect_timeout}",
+            f"ConnectTimeout={self.connect_timeout}",
             "-o",
             "ServerAliveInterval=15",
             "-o",
@@ -59,11 +67,15 @@ class Ssh:
         """Retry until sshd answers with our key, or the deadline (monotonic) passes."""
         last = ""
         while time.monotonic() < deadline:
-            done = subprocess.run(self.argv(address, "true"), capture_output=True, text=True, timeout=30)
+            try:
+                done = subprocess.run(self.argv(address, "true"), capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                last = "no answer within 60 s"
+                continue
             if done.returncode == 0:
                 return
             last = done.stderr.strip()
-            time.sleep(2)
+            time.sleep(5)
         raise SshError(f"{address}: no SSH login before the deadline (last: {last or 'no answer'})")
 
 

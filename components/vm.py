@@ -95,7 +95,6 @@ class Vm(pulumi.ComponentResource):
                     kernel=args.boot.kernel,
                     initrd=args.boot.initrd,
                     cmdline=args.boot.cmdline,
-                    console_log=f"/var/log/libvirt/qemu/{self.name}-console.log",
                 )
             )
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -52,6 +51,19 @@ def select_stack(stack: str, rec: libvirt.HostRecord) -> None:
     pulumi(["stack", "select", "--create", stack], rec)
 
 
+def test(args: list[str]) -> int:
+    """Set up, run pytest where the lab's addresses are, and stop a sandbox that this run started."""
+    was_running = libvirt.ours_running(libvirt.read_record())
+    rec = setup()
+    libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"))
+    argv = [*libvirt.in_namespace(rec), str(engine.venv_python()), "-m", "pytest", *args]
+    try:
+        return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=engine.engine_env())
+    finally:
+        if rec.mode == "sandbox" and not was_running:
+            libvirt.teardown(force=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("help", "-h", "--help"):
         print(USAGE)
@@ -74,12 +86,7 @@ def main(argv: list[str]) -> int:
         elif command == "pulumi":
             return pulumi(args, check=False)
         elif command == "test":
-            setup()
-            libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"))
-            python = str(engine.venv_python())
-            return subprocess.call(
-                [python, "-m", "pytest", *args], cwd=paths.PROJECT_DIR, env={**os.environ, **engine.engine_env()}
-            )
+            return test(args)
         elif command == "down":
             libvirt.teardown(force="--force" in args)
         else:

@@ -174,6 +174,27 @@ def virsh_ok(*args: str, timeout: float = 10) -> bool:
         return False
 
 
+class OutsideLabNamespace(RuntimeError):
+    pass
+
+
+def assert_in_lab_namespace() -> None:
+    """Refuse to talk to guests from anywhere but the lab's namespace when the lab runs in one.
+
+    The lab's addresses are private ranges that exist only inside it; from the host's own namespace
+    the same addresses lead off this machine, where nothing of ours is and nothing may be sent.
+    """
+    rec = read_record()
+    if not rec or not rec.namespace:
+        return
+    ours = Path(f"/run/netns/{rec.namespace}")
+    if not ours.exists() or os.stat("/proc/self/ns/net").st_ino != ours.stat().st_ino:
+        raise OutsideLabNamespace(
+            f"the lab's addresses live in network namespace {rec.namespace}, and this process is not in it: "
+            f"run it through ./labctl (or `ip netns exec {rec.namespace} ...`)"
+        )
+
+
 def in_namespace(rec: HostRecord | None) -> list[str]:
     """The prefix that runs a command where the lab's addresses are (empty for a system libvirtd)."""
     return ["ip", "netns", "exec", rec.namespace] if rec and rec.namespace else []

@@ -153,3 +153,57 @@ def test_params_survive_pulumi_number_encoding():
         5120,
     )
     assert all(isinstance(v, int) for v in p.concurrency) and p.webs[0].address == "172.16.0.101"
+
+
+def _summary(mode: str, threads: int, conc: int, rps: float, bpr: float) -> dict:
+    return {
+        "mode": mode,
+        "tool": "ab",
+        "lb_threads": threads,
+        "concurrency": conc,
+        "total_requests": conc * 3,
+        "file_size_bytes": 5120,
+        "repeats": 2,
+        "requests_per_second": rps,
+        "requests_per_second_min": rps * 0.9,
+        "requests_per_second_max": rps * 1.1,
+        "latency_ms": 1000 / rps,
+        "latency_ms_min": 900 / rps,
+        "latency_ms_max": 1100 / rps,
+        "failed_requests": 0,
+        "non_2xx_responses": 0,
+        "lb_response_share": 1.0,
+        "lb_bytes_per_request": bpr,
+        "flags": [],
+    }
+
+
+def test_report_from_saved_results_has_tables_ratios_and_real_pngs(tmp_path):
+    import json
+
+    from bench.report import load_results, write_report
+
+    proxy = {
+        "mode": "proxy",
+        "tool": "ab",
+        "raw_dir": "results/proxy/x",
+        "summary": [_summary("proxy", t, c, 1000 * t + c / 10, 6200) for t in (1, 2) for c in (10, 20)],
+    }
+    dsr = {
+        "mode": "dsr",
+        "tool": "ab",
+        "raw_dir": "results/dsr/y",
+        "summary": [_summary("dsr", 1, c, 1500 + c / 10, 560) for c in (10, 20)],
+    }
+    for name, res in (("proxy", proxy), ("dsr", dsr)):
+        (tmp_path / name / "20261126T000000Z").mkdir(parents=True)
+        (tmp_path / name / "20261126T000000Z" / "result.json").write_text(json.dumps(res))
+    results = load_results([tmp_path / "proxy", tmp_path / "dsr"])
+    report = write_report(results, tmp_path / "report")
+    text = report.read_text()
+    assert "## proxy (ab)" in text and "## dsr (ab)" in text and "## Proxy vs DSR" in text
+    assert "| 10 | 1 | 1,001.00 | 1,501.00 | 1.50x | 6,200 | 560 |" in text
+    for png in ("rps.png", "latency.png"):
+        data = (tmp_path / "report" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"![{png[:-4]}]({png})" in text

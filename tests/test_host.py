@@ -77,3 +77,27 @@ def test_engine_bootstrap_is_idempotent():
     assert out.stdout.strip() == engine.CLI_VERSION
     for launcher in engine.LAUNCHERS:
         assert os.access(engine.bin_dir() / launcher, os.X_OK)
+
+
+def test_ssh_refuses_to_leave_the_lab_namespace():
+    """From the host's own namespace the lab's private addresses lead off the machine: no SSH there."""
+    rec = libvirt.read_record()
+    if not (rec and rec.namespace):
+        pytest.skip("the lab uses a system libvirtd here: no namespace to stay in")
+    probe = "from bench.ssh import Ssh; Ssh('lab', '/dev/null').argv('172.16.0.101', 'true'); print('built')"
+    inside = subprocess.run(
+        [str(engine.venv_python()), "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=engine.paths.PROJECT_DIR,
+        env=engine.engine_env(),
+    )
+    outside = subprocess.run(
+        ["nsenter", "--net=/proc/1/ns/net", str(engine.venv_python()), "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=engine.paths.PROJECT_DIR,
+        env=engine.engine_env(),
+    )
+    assert inside.stdout.strip() == "built", inside.stderr
+    assert outside.returncode != 0 and "OutsideLabNamespace" in outside.stderr

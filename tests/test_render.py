@@ -216,7 +216,6 @@ def golden_documents() -> dict[str, str]:
             kernel="/images/vmlinuz",
             initrd="/images/initrd.img",
             cmdline="root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud",
-            console_log="/var/log/libvirt/qemu/l2dsr-lab-web01-console.log",
         )
     )
     return docs

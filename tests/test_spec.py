@@ -108,3 +108,11 @@ def test_all_problems_are_reported_at_once():
     keys = sorted(p.split(":")[1] for p in err.value.problems)
     assert keys == ["mode", "webCount", "webMemoryMiB"]
     assert str(err.value).startswith("invalid l2dsr configuration (3 problem(s))")
+
+
+def test_the_ready_seed_stack_is_the_seeds_table():
+    spec = load_spec(yaml.safe_load((PROJECT_DIR / "Pulumi.seed.yaml").read_text())["config"])
+    assert spec.web_count == 25 and spec.bench_threads == (1, 2, 4, 8)
+    # The seed's table: concurrency 30,000..200,000 with three requests per connection.
+    assert spec.bench_concurrency == (30000, 60000, 90000, 150000, 200000)
+    assert spec.bench_requests == tuple(3 * c for c in spec.bench_concurrency)

@@ -45,7 +45,12 @@ class DomainDef:
     kernel: str = ""  # direct kernel boot (the builtin image); empty: boot the disk's own loader
     initrd: str = ""
     cmdline: str = ""
-    console_log: str = ""
+
+    @property
+    def console_log(self) -> str:
+        """Always on: with console=ttyS0 and no reader on the pty, the guest blocks on console writes
+        (sshd then stalls at the banner and cloud-init never finishes). virtlogd drains it here."""
+        return f"/var/log/libvirt/qemu/{self.name}-console.log"
 
 
 def domain_xml(d: DomainDef) -> str:
@@ -65,7 +70,7 @@ def domain_xml(d: DomainDef) -> str:
         else ""
     )
     cpu = "  <cpu mode='host-passthrough'/>\n" if d.domain_type == "kvm" else ""
-    log = f"\n      <log file={quoteattr(d.console_log)} append='off'/>" if d.console_log else ""
+    log = f"\n      <log file={quoteattr(d.console_log)} append='off'/>"
     return f"""<domain type='{d.domain_type}'>
   <name>{escape(d.name)}</name>
   <memory unit='MiB'>{d.memory_mib}</memory>

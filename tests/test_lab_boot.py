@@ -1,0 +1,121 @@
+"""One real guest from the built image: libvirt, a cloud-init seed, SSH, and what cloud-init did.
+
+No Pulumi here: the lab's own XML and seed rendering, straight through virsh, so a failure points
+at the image or the host rather than the engine. Measurements go to results/measurements/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.ssh import KeyFile, Ssh
+from cloudinit import render
+from components.providers import seed_iso
+from host import image, libvirt, paths
+from spec.addressing import plan
+from spec.config import load_spec
+from virt.virsh import Virsh
+from virt.xml import DomainDef, NetworkDef, domain_xml, network_xml, volume_xml
+
+pytestmark = pytest.mark.lab
+NAME = "l2dsr-boottest"
+CONFIG = {
+    "webCount": 1,
+    "frontSubnet": "192.168.99.0/24",
+    "serverSubnet": "172.16.99.0/24",
+    "firstWebAddress": "172.16.99.101",
+    "vip": "192.168.99.100",
+}
+
+
+def qemu_rss_mib(domain: str) -> float:
+    pid = Path(f"/run/libvirt/qemu/{domain}.pid").read_text().strip()
+    return int(subprocess.run(["ps", "-o", "rss=", "-p", pid], capture_output=True, text=True).stdout) / 1024
+
+
+def leftovers(virsh: Virsh) -> list[str]:
+    found = [d for d in virsh.run("list", "--all", "--name").split() if d.startswith(NAME)]
+    found += [n for n in virsh.run("net-list", "--all", "--name").split() if n.startswith(NAME)]
+    found += [line.split()[0] for line in virsh.run("vol-list", "default").splitlines() if line.startswith(NAME)]
+    return found
+
+
+def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
+    built = image.builtin_image()
+    assert built.exists(), "run through ./labctl test (it builds the image)"
+    virsh = Virsh(libvirt.URI)
+    spec = load_spec(CONFIG)
+    p = plan(spec)
+    web = p.webs[0]
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    user_data = render.user_data(spec, p, web, (tmp_path / "id.pub").read_text())
+    net_cfg = render.network_config(p, web)
+    iso = tmp_path / "seed.iso"
+    seed_iso(user_data, render.meta_data(NAME, web, user_data, net_cfg), net_cfg, iso)
+    domain_type = libvirt.resolve_domain_type("auto")
+    measured: dict[str, object] = {"domain_type": domain_type}
+    try:
+        virsh.network_ensure(NAME, network_xml(NetworkDef(NAME, "l2dsr-boot0", (("172.16.99.1", 24),))))
+        virsh.volume_create("default", volume_xml(f"{NAME}.qcow2", 4 * 2**30, "qcow2", backing_path=str(built.disk)))
+        virsh.volume_create("default", volume_xml(f"{NAME}-seed.iso", iso.stat().st_size, "raw"))
+        virsh.volume_upload("default", f"{NAME}-seed.iso", str(iso))
+        start = time.monotonic()
+        virsh.domain_create(
+            domain_xml(
+                DomainDef(
+                    name=NAME,
+                    domain_type=domain_type,
+                    vcpus=1,
+                    memory_mib=384,
+                    pool="default",
+                    disk_volume=f"{NAME}.qcow2",
+                    seed_volume=f"{NAME}-seed.iso",
+                    network=NAME,
+                    mac=render.mac_address(web),
+                    kernel=str(built.kernel),
+                    initrd=str(built.initrd),
+                    cmdline=image.KERNEL_CMDLINE,
+                )
+            ),
+            NAME,
+        )
+
+        with KeyFile(key.read_text()) as key_file:
+            ssh = Ssh(render.LOGIN_USER, key_file)
+            ssh.wait_reachable(str(web.address), time.monotonic() + 600)
+            status = ssh.run(str(web.address), "timeout 600 cloud-init status --wait", timeout=620, check=False).stdout
+            measured["seconds_to_cloud_init_done"] = round(time.monotonic() - start, 1)
+            assert "status: done" in status
+            measured["qemu_rss_mib"] = round(qemu_rss_mib(NAME), 1)
+
+            def guest(cmd: str) -> str:
+                return ssh.run(str(web.address), cmd).stdout.strip()
+
+            assert guest("hostname") == "web01"
+            assert guest("cat /proc/sys/net/core/somaxconn") == "500000"  # the seed's web sysctl profile
+            assert guest(
+                "cat /proc/sys/net/ipv4/conf/all/arp_ignore /proc/sys/net/ipv4/conf/eth0/arp_announce"
+            ).split() == ["1", "2"]
+            assert "192.168.99.100/32" in guest("ip -4 addr show dev lo")
+            assert "192.168.99.0/24 dev eth0" in guest("ip route")
+            assert guest("curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1/dummy_file") == "5120"
+            assert guest("systemctl is-enabled nginx l2dsr-net").split() == ["enabled", "enabled"]
+            assert "PasswordAuthentication no" in guest("sudo sshd -T | grep -i '^passwordauthentication'").replace(
+                "passwordauthentication", "PasswordAuthentication"
+            )
+    finally:
+        virsh.domain_delete(NAME)
+        virsh.volume_delete("default", f"{NAME}.qcow2")
+        virsh.volume_delete("default", f"{NAME}-seed.iso")
+        virsh.network_delete(NAME)
+        out = paths.PROJECT_DIR / "results" / "measurements"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "boot.json").write_text(json.dumps(measured, indent=1))
+        print(f"\nboot measurements: {measured}")
+    assert leftovers(virsh) == []

@@ -1,0 +1,106 @@
+"""End to end, for real: engine, libvirt, the small lab, both modes, a small matrix, destroy.
+
+One test, in the order a user works: up in proxy mode (results checked), switch to dsr (the engine's
+plan replaces only the LB and the benchmark; results checked), an unchanged up (no changes),
+destroy (nothing left). Each phase's wall time goes to results/measurements/e2e.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from host import libvirt, paths
+from tests.stacks import lab_stack
+from virt.virsh import Virsh
+
+pytestmark = pytest.mark.lab
+STACK = "e2e"
+MATRIX = {"benchConcurrency": "[10, 20]", "benchRequests": "[1000]", "benchRepeats": "2"}
+
+
+def outputs(cli) -> dict:
+    return json.loads(cli("stack", "output", "--json", "--show-secrets").stdout)
+
+
+def check_results(out: dict, mode: str) -> None:
+    assert out["mode"] == mode
+    summary, runs = out["summary"], out["results"]
+    assert [(int(r["concurrency"]), int(r["repeats"])) for r in summary] == [(10, 2), (20, 2)]
+    assert len(runs) == 4
+    for run in runs:
+        assert int(run["total_requests"]) == 1000, run
+        assert int(run["failed_requests"]) == 0 and int(run["non_2xx_responses"]) == 0, run
+        assert run["requests_per_second"] > 0
+        if mode == "dsr":
+            assert run["lb_response_share"] < 0.10, run  # the replies bypass the LB
+        else:
+            assert 0.9 < run["lb_response_share"] < 1.2, run  # every reply crosses the proxy
+    served = out["requestsPerWeb"]
+    assert sorted(served) == ["web01", "web02"] and all(v > 0 for v in served.values()), served
+    assert "| Mode | Thread | Concurrency |" in out["resultsTable"]
+
+
+def lab_objects(virsh: Virsh) -> list[str]:
+    prefix = f"l2dsr-{STACK}"
+    found = [d for d in virsh.run("list", "--all", "--name").split() if d.startswith(prefix)]
+    found += [n for n in virsh.run("net-list", "--all", "--name").split() if n.startswith(prefix)]
+    found += [
+        line.split()[0] for line in virsh.run("vol-list", "default").splitlines() if line.strip().startswith(prefix)
+    ]
+    return found
+
+
+def replaced_in_plan(cli) -> list[str]:
+    plan = json.loads(cli("preview", "--json").stdout)
+    return sorted(
+        step["urn"].split("::")[-1] for step in plan["steps"] if step["op"] in ("replace", "create-replacement")
+    )
+
+
+def test_up_switch_unchanged_destroy(tmp_path):
+    virsh = Virsh(libvirt.URI)
+    times: dict[str, float] = {}
+    results: dict[str, dict] = {}
+    with lab_stack(tmp_path, STACK, **MATRIX) as cli:
+        try:
+            start = time.monotonic()
+            cli("up", "--yes", "--skip-preview", timeout=3600)
+            times["up_proxy_s"] = round(time.monotonic() - start, 1)
+            results["proxy"] = outputs(cli)
+            check_results(results["proxy"], "proxy")
+
+            cli("config", "set", "l2dsr:mode", "dsr")
+            assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-seed"]
+            start = time.monotonic()
+            cli("up", "--yes", "--skip-preview", timeout=3600)
+            times["up_switch_to_dsr_s"] = round(time.monotonic() - start, 1)
+            history = json.loads(cli("stack", "history", "--json").stdout)[0]["resourceChanges"]
+            assert history.get("replace") == 4 and "create" not in history and "delete" not in history, history
+            results["dsr"] = outputs(cli)
+            check_results(results["dsr"], "dsr")
+
+            start = time.monotonic()
+            cli("up", "--yes", "--expect-no-changes")
+            times["up_unchanged_s"] = round(time.monotonic() - start, 1)
+        finally:
+            start = time.monotonic()
+            cli("destroy", "--yes", "--skip-preview", timeout=1200)
+            times["destroy_s"] = round(time.monotonic() - start, 1)
+            cli("stack", "rm", "--yes")
+            measured = {"phases": times}
+            for mode, out in results.items():
+                measured[mode] = {"summary": out["summary"], "byteCounters": out["byteCounters"]}
+            if len(results) == 2:
+                ratios = [
+                    d["requests_per_second"] / p["requests_per_second"]
+                    for d, p in zip(results["dsr"]["summary"], results["proxy"]["summary"], strict=True)
+                ]
+                measured["dsr_over_proxy_rps"] = [round(r, 2) for r in ratios]
+            out_dir = paths.PROJECT_DIR / "results" / "measurements"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "e2e.json").write_text(json.dumps(measured, indent=1))
+            print(f"\ne2e measurements: {json.dumps(measured)[:2000]}")
+    assert lab_objects(virsh) == []

@@ -11,6 +11,7 @@ mode fails, with the likely cause. Raw output is kept under results/<stack>/<tim
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,22 +188,37 @@ def parse(tool: str, text: str, concurrency: int, file_size: int) -> RunResult:
     return parse_wrk(text, concurrency, file_size) if tool == "wrk" else parse_ab(text)
 
 
-SETTLED = "ss -Htan state established '( sport = :80 or dport = :80 )' | wc -l; ss -s | sed -n 's/^TCP: *//p'"
+def settled_command(vip: str) -> str:
+    """Open client connections to the VIP (zero on the LB and webs), then `ss -s`'s TCP line."""
+    return f"ss -Htan state established dst {vip}:80 | wc -l; ss -s | sed -n 's/^TCP: *//p'"
 
 
-def settle(ssh: Ssh, nodes: list[Node], timeout_s: float = 120) -> dict[str, str]:
-    """Wait until the previous run's connections are closed everywhere (the seed checked `ss -s` by hand)."""
+def unsettled(out: str) -> int:
+    """Client connections to the VIP still open, plus orphaned sockets (`ss -s`), from settled_command."""
+    count, _, tcp = out.partition("\n")
+    orphaned = re.search(r"orphaned (\d+)", tcp)
+    return int(count.strip() or 0) + (int(orphaned.group(1)) if orphaned else 0)
+
+
+def settle(ssh: Ssh, vip: str, nodes: list[Node], timeout_s: float = 120) -> dict[str, str]:
+    """Wait until the previous run's connections are gone (the seed checked `ss -s` by hand).
+
+    What counts: the clients' connections to the VIP and orphaned sockets anywhere. HAProxy's pooled
+    keep-alive connections to the webs are its steady state, not leftovers of a run.
+    """
     deadline = time.monotonic() + timeout_s
+    command = settled_command(vip)
     while True:
         with ThreadPoolExecutor(max_workers=8) as pool:
             outs = dict(
-                zip([n.name for n in nodes], pool.map(lambda n: ssh.run(n.address, SETTLED).stdout, nodes), strict=True)
+                zip([n.name for n in nodes], pool.map(lambda n: ssh.run(n.address, command).stdout, nodes), strict=True)
             )
-        open_ = {name: int(out.split()[0]) for name, out in outs.items()}
-        if not any(open_.values()) or time.monotonic() > deadline:
-            return {name: out.split("\n", 1)[1].strip() for name, out in outs.items()} | (
-                {"unsettled": ", ".join(f"{n} ({c})" for n, c in open_.items() if c)} if any(open_.values()) else {}
-            )
+        left = {name: unsettled(out) for name, out in outs.items()}
+        if not any(left.values()) or time.monotonic() > deadline:
+            state = {name: out.partition("\n")[2].strip() for name, out in outs.items()}
+            if any(left.values()):
+                state["unsettled"] = ", ".join(f"{n} ({c})" for n, c in left.items() if c)
+            return state
         time.sleep(2)
 
 
@@ -273,7 +289,7 @@ def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
     url = f"http://{p.vip}/dummy_file"
     nodes = [*p.clients, p.lb, *p.webs]
     conc, reqs = split(step.concurrency, len(p.clients)), split(step.requests, len(p.clients))
-    settled = settle(ssh, nodes)
+    settled = settle(ssh, p.vip, nodes)
     with ThreadPoolExecutor(max_workers=len(p.clients)) as pool:  # warm-up: caches, ARP, TCP state
         list(
             pool.map(

@@ -32,7 +32,7 @@ class Cli:
 
 
 @contextmanager
-def lab_stack(backend: Path, stack: str, **overrides: str) -> Iterator[Cli]:
+def lab_stack(backend: Path, stack: str, **overrides: object) -> Iterator[Cli]:
     """A stack with the lab stack's config (plus overrides) and its own secrets salt."""
     stack_file = paths.PROJECT_DIR / f"Pulumi.{stack}.yaml"
     cli = Cli(backend, stack)

@@ -207,3 +207,12 @@ def test_report_from_saved_results_has_tables_ratios_and_real_pngs(tmp_path):
         data = (tmp_path / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
         assert f"![{png[:-4]}]({png})" in text
+
+
+def test_settled_counts_client_connections_to_the_vip_and_orphans():
+    from bench.runner import settled_command, unsettled
+
+    assert "dst 192.168.16.100:80" in settled_command("192.168.16.100")
+    assert unsettled("0\n6 (estab 1, closed 0, orphaned 0, timewait 0)") == 0
+    assert unsettled("3\n9 (estab 4, closed 0, orphaned 0, timewait 0)") == 3
+    assert unsettled("0\n9 (estab 1, closed 2, orphaned 2, timewait 2)") == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.parse import parse_ab, parse_wrk
 from bench.ssh import KeyFile, Ssh
 from cloudinit import render
 from components.providers import seed_iso
@@ -106,6 +107,14 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
             assert "192.168.99.0/24 dev eth0" in guest("ip route")
             assert guest("curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1/dummy_file") == "5120"
             assert guest("systemctl is-enabled nginx l2dsr-net").split() == ["enabled", "enabled"]
+            # Both load tools run on the image, and their real output parses (kept as parser test data).
+            wrk = guest("wrk -t1 -c10 -d3s --latency http://127.0.0.1/dummy_file")
+            ab = guest("ab -c 10 -n 500 http://127.0.0.1/dummy_file 2>&1")
+            assert parse_wrk(wrk, 10, 5120).complete_requests > 0
+            assert parse_ab(ab).complete_requests == 500
+            samples = paths.PROJECT_DIR / "results" / "measurements"
+            samples.mkdir(parents=True, exist_ok=True)
+            (samples / "wrk-sample.txt").write_text(wrk + "\n")
             assert "PasswordAuthentication no" in guest("sudo sshd -T | grep -i '^passwordauthentication'").replace(
                 "passwordauthentication", "PasswordAuthentication"
             )

@@ -18,7 +18,7 @@ from virt.virsh import Virsh
 
 pytestmark = pytest.mark.lab
 STACK = "e2e"
-MATRIX = {"benchConcurrency": "[10, 20]", "benchRequests": "[1000]", "benchRepeats": "2"}
+MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2}
 
 
 def outputs(cli) -> dict:
@@ -71,6 +71,14 @@ def test_up_switch_unchanged_destroy(tmp_path):
             times["up_proxy_s"] = round(time.monotonic() - start, 1)
             results["proxy"] = outputs(cli)
             check_results(results["proxy"], "proxy")
+
+            # A second stack with the same subnets is refused before it creates anything.
+            with lab_stack(tmp_path, f"{STACK}-clash") as other:
+                clash = other("preview", check=False)
+                other("stack", "rm", "--yes")
+            assert (
+                clash.returncode != 0 and f"libvirt network l2dsr-{STACK} already holds" in clash.stdout + clash.stderr
+            )
 
             cli("config", "set", "l2dsr:mode", "dsr")
             assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-seed"]

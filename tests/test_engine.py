@@ -16,7 +16,14 @@ from tests.stacks import lab_stack
 
 @pytest.fixture()
 def cli(tmp_path):
-    with lab_stack(tmp_path, "preview-test") as run:
+    # Its own subnets: a lab stack that is up on this host must not fail this preview.
+    own = {
+        "frontSubnet": "192.168.77.0/24",
+        "vip": "192.168.77.100",
+        "serverSubnet": "172.16.77.0/24",
+        "firstWebAddress": "172.16.77.101",
+    }
+    with lab_stack(tmp_path, "preview-test", **own) as run:
         yield run
 
 

@@ -121,7 +121,11 @@ def write_report(results: list[dict], out: Path) -> Path:
 def main(argv: list[str]) -> int:
     """python -m bench.report [RESULT.json | results/<stack>/ ...]: newest run of every stack by default."""
     root = Path(__file__).resolve().parent.parent / "results"
-    sources = [Path(a) for a in argv] or sorted(p for p in root.iterdir() if p.is_dir() and p.name != "measurements")
+    stacks = sorted(p for p in root.glob("*/") if p.name not in ("measurements", "report")) if root.exists() else []
+    sources = [Path(a) for a in argv] or stacks
+    if not sources:
+        print(f"no saved results in {root}: run ./labctl up first", file=sys.stderr)
+        return 1
     results = load_results(sources)
     report = write_report(results, root / "report" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     print(report)

@@ -19,6 +19,7 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   test [ARGS...]    set up the host, then run the test suite (ARGS go to pytest)
   setup             only the host: packages, base image, libvirt (or our own in a namespace), engine
   image             only the offline base image
+  report [PATH...]  Markdown and PNG charts from saved results (default: the newest run of every stack)
   down [--force]    stop what setup started (libvirtd, namespace, pool); --force also removes domains
 """
 
@@ -87,6 +88,10 @@ def main(argv: list[str]) -> int:
             return pulumi(args, check=False)
         elif command == "test":
             return test(args)
+        elif command == "report":
+            from bench import report
+
+            return report.main(args)
         elif command == "down":
             libvirt.teardown(force="--force" in args)
         else:

@@ -216,3 +216,29 @@ def test_settled_counts_client_connections_to_the_vip_and_orphans():
     assert unsettled("0\n6 (estab 1, closed 0, orphaned 0, timewait 0)") == 0
     assert unsettled("3\n9 (estab 4, closed 0, orphaned 0, timewait 0)") == 3
     assert unsettled("0\n9 (estab 1, closed 2, orphaned 2, timewait 2)") == 2
+
+
+def test_parse_wrk_real_run_on_a_lab_guest():
+    from bench.parse import parse_wrk
+
+    r = parse_wrk((DATA / "wrk-c10-3s.txt").read_text(), concurrency=10, document_length=5120)
+    assert (r.tool, r.concurrency, r.complete_requests, r.failed_requests) == ("wrk", 10, 4690, 0)
+    assert r.requests_per_second == 1557.42 and r.duration_s == pytest.approx(3.01)
+    assert r.time_per_request_ms == pytest.approx(6.37)
+    assert r.latency_percentiles_ms == {"p50": 6.24, "p75": 6.43, "p90": 6.67, "p99": 10.13}
+    assert r.transfer_rate_kbps == pytest.approx(7.98 * 1024)
+
+
+def test_parse_wrk_counts_socket_errors_and_non_2xx():
+    from bench.parse import parse_wrk
+
+    text = (
+        (DATA / "wrk-c10-3s.txt")
+        .read_text()
+        .replace(
+            "Requests/sec:",
+            "  Socket errors: connect 1, read 2, write 0, timeout 3\n  Non-2xx or 3xx responses: 7\nRequests/sec:",
+        )
+    )
+    r = parse_wrk(text, 10, 5120)
+    assert (r.failed_requests, r.non_2xx_responses) == (6, 7)

@@ -56,7 +56,7 @@ def test(args: list[str]) -> int:
     """Set up, run pytest where the lab's addresses are, and stop a sandbox that this run started."""
     was_running = libvirt.ours_running(libvirt.read_record())
     rec = setup()
-    libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"))
+    libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"), tools_only=True)
     argv = [*libvirt.in_namespace(rec), str(engine.venv_python()), "-m", "pytest", *args]
     try:
         return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=engine.engine_env())

@@ -203,19 +203,33 @@ def in_namespace(rec: HostRecord | None) -> list[str]:
 # ---- setup and teardown ------------------------------------------------------------------------
 
 
-def install_packages(packages: tuple[str, ...] | list[str], log: Path) -> None:
+def install_packages(packages: tuple[str, ...] | list[str], log: Path, tools_only: bool = False) -> None:
+    """apt-get install what is missing. `tools_only`: packages wanted for their commands alone (the
+    checkers of rendered files): no service of theirs starts, and a cloud-init installed here is
+    disabled on this host, so it never runs at the host's boot."""
     missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
     if not missing:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if not list(Path("/var/lib/apt/lists").glob("*Packages*")):
         run_logged("apt-get update", ["apt-get", "update"], log, env=env)
-    run_logged(
-        f"install {len(missing)} Debian packages",
-        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-        log,
-        env=env,
-    )
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = tools_only and not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\n# l2dsr: installing checker tools; start no service\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        run_logged(
+            f"install {len(missing)} Debian packages",
+            ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+            log,
+            env=env,
+        )
+    finally:
+        if ours:
+            policy.unlink()
+    if tools_only and "cloud-init" in missing:
+        Path("/etc/cloud/cloud-init.disabled").touch()
 
 
 def setup(log: Path, probe_kernel: Path) -> HostRecord:

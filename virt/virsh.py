@@ -52,10 +52,6 @@ class Virsh:
         return {n: self.run("net-dumpxml", n) for n in names}
 
     # ---- volumes ----
-    def pool_path(self, pool: str) -> str:
-        out = self.run("pool-dumpxml", pool)
-        return out.split("<path>")[1].split("</path>")[0]
-
     def volume_exists(self, pool: str, name: str) -> bool:
         return self.ok("vol-info", "--pool", pool, name)
 
@@ -88,14 +84,6 @@ class Virsh:
         if self.domain_exists(name):
             self.run("destroy", name, check=False)
             self.run("undefine", name)
-
-    def domain_interface(self, name: str) -> str:
-        """The host-side tap device of the domain's first interface (for byte counters)."""
-        for line in self.run("domiflist", name).splitlines():
-            parts = line.split()
-            if parts and parts[0] != "-":
-                return parts[0]
-        raise VirshError(f"{name}: no interface")
 
 
 def size_of(path: str) -> int:

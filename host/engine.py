@@ -29,8 +29,10 @@ VERSION_VAR = "github.com/pulumi/pulumi/sdk/v3/go/common/version.Version"
 LAUNCHERS = {
     # The CLI's Python language host: engine/langhost.py under the project's virtualenv.
     "pulumi-language-python": 'exec "{python}" -u "{project}/engine/langhost.py" "$@"',
-    # The provider process of Python dynamic resources (the SDK's own launcher, minus guessing).
-    "pulumi-resource-pulumi-python": 'exec "{python}" -u -m pulumi.dynamic "$@"',
+    # The provider process of Python dynamic resources (the SDK's own launcher, minus guessing). It
+    # unpickles the lab's providers by module name, so it alone gets the project on its path (given
+    # to every process, the project's cloudinit/ would shadow the real cloud-init's package).
+    "pulumi-resource-pulumi-python": 'PYTHONPATH="{project}" exec "{python}" -u -m pulumi.dynamic "$@"',
 }
 
 
@@ -149,7 +151,6 @@ def engine_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("PULUMI_BACKEND_URL", f"file://{state / 'backend'}")
     env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
-    env["PYTHONPATH"] = str(paths.PROJECT_DIR)  # dynamic providers unpickle components.* by name
     if "PULUMI_CONFIG_PASSPHRASE" not in env and "PULUMI_CONFIG_PASSPHRASE_FILE" not in env:
         env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(passphrase_file())
     return env

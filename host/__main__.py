@@ -32,7 +32,7 @@ def setup() -> libvirt.HostRecord:
     start = time.monotonic()
     libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
     built = image.build()
-    rec = libvirt.setup(log_file("setup"), probe_kernel=built.kernel)
+    rec = libvirt.setup(probe_kernel=built.kernel)
     engine.ensure_engine()
     say(f"host ready in {time.monotonic() - start:.0f} s")
     return rec
@@ -83,7 +83,8 @@ def main(argv: list[str]) -> int:
             pulumi(["stack", "output", "resultsTable", "--stack", stack], rec)
         elif command == "destroy":
             stack = args[0] if args else DEFAULT_STACK
-            pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack])
+            rec = setup()  # after a reboot the namespace and libvirtd are gone, the domains' definitions are not
+            pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack], rec)
         elif command == "pulumi":
             return pulumi(args, check=False)
         elif command == "test":

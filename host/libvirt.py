@@ -232,9 +232,11 @@ def install_packages(packages: tuple[str, ...] | list[str], log: Path, tools_onl
         Path("/etc/cloud/cloud-init.disabled").touch()
 
 
-def setup(log: Path, probe_kernel: Path) -> HostRecord:
-    """Idempotent: a ready libvirt host, with a storage pool and the domain type decided."""
-    install_packages(HOST_PACKAGES, log)
+def setup(probe_kernel: Path) -> HostRecord:
+    """Idempotent: a ready libvirt host, with a storage pool and the domain type decided.
+
+    HOST_PACKAGES must be installed already (./labctl's setup does it first: the image needs them too).
+    """
     rec = read_record()
     mode = choose_mode(virsh_ok("version"), ours_running(rec))
     if mode == "system":

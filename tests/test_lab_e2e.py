@@ -18,7 +18,8 @@ from virt.virsh import Virsh
 
 pytestmark = pytest.mark.lab
 STACK = "e2e"
-MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2}
+# 2 concurrency levels x 2 repeats; under proxy also at 1 and 2 HAProxy threads (changed on the running LB).
+MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2, "benchThreads": [1, 2]}
 
 
 def outputs(cli) -> dict:
@@ -28,8 +29,11 @@ def outputs(cli) -> dict:
 def check_results(out: dict, mode: str) -> None:
     assert out["mode"] == mode
     summary, runs = out["summary"], out["results"]
-    assert [(int(r["concurrency"]), int(r["repeats"])) for r in summary] == [(10, 2), (20, 2)]
-    assert len(runs) == 4
+    threads = [1, 2] if mode == "proxy" else [1]  # IPVS is the kernel's: one row per point
+    assert [(int(r["lb_threads"]), int(r["concurrency"]), int(r["repeats"])) for r in summary] == [
+        (t, c, 2) for t in threads for c in (10, 20)
+    ]
+    assert len(runs) == 4 * len(threads)
     for run in runs:
         assert int(run["total_requests"]) == 1000, run
         assert int(run["failed_requests"]) == 0 and int(run["non_2xx_responses"]) == 0, run
@@ -41,6 +45,18 @@ def check_results(out: dict, mode: str) -> None:
     served = out["requestsPerWeb"]
     assert sorted(served) == ["web01", "web02"] and all(v > 0 for v in served.values()), served
     assert "| Mode | Thread | Concurrency |" in out["resultsTable"]
+
+
+def rps_ratios(proxy: list[dict], dsr: list[dict]) -> dict[str, float]:
+    """DSR over proxy requests/s at each concurrency, per proxy thread count: {"t1-c10": 1.75, ...}."""
+    by_concurrency = {int(r["concurrency"]): r["requests_per_second"] for r in dsr}
+    return {
+        f"t{int(p['lb_threads'])}-c{int(p['concurrency'])}": round(
+            by_concurrency[int(p["concurrency"])] / p["requests_per_second"], 2
+        )
+        for p in proxy
+        if int(p["concurrency"]) in by_concurrency
+    }
 
 
 def lab_objects(virsh: Virsh) -> list[str]:
@@ -102,11 +118,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
             for mode, out in results.items():
                 measured[mode] = {"summary": out["summary"], "byteCounters": out["byteCounters"]}
             if len(results) == 2:
-                ratios = [
-                    d["requests_per_second"] / p["requests_per_second"]
-                    for d, p in zip(results["dsr"]["summary"], results["proxy"]["summary"], strict=True)
-                ]
-                measured["dsr_over_proxy_rps"] = [round(r, 2) for r in ratios]
+                measured["dsr_over_proxy_rps"] = rps_ratios(results["proxy"]["summary"], results["dsr"]["summary"])
             out_dir = paths.PROJECT_DIR / "results" / "measurements"
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "e2e.json").write_text(json.dumps(measured, indent=1))

@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.matrix import Step, split, steps, summarize
 from bench.parse import RunResult, combine, parse_ab, parse_wrk
 from bench.ssh import Ssh, SshError
+from cloudinit.render import cpu_list
 
 # The proof of mode uses the share of the response bytes that crossed the LB:
 #   (LB bytes sent - client bytes sent) / client bytes received
@@ -224,7 +225,7 @@ def settle(ssh: Ssh, vip: str, nodes: list[Node], timeout_s: float = 120) -> dic
 
 def set_lb_threads(ssh: Ssh, p: BenchParams, threads: int) -> None:
     """nbthread (and cpu-map) on the running LB: edit haproxy.cfg, reload, check the worker's threads."""
-    cpus = "0" if p.lb_cpus == 1 else f"0-{p.lb_cpus - 1}"
+    cpus = cpu_list(p.lb_cpus)  # the same map the LB was deployed with
     ssh.run(
         p.lb.address,
         f"sudo sed -i -E 's/^( *nbthread) .*/\\1 {threads}/; s/^( *cpu-map) .*/\\1 1\\/1-{threads} {cpus}/' "

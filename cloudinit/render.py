@@ -68,14 +68,18 @@ def nginx_conf(spec: LabSpec) -> str:
     return fill("web/nginx.conf", **NGINX_PATHS[spec.image_family])
 
 
+def cpu_list(cpus: int) -> str:
+    """HAProxy's cpu-map target: every vCPU of the LB (the seed mapped its threads onto all cores)."""
+    return "0" if cpus == 1 else f"0-{cpus - 1}"
+
+
 def haproxy_cfg(spec: LabSpec, plan: AddressPlan, cert: str = HAPROXY_CERT) -> str:
-    lb_cpus = spec.vcpus["lb"]
     servers = "\n".join(f"    server {w.name} {w.address}:80 check" for w in plan.webs)
     https = f"    bind {plan.vip}:443 ssl crt {cert}\n" if spec.https else ""
     return fill(
         "lb/haproxy.cfg",
         nbthread=spec.haproxy_threads,
-        cpu_list="0" if lb_cpus == 1 else f"0-{lb_cpus - 1}",
+        cpu_list=cpu_list(spec.vcpus["lb"]),
         vip=plan.vip,
         https_bind=https,
         servers=servers,

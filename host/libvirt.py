@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from host.progress import StepFailed, run_logged, say
+from virt.virsh import Virsh
 
 NAMESPACE = "l2dsr"
 URI = "qemu:///system"
+VIRSH = Virsh(URI)
 RUN_DIR = Path("/run/l2dsr")
 RECORD = RUN_DIR / "host.json"
 POOL_NAME = "default"
@@ -167,13 +169,6 @@ def ours_running(rec: HostRecord | None) -> bool:
     return bool(rec and rec.mode == "sandbox" and rec.pids and all(_alive(p) for p in rec.pids.values()))
 
 
-def virsh_ok(*args: str, timeout: float = 10) -> bool:
-    try:
-        return subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, timeout=timeout).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 class OutsideLabNamespace(RuntimeError):
     pass
 
@@ -238,7 +233,7 @@ def setup(probe_kernel: Path) -> HostRecord:
     HOST_PACKAGES must be installed already (./labctl's setup does it first: the image needs them too).
     """
     rec = read_record()
-    mode = choose_mode(virsh_ok("version"), ours_running(rec))
+    mode = choose_mode(VIRSH.ok("version"), ours_running(rec))
     if mode == "system":
         say("libvirt: using the running system libvirtd")
         rec = rec if rec and rec.mode == "system" else HostRecord(mode="system")
@@ -246,17 +241,17 @@ def setup(probe_kernel: Path) -> HostRecord:
         say(f"libvirt: our libvirtd is running in namespace {rec.namespace}")
     else:
         rec = _start_sandbox()
-    if not virsh_ok("pool-info", POOL_NAME):
+    if not VIRSH.ok("pool-info", POOL_NAME):
         Path(POOL_PATH).mkdir(parents=True, exist_ok=True)
         for args in (
             ("pool-define-as", POOL_NAME, "dir", "--target", POOL_PATH),
             ("pool-start", POOL_NAME),
             ("pool-autostart", POOL_NAME),
         ):
-            if not virsh_ok(*args):
+            if not VIRSH.ok(*args):
                 raise StepFailed(f"virsh {' '.join(args)} failed")
         rec.created_pool = True
-    elif not virsh_ok("pool-start", POOL_NAME) and "running" not in _virsh_out("pool-info", POOL_NAME):
+    elif not VIRSH.ok("pool-start", POOL_NAME) and "running" not in VIRSH.run("pool-info", POOL_NAME, check=False):
         raise StepFailed(f"storage pool {POOL_NAME} exists but does not start")
     rec.domain_type = choose_domain_type("auto", kvm_runs_guests(probe_kernel))
     say(
@@ -264,10 +259,6 @@ def setup(probe_kernel: Path) -> HostRecord:
     )
     write_record(rec)
     return rec
-
-
-def _virsh_out(*args: str) -> str:
-    return subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True).stdout
 
 
 def _start_sandbox() -> HostRecord:
@@ -300,7 +291,7 @@ def _start_sandbox() -> HostRecord:
         rec.pids[daemon] = proc.pid
         write_record(rec)
     deadline = time.monotonic() + 30
-    while not virsh_ok("version"):
+    while not VIRSH.ok("version"):
         if time.monotonic() > deadline:
             raise StepFailed("libvirtd did not answer within 30 s (try: ip netns exec l2dsr libvirtd -v)")
         time.sleep(0.3)
@@ -314,17 +305,17 @@ def teardown(force: bool = False) -> None:
         say("libvirt host: nothing of ours to tear down")
         return
     if rec.mode == "sandbox" and ours_running(rec):
-        domains = [d for d in _virsh_out("list", "--all", "--name").split() if d]
+        domains = [d for d in VIRSH.run("list", "--all", "--name", check=False).split() if d]
         if domains and not force:
             raise StepFailed(
                 f"domains still defined: {' '.join(domains)}; run ./labctl destroy first (or down --force)"
             )
         for d in domains:
-            subprocess.run(["virsh", "-c", URI, "destroy", d], capture_output=True)
-            subprocess.run(["virsh", "-c", URI, "undefine", d], capture_output=True)
+            VIRSH.run("destroy", d, check=False)
+            VIRSH.run("undefine", d, check=False)
     if rec.created_pool:
-        subprocess.run(["virsh", "-c", URI, "pool-destroy", POOL_NAME], capture_output=True)
-        subprocess.run(["virsh", "-c", URI, "pool-undefine", POOL_NAME], capture_output=True)
+        VIRSH.run("pool-destroy", POOL_NAME, check=False)
+        VIRSH.run("pool-undefine", POOL_NAME, check=False)
     for name, pid in rec.pids.items():
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)

@@ -26,8 +26,13 @@ class Virsh:
             raise VirshError(f"virsh {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
 
-    def ok(self, *args: str) -> bool:
-        return subprocess.run(["virsh", "-q", "-c", self.uri, *args], capture_output=True).returncode == 0
+    def ok(self, *args: str, timeout: float = 30) -> bool:
+        """Did the command succeed? A missing virsh or a libvirtd that does not answer in time: no."""
+        try:
+            argv = ["virsh", "-q", "-c", self.uri, *args]
+            return subprocess.run(argv, capture_output=True, timeout=timeout).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
     def with_xml(self, verb: str, xml: str, *args: str) -> str:
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:

@@ -120,7 +120,8 @@ def ensure_engine() -> bool:
     cli = find_cli()
     built = cli is None
     if cli is None:
-        cli = build_cli()
+        with paths.build_lock(f"pulumi-{CLI_VERSION}"):
+            cli = find_cli() or build_cli()  # another ./labctl may have built it while this one waited
     else:
         say(f"pulumi CLI {'.'.join(map(str, cli_version(cli) or ()))}: {cli}")
     out = bin_dir()

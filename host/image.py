@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from host import paths
-from host.progress import run_logged, say
+from host.progress import StepFailed, run_logged, say
 
 # What every role runs (nginx on webs; haproxy or ipvsadm on the LB; ab and wrk on clients), what
 # the benchmark reads counters with (iproute2's ss and nstat, ethtool, procps), and what boots.
@@ -61,11 +61,14 @@ ROOTFS_FILES = {
     "etc/default/locale": "LANG=C.UTF-8\n",
     "etc/network/interfaces": "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n",
     "etc/cloud/cloud.cfg.d/90-l2dsr-datasource.cfg": "datasource_list: [NoCloud, None]\n",
-    # The roles enable their own daemons; an image starts none of them by itself.
-    "etc/systemd/system-preset/10-l2dsr.preset": "disable nginx.service\ndisable haproxy.service\n",
 }
 MASKED_UNITS = ("e2scrub_reap.service", "apt-daily.timer", "apt-daily-upgrade.timer")
-DISABLED_UNITS = ("nginx.service", "haproxy.service")
+# Every role's services ship masked: no boot of any VM starts them by itself, whatever enables them
+# (package postinst links, the SysV scripts nginx/haproxy/ipvsadm also install, first-boot
+# `preset-all` with an empty machine-id). A VM's cloud-init unmasks and starts its own role's units
+# once their files exist (cloudinit/render.py start_units). `ipvsadm.service` is the unit systemd
+# generates from Debian's SysV script; the lab's LB uses its own l2dsr-ipvs.service instead.
+ROLE_UNITS = ("nginx.service", "haproxy.service", "ipvsadm.service")
 
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud"
 
@@ -77,9 +80,9 @@ class Recipe:
     packages: tuple[str, ...] = tuple(PACKAGES)
     files: dict[str, str] = field(default_factory=lambda: dict(ROOTFS_FILES))
     masked: tuple[str, ...] = MASKED_UNITS
-    disabled: tuple[str, ...] = DISABLED_UNITS
+    role_units: tuple[str, ...] = ROLE_UNITS
     disk_size: str = "4G"
-    builder_version: int = 1  # bump when the build steps change in a way the fields do not show
+    builder_version: int = 2  # bump when the build steps change in a way the fields do not show
 
 
 def image_key(recipe: Recipe) -> str:
@@ -120,6 +123,13 @@ def build(recipe: Recipe | None = None) -> BuiltImage:
     if image.exists():
         say(f"base image {image.directory.name}: cached")
         return image
+    with paths.build_lock(image.directory.name):
+        if image.exists():  # built by another ./labctl while this one waited
+            return image
+        return _build(recipe, image)
+
+
+def _build(recipe: Recipe, image: BuiltImage) -> BuiltImage:
     image.directory.parent.mkdir(parents=True, exist_ok=True)
     log = image.directory.parent / f"{image.directory.name}.log"
     work = Path(tempfile.mkdtemp(prefix=f".{image.directory.name}-", dir=image.directory.parent))
@@ -138,6 +148,9 @@ def build(recipe: Recipe | None = None) -> BuiltImage:
             log,
         )
         _customise(rootfs, recipe)
+        started = units_started_at_boot(rootfs, recipe.role_units)
+        if started:
+            raise StepFailed(f"the built image would start role services at boot: {'; '.join(started)}")
         shutil.copy(_newest(rootfs / "boot", "vmlinuz-"), work / "vmlinuz")
         shutil.copy(_newest(rootfs / "boot", "initrd.img-"), work / "initrd.img")
         raw = work / "root.raw"
@@ -164,17 +177,42 @@ def _customise(rootfs: Path, recipe: Recipe) -> None:
     for key in rootfs.glob("etc/ssh/ssh_host_*"):
         key.unlink()
     system = rootfs / "etc/systemd/system"
-    for unit in recipe.masked:
+    for unit in (*recipe.masked, *recipe.role_units):
         link = system / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
-    for unit in recipe.disabled:
-        for wants in system.glob(f"*.wants/{unit}"):
+    for unit in recipe.role_units:
+        for wants in _wanted_by(system, unit):
             wants.unlink()
+        for rc_link in rootfs.glob(f"etc/rc?.d/[SK][0-9][0-9]{unit.removesuffix('.service')}"):
+            rc_link.unlink()
     for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
     for lists in (rootfs / "var/lib/apt/lists").glob("*_*"):
         lists.unlink()
+
+
+def units_started_at_boot(rootfs: Path, units: tuple[str, ...]) -> list[str]:
+    """What in a root file system would start one of `units` at boot: checked on the built tree,
+    not on the recipe (deleting `*.wants` links alone once left all three starting)."""
+    found = []
+    system = rootfs / "etc/systemd/system"
+    for unit in units:
+        mask = system / unit
+        if not (mask.is_symlink() and os.readlink(mask) == "/dev/null"):
+            found.append(f"{unit} is not masked in /etc/systemd/system")
+        found += [f"{unit} is wanted by {w.parent.name}" for w in _wanted_by(system, unit)]
+        name = unit.removesuffix(".service")
+        found += [
+            f"{unit} has SysV start link /{p.relative_to(rootfs)}" for p in rootfs.glob(f"etc/rc?.d/S[0-9][0-9]{name}")
+        ]
+    return found
+
+
+def _wanted_by(system: Path, unit: str) -> list[Path]:
+    """`*.wants/<unit>` links. Not `glob("*.wants/unit")`: a literal last part is tested with exists(),
+    which follows the link to /lib/systemd/system/<unit> on the build host, where it is not."""
+    return [d / unit for d in system.glob("*.wants") if (d / unit).is_symlink() or (d / unit).exists()]
 
 
 def _newest(directory: Path, prefix: str) -> Path:

@@ -53,6 +53,28 @@ def test_image_key_follows_every_input():
     assert len(keys) == 4 and image.image_key(base) not in keys
 
 
+def test_no_role_service_starts_at_boot_of_the_built_tree(tmp_path):
+    """What dpkg leaves in a rootfs (links to units that exist only inside it, SysV start links) is
+    found on the tree, and the build's customisation leaves none of it."""
+    root = tmp_path / "rootfs"
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    for unit in ("nginx.service", "haproxy.service", "ssh.service"):
+        (wants / unit).symlink_to(f"/lib/systemd/system/{unit}")  # dangling on this host, as after debootstrap
+    rc2 = root / "etc/rc2.d"
+    rc2.mkdir(parents=True)
+    for name in ("S01nginx", "S01haproxy", "S01ipvsadm", "S01ssh"):
+        (rc2 / name).symlink_to(f"../init.d/{name[3:]}")
+    found = image.units_started_at_boot(root, image.ROLE_UNITS)
+    assert "nginx.service is wanted by multi-user.target.wants" in found
+    assert "ipvsadm.service has SysV start link /etc/rc2.d/S01ipvsadm" in found
+    assert "haproxy.service is not masked in /etc/systemd/system" in found
+
+    image._customise(root, image.Recipe(files={}))
+    assert image.units_started_at_boot(root, image.ROLE_UNITS) == []
+    assert (wants / "ssh.service").is_symlink() and (rc2 / "S01ssh").is_symlink()  # the OS's own stay
+
+
 def test_the_image_has_every_roles_tool():
     for tool in ("nginx", "haproxy", "ipvsadm", "apache2-utils", "wrk", "cloud-init", "openssh-server", "iproute2"):
         assert tool in image.PACKAGES

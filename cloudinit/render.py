@@ -116,7 +116,29 @@ class WriteFile:
 @dataclass(frozen=True)
 class LbSetup:
     files: list[WriteFile]
-    commands: list[str]
+    commands: list[str]  # run after the files are written, before the units start
+    units: list[str]  # started once, last, under systemd
+
+
+def start_units(units: list[str]) -> list[str]:
+    """Start a role's services once, after their files and addresses exist.
+
+    The builtin image ships the packages' role services masked (host/image.py ROLE_UNITS), so nothing
+    of any role starts at boot by itself; a VM unmasks and starts exactly its own (the lab's own
+    `l2dsr-*` units are never masked). Enabled, so a reboot brings the same services back, after
+    network-online.
+    Every `systemctl enable` or `unmask` reloads systemd, and each reload takes seconds of an emulated
+    CPU: so no reloads but one, and no SysV links (the packages' init scripts are not used).
+    """
+    packaged = [u for u in units if not u.startswith("l2dsr-")]
+    commands = [f"systemctl --no-reload unmask {' '.join(packaged)}"] if packaged else []
+    if units:
+        commands += [
+            f"SYSTEMCTL_SKIP_SYSV=1 systemctl --no-reload enable {' '.join(units)}",
+            "systemctl daemon-reload",
+            f"systemctl start {' '.join(units)}",
+        ]
+    return commands
 
 
 def proxy_lb(spec: LabSpec, plan: AddressPlan) -> LbSetup:
@@ -130,8 +152,11 @@ def proxy_lb(spec: LabSpec, plan: AddressPlan) -> LbSetup:
             f"cat /etc/haproxy/certs/server.crt /etc/haproxy/certs/server.key > {HAPROXY_CERT}",
             f"chmod 600 {HAPROXY_CERT}",
         ]
-    commands += ["mkdir -p /var/run/haproxy", "systemctl enable haproxy", "systemctl restart haproxy"]
-    return LbSetup([WriteFile("/etc/haproxy/haproxy.cfg", haproxy_cfg(spec, plan))], commands)
+    files = [
+        WriteFile("/etc/haproxy/haproxy.cfg", haproxy_cfg(spec, plan)),
+        WriteFile("/etc/systemd/system/haproxy.service.d/l2dsr.conf", fill("lb/haproxy.service.conf")),
+    ]
+    return LbSetup(files, commands, ["haproxy.service"])
 
 
 def dsr_lb(spec: LabSpec, plan: AddressPlan) -> LbSetup:
@@ -141,7 +166,8 @@ def dsr_lb(spec: LabSpec, plan: AddressPlan) -> LbSetup:
             WriteFile("/etc/l2dsr/ipvsadm.rules", ipvsadm_rules(spec, plan)),
             WriteFile("/etc/systemd/system/l2dsr-ipvs.service", fill("lb/l2dsr-ipvs.service")),
         ],
-        ["systemctl daemon-reload", "systemctl enable --now l2dsr-ipvs.service"],
+        [],
+        ["l2dsr-ipvs.service"],
     )
 
 
@@ -152,38 +178,49 @@ LB_MODES = {"proxy": proxy_lb, "dsr": dsr_lb}
 
 
 def role_files(spec: LabSpec, plan: AddressPlan, host: Host) -> tuple[list[WriteFile], list[str]]:
-    """The files and commands of one VM's role, in the order cloud-init applies them."""
+    """The files and commands of one VM's role, in the order cloud-init applies them.
+
+    The commands run as one shell script that stops at the first failure (`set -e`), so a role that
+    cannot start its service ends cloud-init in `status: error` with the failing command in
+    /var/log/cloud-init-output.log (`-x` traces each command there).
+    """
     profile = "client" if host.role == "client" else "server"
     files = [
         WriteFile(f"/etc/sysctl.d/60-l2dsr-{profile}.conf", sysctl_profile(host.role)),
         WriteFile("/etc/modules-load.d/l2dsr-conntrack.conf", "nf_conntrack\n"),
     ]
-    commands = ["modprobe nf_conntrack"]
+    commands = ["set -eux", "modprobe nf_conntrack"]
+    units: list[str] = []
     if host.role != "lb":  # the LB holds both subnets and the VIP on eth0 itself
         files += [
             WriteFile("/usr/local/sbin/l2dsr-net", net_script(plan, host), "0755"),
             WriteFile("/etc/systemd/system/l2dsr-net.service", fill("common/l2dsr-net.service")),
         ]
-        commands += ["systemctl daemon-reload", "systemctl enable --now l2dsr-net.service"]
+        units.append("l2dsr-net.service")
     if host.role == "web":
         files += [
             WriteFile("/etc/sysctl.d/61-l2dsr-dsr-arp.conf", fill("web/dsr-arp.conf")),
             WriteFile("/etc/nginx/nginx.conf", nginx_conf(spec)),
         ]
-    commands.append("sysctl --system")
+    # systemd's sysctl, not procps' `sysctl --system`: it honours the '-' of the seed's lines the
+    # kernel refuses, and fails on anything else.
+    commands.append("systemctl restart systemd-sysctl.service")
     if host.role == "web":
         size = spec.bench_file_size_kib * 1024
-        commands += [
-            f"mkdir -p {NGINX_ROOT}",
-            f"head -c {size} /dev/zero | tr '\\0' x > {NGINX_ROOT}/dummy_file",
-            "systemctl enable nginx",
-            "systemctl restart nginx",
-        ]
+        commands += [f"mkdir -p {NGINX_ROOT}", f"head -c {size} /dev/zero | tr '\\0' x > {NGINX_ROOT}/dummy_file"]
+        units.append("nginx.service")
     if host.role == "lb":
         setup = LB_MODES[spec.mode](spec, plan)
         files += setup.files
         commands += setup.commands
+        units += setup.units
+    commands += start_units(units)
     return files, commands
+
+
+def final_message(host: Host) -> str:
+    """What cloud-init prints on the console when it is done (followed by the uptime): readiness looks for it."""
+    return f"l2dsr {host.name} ({host.role}) ready after"
 
 
 def role_packages(spec: LabSpec, host: Host) -> list[str]:
@@ -216,7 +253,7 @@ def user_data(spec: LabSpec, plan: AddressPlan, host: Host, ssh_public_key: str)
         "package_upgrade": False,
         "write_files": [f.as_cloud_config() for f in files],
         "runcmd": commands,
-        "final_message": f"l2dsr {host.name} ({host.role}) ready after $UPTIME s",
+        "final_message": f"{final_message(host)} $UPTIME s",
     }
     packages = role_packages(spec, host)
     if packages:

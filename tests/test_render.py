@@ -232,3 +232,29 @@ def test_golden(name):
     assert text == path.read_text(), (
         f"{name} changed; if intended, regenerate with L2DSR_UPDATE_GOLDEN=1 and review the diff"
     )
+
+
+def test_roles_start_their_services_last_and_stop_at_the_first_failure():
+    from host import image
+
+    started: dict[str, list[str]] = {}
+    for mode in ("proxy", "dsr"):
+        spec = load_spec({**lab_stack_values(), "mode": mode})
+        p = plan(spec)
+        for host in p.hosts:
+            _, commands = render.role_files(spec, p, host)
+            assert commands[0] == "set -eux"  # the first failing command ends cloud-init in error
+            start = next(c for c in commands if c.startswith("systemctl start "))
+            units = start.split()[2:]
+            assert commands[-1] == start  # after every file and setting
+            assert f"SYSTEMCTL_SKIP_SYSV=1 systemctl --no-reload enable {' '.join(units)}" in commands
+            assert sum("daemon-reload" in c for c in commands) == 1  # each reload costs seconds under TCG
+            started[f"{mode}/{host.role}"] = units
+    assert started["proxy/web"] == ["l2dsr-net.service", "nginx.service"]
+    assert started["proxy/lb"] == ["haproxy.service"] and started["dsr/lb"] == ["l2dsr-ipvs.service"]
+    assert started["proxy/client"] == ["l2dsr-net.service"]
+    # Every packaged unit a role starts is one the image ships masked, and the role unmasks it.
+    packaged = {u for units in started.values() for u in units if not u.startswith("l2dsr-")}
+    assert packaged <= set(image.ROLE_UNITS)
+    spec = load_spec(lab_stack_values())
+    assert "systemctl --no-reload unmask nginx.service" in render.role_files(spec, plan(spec), plan(spec).webs[0])[1]

@@ -29,10 +29,11 @@ VERSION_VAR = "github.com/pulumi/pulumi/sdk/v3/go/common/version.Version"
 LAUNCHERS = {
     # The CLI's Python language host: engine/langhost.py under the project's virtualenv.
     "pulumi-language-python": 'exec "{python}" -u "{project}/engine/langhost.py" "$@"',
-    # The provider process of Python dynamic resources (the SDK's own launcher, minus guessing). It
-    # unpickles the lab's providers by module name, so it alone gets the project on its path (given
-    # to every process, the project's cloudinit/ would shadow the real cloud-init's package).
-    "pulumi-resource-pulumi-python": 'PYTHONPATH="{project}" exec "{python}" -u -m pulumi.dynamic "$@"',
+    # The provider process of Python dynamic resources: the SDK's servicer with more threads, Cancel
+    # and readable errors (engine/provider_host.py). It unpickles the lab's providers by module name,
+    # so it alone gets the project on its path (given to every process, the project's cloudinit/
+    # would shadow the real cloud-init's package).
+    "pulumi-resource-pulumi-python": 'PYTHONPATH="{project}" exec "{python}" -u -m engine.provider_host "$@"',
 }
 
 

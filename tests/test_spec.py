@@ -31,11 +31,31 @@ def test_defaults_are_the_seeds_values():
     assert spec.https is False
 
 
+def test_lab_stack_leaves_memory_headroom_over_every_estimate():
+    from spec.memory import estimate
+
+    spec = load_spec(lab_stack_values())
+    for role in ("client", "lb", "web"):
+        assert spec.memory_mib[role] >= 1.25 * estimate(role, spec).mib, role
+
+
+def test_memory_estimate_follows_the_configuration():
+    from spec.memory import estimate, nginx_workers
+
+    assert nginx_workers() == (2, 200000)  # the seed's nginx.conf, as rendered
+    small, big = load_spec({"benchConcurrency": 20, "benchRequests": 20}), load_spec()
+    assert estimate("client", big).mib > estimate("client", small).mib  # more connections per client
+    assert estimate("lb", big).mib > estimate("lb", small).mib
+    assert estimate("lb", load_spec({"mode": "dsr"})).mib < estimate("lb", big).mib  # no proxy process
+    more_threads = load_spec({"benchThreads": "[1, 8]"})
+    assert estimate("lb", more_threads).mib > estimate("lb", big).mib
+
+
 def test_lab_stack_is_the_small_lab():
     spec = load_spec(lab_stack_values())
     p = plan(spec)
     assert [h.name for h in p.hosts] == ["client01", "lb", "web01", "web02"]
-    assert sum(spec.memory_mib[h.role] for h in p.hosts) <= 2048
+    assert sum(spec.memory_mib[h.role] for h in p.hosts) <= 2048  # guests' memory for one small host
 
 
 def test_lb_holds_the_vip_and_both_subnets():
@@ -66,8 +86,11 @@ def test_values_arrive_as_strings_from_pulumi_config():
         ({"serverSubnet": "172.16.0.1/24"}, "l2dsr:serverSubnet", "CIDR"),
         ({"firstWebAddress": "172.16.1.5"}, "l2dsr:firstWebAddress", "outside serverSubnet"),
         ({"firstWebAddress": "172.16.0.2"}, "l2dsr:firstWebAddress", "collides with the host"),
-        ({"webMemoryMiB": 128}, "l2dsr:webMemoryMiB", "set 320 or more"),
-        ({"lbMemoryMiB": 200}, "l2dsr:lbMemoryMiB", "set 384 or more"),
+        ({"webMemoryMiB": 128}, "l2dsr:webMemoryMiB", "nginx 2 workers x 200000 connections"),
+        ({"webMemoryMiB": 128}, "l2dsr:webMemoryMiB", "set l2dsr:webMemoryMiB to 384 or more"),
+        ({"lbMemoryMiB": 200}, "l2dsr:lbMemoryMiB", "set l2dsr:lbMemoryMiB to 258 or more"),
+        ({"mode": "dsr", "lbMemoryMiB": 200}, "l2dsr:lbMemoryMiB", "IPVS 1000 connections"),
+        ({"clientMemoryMiB": 200}, "l2dsr:clientMemoryMiB", "ab 1000 connections"),
         ({"clientVcpus": 0}, "l2dsr:clientVcpus", "set 1 or more"),
         ({"domainType": "xen"}, "l2dsr:domainType", "auto, kvm, qemu"),
         ({"benchTool": "siege"}, "l2dsr:benchTool", "ab, wrk"),

@@ -42,6 +42,7 @@ ctx = LabContext(
     base_path=base.path,
     boot=boot,
     ssh_public_key=key.public_key,
+    ssh_private_key=key.private_key,
 )
 webs = WebTier("web", ctx)
 lb = LoadBalancer("lb", ctx)
@@ -56,7 +57,6 @@ bench = Benchmark(
     vms=all_vms,
     private_key=key.private_key,
     results_dir=str(paths.PROJECT_DIR / "results"),
-    ready_timeout_s=300 + 60 * len(all_vms),
 )
 
 # ---- outputs: the interface users script against ------------------------------------------------
@@ -64,6 +64,18 @@ pulumi.export("mode", spec.mode)
 pulumi.export("vip", str(plan.vip))
 pulumi.export("domainType", domain_type)
 pulumi.export("vms", [{"name": vm.name, "role": vm.host.role, "address": vm.address} for vm in all_vms])
+pulumi.export(
+    "boot",
+    {
+        vm.host.name: {
+            "seconds": vm.ready.seconds,
+            "memoryAvailableMiB": vm.ready.memory_available_mib,
+            "memoryTotalMiB": vm.ready.memory_total_mib,
+            "resets": vm.ready.resets,
+        }
+        for vm in all_vms
+    },
+)
 pulumi.export("results", bench.result.apply(lambda r: r["runs"]))
 pulumi.export("summary", bench.result.apply(lambda r: r["summary"]))
 pulumi.export("resultsTable", bench.result.apply(lambda r: results_table(r["summary"])))

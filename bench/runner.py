@@ -1,15 +1,19 @@
 """Run the benchmark on a deployed lab, from the host, over SSH; return JSON-able results.
 
-Steps: every VM has finished cloud-init (bounded, naming the VM that is late); the VIP answers
+Steps (every VM is ready: the readiness resources waited for each): the VIP answers
 and every web server is reached through it; then each load run is measured with the LB's, the
 clients' and the webs' interface byte counters and nginx's access logs around it. The bytes prove
 the mode: under dsr the LB receives the requests but sends well under 10% of what the clients
 receive (the replies bypass it); under proxy it sends about all of it. A run that contradicts its
-mode fails, with the likely cause. Raw output is kept under results/<stack>/<time>/.
+mode fails, with the likely cause. An out-of-memory kill on any VM's console during the run fails
+it, naming the VM (a result from an OOM-killed web is not a result). Cancelling (Ctrl-C in
+`pulumi up`) stops the local SSH sessions and the load tools on the clients within seconds. Raw
+output is kept under results/<stack>/<time>/; a run that fails leaves a FAILED note there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -21,6 +25,8 @@ from bench.matrix import Step, split, steps, summarize
 from bench.parse import RunResult, combine, parse_ab, parse_wrk
 from bench.ssh import Ssh, SshError
 from cloudinit.render import cpu_list
+from engine import runtime
+from virt.readiness import oom_kills
 
 # The proof of mode uses the share of the response bytes that crossed the LB:
 #   (LB bytes sent - client bytes sent) / client bytes received
@@ -33,7 +39,7 @@ MIN_REQUEST_SHARE = 0.50  # LB bytes received / client bytes sent, at least, in 
 CLIENT_CPU_SATURATED = 0.95  # a client this busy measures itself, not the LB
 
 
-class BenchmarkFailed(RuntimeError):
+class BenchmarkFailed(runtime.LabFailure):
     pass
 
 
@@ -42,6 +48,7 @@ class Node:
     name: str
     role: str
     address: str
+    console_log: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,6 @@ class BenchParams:
     file_size_bytes: int
     lb_threads: int  # what the LB was deployed with
     lb_cpus: int
-    ready_timeout_s: float
     results_dir: str
 
     @classmethod
@@ -120,30 +126,6 @@ def served(ssh: Ssh, web: Node) -> int:
     return int(
         ssh.run(web.address, "sudo grep -c ' /dummy_file ' /var/log/nginx/access.log || true").stdout.strip() or 0
     )
-
-
-def wait_ready(ssh: Ssh, nodes: list[Node], timeout_s: float) -> dict[str, float]:
-    """Every VM reachable and cloud-init done; returns seconds waited per VM."""
-    deadline = time.monotonic() + timeout_s
-    start = time.monotonic()
-
-    def one(node: Node) -> float:
-        try:
-            ssh.wait_reachable(node.address, deadline)
-            left = max(5.0, deadline - time.monotonic())
-            done = ssh.run(
-                node.address, f"timeout {int(left)} cloud-init status --wait --long", timeout=left + 10, check=False
-            )
-        except SshError as e:
-            raise BenchmarkFailed(f"{node.name} ({node.address}) was not ready within {timeout_s:.0f} s: {e}") from e
-        if "status: done" not in done.stdout:
-            raise BenchmarkFailed(
-                f"{node.name} ({node.address}): cloud-init did not finish cleanly within {timeout_s:.0f} s:\n{done.stdout.strip()}"
-            )
-        return round(time.monotonic() - start, 1)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(zip([n.name for n in nodes], pool.map(one, nodes), strict=True))
 
 
 def check_paths(ssh: Ssh, p: BenchParams) -> None:
@@ -220,7 +202,7 @@ def settle(ssh: Ssh, vip: str, nodes: list[Node], timeout_s: float = 120) -> dic
             if any(left.values()):
                 state["unsettled"] = ", ".join(f"{n} ({c})" for n, c in left.items() if c)
             return state
-        time.sleep(2)
+        runtime.sleep(2, "benchmark: waiting for connections to settle")
 
 
 def set_lb_threads(ssh: Ssh, p: BenchParams, threads: int) -> None:
@@ -236,7 +218,7 @@ def set_lb_threads(ssh: Ssh, p: BenchParams, threads: int) -> None:
         out = ssh.run(p.lb.address, "ps -o nlwp= -C haproxy", check=False).stdout.split()
         if str(threads) in out:
             return
-        time.sleep(1)
+        runtime.sleep(1, "benchmark: waiting for HAProxy's threads")
     raise BenchmarkFailed(f"HAProxy on {p.lb.name} did not come back with nbthread {threads} within 60 s")
 
 
@@ -358,21 +340,70 @@ def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
     return record
 
 
+class OomWatch:
+    """Out-of-memory kills (and panics) on the VMs' consoles since the watch began."""
+
+    def __init__(self, nodes: list[Node]):
+        self.nodes = [n for n in nodes if n.console_log]
+        self.offsets = {n.name: oom_kills(n.console_log, 0)[1] for n in self.nodes}
+
+    def check(self, when: str) -> None:
+        for n in self.nodes:
+            found, _ = oom_kills(n.console_log, self.offsets[n.name])
+            if found:
+                raise BenchmarkFailed(
+                    f"{n.name}: {found} {when}; its results are not results. Give the role more memory "
+                    f"(see the memory estimate in the README) or lower the load (console: {n.console_log})"
+                )
+
+
+def stop_load_tools(ssh: Ssh, clients: list[Node]) -> None:
+    """Best effort, after a cancel or a failure: no ab or wrk left running on a client."""
+    was = runtime.cancelled.is_set()
+    runtime.cancelled.clear()  # let these few short commands through
+    try:
+        for c in clients:
+            with contextlib.suppress(SshError, runtime.Cancelled):
+                ssh.run(c.address, "sudo pkill -x ab; sudo pkill -x wrk; true", timeout=20, check=False)
+    finally:
+        if was:
+            runtime.cancelled.set()
+
+
 def run(p: BenchParams, ssh: Ssh) -> dict:
     out = Path(p.results_dir) / p.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
-    ready = wait_ready(ssh, [*p.clients, p.lb, *p.webs], p.ready_timeout_s)
+    try:
+        return _run(p, ssh, out)
+    except BaseException as e:
+        (out / "FAILED").write_text(f"{type(e).__name__}: {e}\n")
+        if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed)):
+            stop_load_tools(ssh, p.clients)
+        raise
+
+
+def _run(p: BenchParams, ssh: Ssh, out: Path) -> dict:
+    nodes = [*p.clients, p.lb, *p.webs]
+    oom = OomWatch(nodes)
     check_paths(ssh, p)
     plan = steps(p.mode, tuple(p.threads), p.lb_threads, tuple(p.concurrency), tuple(p.requests), p.repeats)
     runs, current = [], p.lb_threads
     try:
-        for step in plan:
+        for i, step in enumerate(plan, 1):
+            runtime.check_cancelled("benchmark")
             if p.mode == "proxy" and step.threads != current:
                 set_lb_threads(ssh, p, step.threads)
                 current = step.threads
             runs.append(run_step(ssh, p, step, out))
+            oom.check(f"during run {i} of {len(plan)}")
+            r = runs[-1]
+            runtime.log(
+                f"run {i}/{len(plan)}: threads {step.threads}, concurrency {step.concurrency}, repeat "
+                f"{step.repeat}: {r['requests_per_second']:.1f} req/s",
+                ephemeral=True,
+            )
     finally:
-        if p.mode == "proxy" and current != p.lb_threads:
+        if p.mode == "proxy" and current != p.lb_threads and not runtime.cancelled.is_set():
             set_lb_threads(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
     summary = summarize(runs)
     per_web: dict[str, int] = {}
@@ -385,7 +416,6 @@ def run(p: BenchParams, ssh: Ssh) -> dict:
         "runs": runs,
         "summary": summary,
         "requests_per_web": per_web,
-        "ready_seconds": ready,
         "raw_dir": str(out),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))

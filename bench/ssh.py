@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import runtime
+
 
 class SshError(RuntimeError):
     pass
@@ -53,10 +55,24 @@ class Ssh:
         ]
 
     def run(self, address: str, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        try:
-            done = subprocess.run(self.argv(address, command), capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise SshError(f"{address}: `{command}` did not finish within {timeout:.0f} s") from e
+        """One command; bounded by `timeout`, and ended within a second when the operation is cancelled."""
+        argv = self.argv(address, command)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                stop = runtime.cancelled.is_set() or time.monotonic() > deadline
+                if not stop:
+                    continue
+                proc.kill()
+                proc.communicate()
+                if runtime.cancelled.is_set():
+                    raise runtime.Cancelled(f"{address}: `{command[:80]}`") from None
+                raise SshError(f"{address}: `{command}` did not finish within {timeout:.0f} s") from None
+        done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if check and done.returncode != 0:
             raise SshError(
                 f"{address}: `{command}` exited {done.returncode}: {(done.stderr or done.stdout).strip()[-400:]}"
@@ -68,14 +84,14 @@ class Ssh:
         last = ""
         while time.monotonic() < deadline:
             try:
-                done = subprocess.run(self.argv(address, "true"), capture_output=True, text=True, timeout=60)
-            except subprocess.TimeoutExpired:
+                done = self.run(address, "true", timeout=60, check=False)
+            except SshError:
                 last = "no answer within 60 s"
                 continue
             if done.returncode == 0:
                 return
             last = done.stderr.strip()
-            time.sleep(5)
+            runtime.sleep(5, f"{address}: waiting for SSH")
         raise SshError(f"{address}: no SSH login before the deadline (last: {last or 'no answer'})")
 
 

@@ -16,9 +16,10 @@ from bench.runner import BenchParams, run
 from bench.ssh import KeyFile, Ssh
 from cloudinit import render
 from components.providers import ReplaceOnChange
-from components.vm import Vm
+from components.vm import Vm, domain_name
 from spec.addressing import AddressPlan
 from spec.config import LabSpec
+from virt.xml import console_log_path
 
 
 class BenchmarkProvider(ReplaceOnChange):
@@ -35,9 +36,14 @@ class BenchmarkProvider(ReplaceOnChange):
         pass  # the raw results stay on the host: they are the record of the run
 
 
-def bench_params(stack: str, spec: LabSpec, plan: AddressPlan, ready_timeout_s: float) -> dict:
+def bench_params(stack: str, spec: LabSpec, plan: AddressPlan) -> dict:
     def node(h) -> dict:
-        return {"name": h.name, "role": h.role, "address": str(h.address)}
+        return {
+            "name": h.name,
+            "role": h.role,
+            "address": str(h.address),
+            "console_log": console_log_path(domain_name(stack, h)),
+        }
 
     params = BenchParams(
         stack=stack,
@@ -55,7 +61,6 @@ def bench_params(stack: str, spec: LabSpec, plan: AddressPlan, ready_timeout_s: 
         file_size_bytes=spec.bench_file_size_kib * 1024,
         lb_threads=spec.haproxy_threads,
         lb_cpus=spec.vcpus["lb"],
-        ready_timeout_s=ready_timeout_s,
         results_dir="",
     )
     out = asdict(params)
@@ -80,15 +85,14 @@ class Benchmark(pulumi.ComponentResource):
         vms: list[Vm],
         private_key: pulumi.Output[str],
         results_dir: str,
-        ready_timeout_s: float,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("l2dsr:lab:Benchmark", name, None, opts)
         props = {
-            "params": bench_params(stack, spec, plan, ready_timeout_s),
+            "params": bench_params(stack, spec, plan),
             "trigger": spec.bench_trigger,
-            # The VMs it measures: a replaced VM (new domain id) means a new run.
-            "vms": [vm.domain.id for vm in vms],
+            # The boots it measures: a VM created anew (or rebooted) has a new boot id, and that means a new run.
+            "vms": [vm.ready.boot_id for vm in vms],
             "private_key": private_key,
             "results_dir": results_dir,
             "result": None,
@@ -98,7 +102,7 @@ class Benchmark(pulumi.ComponentResource):
             f"{name}-run",
             props,
             pulumi.ResourceOptions(
-                parent=self, depends_on=[vm.domain for vm in vms], custom_timeouts=pulumi.CustomTimeouts(create="120m")
+                parent=self, depends_on=[vm.ready for vm in vms], custom_timeouts=pulumi.CustomTimeouts(create="120m")
             ),
         )
         self.result = self.run.result

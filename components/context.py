@@ -22,6 +22,7 @@ class LabContext:
     base_path: pulumi.Output[str]
     boot: BootSpec
     ssh_public_key: pulumi.Output[str]
+    ssh_private_key: pulumi.Output[str]
 
     def vm(self, name: str, host: Host, parent: pulumi.Resource) -> Vm:
         """One role VM: its cloud-init rendered for its role, sized by the role's config."""
@@ -41,6 +42,8 @@ class LabContext:
                 boot=self.boot,
                 user_data=user_data,
                 network_config=render.network_config(self.plan, host),
+                private_key=self.ssh_private_key,
+                lab_vcpus=sum(self.spec.vcpus[h.role] for h in self.plan.hosts),
             ),
             pulumi.ResourceOptions(parent=parent),
         )

@@ -305,6 +305,70 @@ class LibvirtDomain(Resource, module="l2dsr", name="Domain"):
         super().__init__(DomainProvider(), resource_name, {"uri": uri, "name": name, "xml": xml}, opts)
 
 
+# ---- readiness ---------------------------------------------------------------------------------
+
+
+class ReadinessProvider(ReplaceOnChange):
+    """Waits until a VM's cloud-init is done (virt/readiness.py); its outputs are the boot's facts.
+
+    A new domain (any replacement changes its XML) means a new wait, and a new boot id, which in
+    turn reruns the benchmark: results always describe the VMs that exist.
+    """
+
+    delete_first = False  # nothing on the host carries its name
+    not_compared = ("lab_vcpus",)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from bench.ssh import KeyFile, Ssh
+        from virt.readiness import Guest, boot_budget_s, running_vcpus, wait_ready
+
+        virsh = Virsh(props["uri"])
+        guest = Guest(**props["guest"])
+        vcpus = max(int(props["lab_vcpus"]), running_vcpus(virsh))
+        budget = boot_budget_s(props["domain_type"], vcpus, os.cpu_count() or 1)
+        with KeyFile(props["private_key"]) as key:
+            ready = wait_ready(guest, Ssh(props["login_user"], key), virsh, budget, group=props["group"])
+        return CreateResult(id_=f"{guest.domain}/{ready.boot_id}", outs={**props, **ready.as_dict()})
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        pass  # a wait leaves nothing behind
+
+
+class VmReady(Resource, module="l2dsr", name="VmReady"):
+    seconds: pulumi.Output[float]
+    boot_id: pulumi.Output[str]
+    memory_available_mib: pulumi.Output[int]
+    memory_total_mib: pulumi.Output[int]
+    resets: pulumi.Output[int]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        uri: str,
+        domain_type: str,
+        guest: dict[str, str],
+        domain_xml: pulumi.Input[str],
+        group: str,
+        lab_vcpus: int,
+        login_user: str,
+        private_key: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        props = {
+            "uri": uri,
+            "domain_type": domain_type,
+            "guest": guest,
+            "domain_xml_hash": pulumi.Output.from_input(domain_xml).apply(lambda x: content_hash(x)),
+            "group": group,
+            "lab_vcpus": lab_vcpus,
+            "login_user": login_user,
+            "private_key": private_key,
+            **dict.fromkeys(("seconds", "boot_id", "memory_available_mib", "memory_total_mib", "resets")),
+        }
+        super().__init__(ReadinessProvider(), resource_name, props, opts)
+
+
 # ---- SSH key -----------------------------------------------------------------------------------
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pulumi
 
 from cloudinit import render
-from components.providers import CloudInitDisk, LibvirtDomain, LibvirtVolume, content_hash
+from components.providers import CloudInitDisk, LibvirtDomain, LibvirtVolume, VmReady, content_hash
 from spec.addressing import Host
-from virt.xml import DomainDef, domain_xml
+from virt.xml import DomainDef, console_log_path, domain_xml
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class VmArgs:
     boot: BootSpec
     user_data: pulumi.Input[str]
     network_config: str
+    private_key: pulumi.Input[str]  # readiness logs in with it
+    lab_vcpus: int  # vCPUs of the whole lab: what a boot shares the host's cores with
 
 
 def domain_name(stack: str, host: Host) -> str:
@@ -105,4 +107,25 @@ class Vm(pulumi.ComponentResource):
             xml=xml,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.disk, self.seed]),
         )
-        self.register_outputs({"name": self.name, "address": self.address, "domain": self.domain.id})
+        # Readiness is the VM's own step in `pulumi up`: it shows each VM becoming ready, with its time.
+        self.ready = VmReady(
+            f"{name}-ready",
+            uri=args.uri,
+            domain_type=args.domain_type,
+            guest={
+                "name": args.host.name,
+                "domain": self.name,
+                "address": self.address,
+                "final_message": render.final_message(args.host),
+                "console_log": console_log_path(self.name),
+            },
+            domain_xml=xml,
+            group=args.stack,
+            lab_vcpus=args.lab_vcpus,
+            login_user=render.LOGIN_USER,
+            private_key=args.private_key,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.domain]),
+        )
+        self.register_outputs(
+            {"name": self.name, "address": self.address, "domain": self.domain.id, "bootId": self.ready.boot_id}
+        )

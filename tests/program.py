@@ -53,6 +53,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs.update(public_key="ssh-ed25519 AAAAmock l2dsr", private_key="mock-private")
         if "backing_path" in inputs or "source" in inputs:  # LibvirtVolume
             outs["path"] = f"/var/lib/libvirt/images/{inputs['name']}"
+        if "guest" in inputs:  # VmReady: a new domain boots anew
+            outs["boot_id"] = f"boot-of-{inputs['domain_xml_hash']}"
         if "params" in inputs:  # Benchmark
             outs["result"] = dict(MOCK_RESULT)
         return f"{args.name}-id", outs

@@ -142,7 +142,6 @@ def test_params_survive_pulumi_number_encoding():
         "file_size_bytes": 5120.0,
         "lb_threads": 1.0,
         "lb_cpus": 1.0,
-        "ready_timeout_s": 540.0,
     }
     p = BenchParams.from_props(props, "/tmp/results")
     assert (p.concurrency, p.requests, p.threads, p.repeats, p.file_size_bytes) == (

@@ -38,16 +38,17 @@ def test_seed_config_builds_the_seeds_lab(seed_graph):
     assert types["pulumi-python:dynamic/l2dsr:Domain"] == 27
     assert types["pulumi-python:dynamic/l2dsr:Volume"] == 27 + 1  # an overlay each, one base
     assert types["pulumi-python:dynamic/l2dsr:CloudInitDisk"] == 27
+    assert types["pulumi-python:dynamic/l2dsr:VmReady"] == 27
     # components: 27 Vm + WebTier, LoadBalancer, Clients, LabNetwork, BaseImage, Benchmark = 33;
-    # custom: 27 x (disk, seed, domain) + base volume, network, SSH key, benchmark run = 85
-    assert len(seed_graph) == 118
+    # custom: 27 x (disk, seed, domain, ready) + base volume, network, SSH key, benchmark run = 112
+    assert len(seed_graph) == 145
 
 
-def test_every_vm_has_disk_seed_and_domain_as_children(seed_graph):
+def test_every_vm_has_disk_seed_domain_and_readiness_as_children(seed_graph):
     vms = [r.name for r in seed_graph.values() if r.type == "l2dsr:lab:Vm"]
     for vm in vms:
         children = sorted(r.name.removeprefix(vm + "-") for r in seed_graph.values() if r.parent == vm)
-        assert children == ["disk", "domain", "seed"], vm
+        assert children == ["disk", "domain", "ready", "seed"], vm
     assert {seed_graph[v].parent for v in vms} == {"web", "lb", "client"}
     assert seed_graph["web-web25"].parent == "web"
 
@@ -62,7 +63,7 @@ def test_lab_stack_graph_and_stable_names(lab_graph):
 def test_domains_use_software_emulation_with_a_capped_translation_cache(lab_graph):
     xml = lab_graph["web-web01-domain"].inputs["xml"]
     assert "<domain type='qemu'>" in xml and "<tb-cache unit='MiB'>128</tb-cache>" in xml
-    assert "<memory unit='MiB'>384</memory>" in xml
+    assert "<memory unit='MiB'>512</memory>" in xml
 
 
 def test_private_key_is_a_secret(lab_graph):
@@ -79,7 +80,18 @@ def test_mode_switch_changes_the_lb_and_benchmark_only(lab_graph):
     before, after = _inputs(lab_graph), _inputs(dsr)
     assert before.keys() == after.keys()
     changed = sorted(n for n in before if before[n] != after[n])
-    assert changed == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-seed"]
+    assert changed == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
+
+
+def test_a_vm_created_anew_reruns_the_benchmark(lab_graph):
+    # More memory for the webs replaces their domains: new domains boot anew (a new boot id from their
+    # readiness), and the benchmark's inputs change with them, so its outputs describe the new lab.
+    bigger = graph({**lab_stack_values(), "webMemoryMiB": 640})
+    before, after = _inputs(lab_graph), _inputs(bigger)
+    changed = sorted(n for n in before if before[n] != after[n])
+    assert changed == ["bench-run", "web-web01-domain", "web-web01-ready", "web-web02-domain", "web-web02-ready"]
+    assert before["bench-run"]["params"] == after["bench-run"]["params"]
+    assert before["bench-run"]["vms"] != after["bench-run"]["vms"]
 
 
 def test_benchmark_settings_change_only_the_benchmark(lab_graph):

@@ -48,9 +48,14 @@ class DomainDef:
 
     @property
     def console_log(self) -> str:
-        """Always on: with console=ttyS0 and no reader on the pty, the guest blocks on console writes
-        (sshd then stalls at the banner and cloud-init never finishes). virtlogd drains it here."""
-        return f"/var/log/libvirt/qemu/{self.name}-console.log"
+        return console_log_path(self.name)
+
+
+def console_log_path(domain: str) -> str:
+    """A domain's serial console, always logged: with console=ttyS0 and no reader on the pty, the guest
+    blocks on console writes (sshd then stalls at the banner and cloud-init never finishes). virtlogd
+    drains it here, and readiness and the benchmark read the kernel's panics and OOM kills from it."""
+    return f"/var/log/libvirt/qemu/{domain}-console.log"
 
 
 def domain_xml(d: DomainDef) -> str:

@@ -43,10 +43,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 REPORT_COMMAND = (
     "sudo sh -c 'cloud-init status --long 2>&1; "
     'echo "--- failed units"; systemctl --failed --no-legend --plain 2>&1; '
-    'echo "--- errors in the journal"; journalctl -b -p err --no-pager -n 8 -o cat 2>&1; '
+    # A service's own complaint (nginx -t, haproxy -c) is on its stderr: info, not err, in the journal.
+    'for u in $(systemctl --failed --no-legend --plain | cut -d" " -f1 | grep -v ^cloud-); do '
+    'echo "--- journal of $u"; journalctl -b -u $u -n 6 --no-pager -o cat 2>&1; done; '
     'echo "--- commands (set -x) and errors in /var/log/cloud-init-output.log"; '
-    'grep -E "^[+] |[Ee]rror|Invalid|[Ff]ailed" /var/log/cloud-init-output.log | tail -n 8; '
-    'echo "--- end of /var/log/cloud-init-output.log"; tail -n 5 /var/log/cloud-init-output.log 2>&1\''
+    'grep -E "^[+] |[Ee]rror|Invalid|[Ff]ailed" /var/log/cloud-init-output.log | tail -n 8\''
 )
 FACTS_COMMAND = "cat /proc/sys/kernel/random/boot_id; free -m | awk '/^Mem:/ {print $2, $7}'"
 
@@ -189,7 +190,7 @@ def _wait_ready(guest: Guest, ssh: Ssh, virsh: Virsh, budget_s: float, group: st
         if report.strip():
             lines += ["  in the guest:"] + [f"    {line}" for line in tail(report, 30)]
         lines += [f"  last lines of the console ({guest.console_log}):"]
-        lines += [f"    {line}" for line in tail(console.text, 12)] or ["    (empty)"]
+        lines += [f"    {line}" for line in tail(console.text, 6 if report.strip() else 12)] or ["    (empty)"]
         return NotReady("\n".join(lines))
 
     def guest_report() -> str:

@@ -13,8 +13,9 @@ from host import engine, libvirt, paths
 
 
 class Cli:
-    def __init__(self, backend: Path, stack: str):
+    def __init__(self, backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR):
         self.stack = stack
+        self.project_dir = project_dir
         self.env = engine.engine_env()
         self.env["PULUMI_BACKEND_URL"] = f"file://{backend}"
         self.env["PULUMI_CONFIG_PASSPHRASE"] = "l2dsr-test"
@@ -23,22 +24,20 @@ class Cli:
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         argv = [*self.prefix, str(engine.bin_dir() / "pulumi"), *args, "--stack", self.stack]
-        done = subprocess.run(
-            argv, cwd=paths.PROJECT_DIR, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        done = subprocess.run(argv, cwd=self.project_dir, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check:
             assert done.returncode == 0, f"pulumi {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
         return done
 
 
 @contextmanager
-def lab_stack(backend: Path, stack: str, **overrides: object) -> Iterator[Cli]:
+def lab_stack(backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR, **overrides: object) -> Iterator[Cli]:
     """A stack with the lab stack's config (plus overrides) and its own secrets salt."""
-    stack_file = paths.PROJECT_DIR / f"Pulumi.{stack}.yaml"
-    cli = Cli(backend, stack)
+    stack_file = project_dir / f"Pulumi.{stack}.yaml"
+    cli = Cli(backend, stack, project_dir)
     subprocess.run(
         [str(engine.bin_dir() / "pulumi"), "stack", "init", stack],
-        cwd=paths.PROJECT_DIR,
+        cwd=project_dir,
         env=cli.env,
         check=True,
         capture_output=True,

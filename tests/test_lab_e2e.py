@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from bench.ssh import KeyFile, Ssh
+from cloudinit import render
 from host import libvirt, paths
 from tests.stacks import lab_stack
 from virt.virsh import Virsh
@@ -69,6 +71,59 @@ def lab_objects(virsh: Virsh) -> list[str]:
     return found
 
 
+# Units that belong to a role; everything else running on a VM is the OS, the same on every role.
+ROLE_UNITS = {"nginx.service", "haproxy.service", "ipvsadm.service", "l2dsr-ipvs.service", "l2dsr-net.service"}
+EXPECTED_ROLE_UNITS = {
+    ("web", "proxy"): {"nginx.service", "l2dsr-net.service"},
+    ("web", "dsr"): {"nginx.service", "l2dsr-net.service"},
+    ("lb", "proxy"): {"haproxy.service"},
+    ("lb", "dsr"): {"l2dsr-ipvs.service"},
+    ("client", "proxy"): {"l2dsr-net.service"},
+    ("client", "dsr"): {"l2dsr-net.service"},
+}
+
+
+def private_key(cli) -> str:
+    state = json.loads(cli("stack", "export", "--show-secrets").stdout)
+    key = next(r for r in state["deployment"]["resources"] if r["type"].endswith(":SshKey"))["outputs"]["private_key"]
+    return json.loads(key["plaintext"]) if isinstance(key, dict) else key  # a secret's plaintext is JSON
+
+
+def active_units(ssh: Ssh, address: str) -> set[str]:
+    out = ssh.run(address, "systemctl list-units --type=service --state=active --no-legend --plain").stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def check_guests(cli, mode: str) -> dict:
+    """Inside the guests: exactly each role's services, HAProxy one supervised tree, no OOM kill."""
+    vms = {vm["name"]: vm for vm in outputs(cli)["vms"]}
+    facts: dict = {}
+    with KeyFile(private_key(cli)) as key:
+        ssh = Ssh(render.LOGIN_USER, key)
+        os_units = {}
+        for name, vm in vms.items():
+            active = active_units(ssh, vm["address"])
+            assert active & ROLE_UNITS == EXPECTED_ROLE_UNITS[(vm["role"], mode)], (name, sorted(active))
+            os_units[name] = active - ROLE_UNITS
+            oom = ssh.run(vm["address"], "sudo dmesg | grep -c 'Out of memory' || true").stdout.strip()
+            assert oom == "0", f"{name}: {oom} OOM kills"
+            facts[name] = ssh.run(vm["address"], "free -m | awk '/^Mem:/ {print $2, $7}'").stdout.split()
+        # The OS underneath is the same on every role: nothing of a role hides among "the OS's" units.
+        assert len({frozenset(u) for u in os_units.values()}) == 1, os_units
+        if mode == "proxy":
+            lb = next(vm["address"] for vm in vms.values() if vm["role"] == "lb")
+            tree = ssh.run(
+                lb, 'for p in $(pgrep -x haproxy); do echo "$p $(ps -o ppid= -p $p) $(cat /proc/$p/cgroup)"; done'
+            ).stdout.split("\n")
+            procs = [line.split() for line in tree if line.strip()]
+            assert len(procs) == 2, tree  # master and one worker, under systemd (-Ws)
+            assert all(p[2].endswith("/system.slice/haproxy.service") for p in procs), tree
+            master = ssh.run(lb, "systemctl show -p MainPID --value haproxy.service").stdout.strip()
+            assert {p[0] for p in procs if p[1] == "1"} == {master}, (tree, master)
+            assert [p for p in procs if p[1] == master], tree  # the worker is the master's child
+    return {name: {"total_mib": int(t), "available_mib": int(a)} for name, (t, a) in facts.items()}
+
+
 def replaced_in_plan(cli) -> list[str]:
     plan = json.loads(cli("preview", "--json").stdout)
     return sorted(
@@ -80,6 +135,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
     virsh = Virsh(libvirt.URI)
     times: dict[str, float] = {}
     results: dict[str, dict] = {}
+    memory: dict[str, dict] = {}
     with lab_stack(tmp_path, STACK, **MATRIX) as cli:
         try:
             start = time.monotonic()
@@ -87,6 +143,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
             times["up_proxy_s"] = round(time.monotonic() - start, 1)
             results["proxy"] = outputs(cli)
             check_results(results["proxy"], "proxy")
+            memory["proxy"] = check_guests(cli, "proxy")
 
             # A second stack with the same subnets is refused before it creates anything.
             with lab_stack(tmp_path, f"{STACK}-clash") as other:
@@ -97,14 +154,15 @@ def test_up_switch_unchanged_destroy(tmp_path):
             )
 
             cli("config", "set", "l2dsr:mode", "dsr")
-            assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-seed"]
+            assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_switch_to_dsr_s"] = round(time.monotonic() - start, 1)
             history = json.loads(cli("stack", "history", "--json").stdout)[0]["resourceChanges"]
-            assert history.get("replace") == 4 and "create" not in history and "delete" not in history, history
+            assert history.get("replace") == 5 and "create" not in history and "delete" not in history, history
             results["dsr"] = outputs(cli)
             check_results(results["dsr"], "dsr")
+            memory["dsr"] = check_guests(cli, "dsr")
 
             start = time.monotonic()
             cli("up", "--yes", "--expect-no-changes")
@@ -114,7 +172,9 @@ def test_up_switch_unchanged_destroy(tmp_path):
             cli("destroy", "--yes", "--skip-preview", timeout=1200)
             times["destroy_s"] = round(time.monotonic() - start, 1)
             cli("stack", "rm", "--yes")
-            measured = {"phases": times}
+            measured: dict = {"phases": times, "memory_after_benchmark_mib": memory}
+            for mode, out in results.items():
+                measured[f"boot_{mode}"] = out.get("boot")
             for mode, out in results.items():
                 measured[mode] = {"summary": out["summary"], "byteCounters": out["byteCounters"]}
             if len(results) == 2:

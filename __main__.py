@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pulumi
+from pulumi.runtime.config import CONFIG, get_config_env
 
 from bench.report import results_table
 from components.benchmark import Benchmark
@@ -22,7 +23,9 @@ from spec.config import PROJECT, ConfigError, load_spec, project_schema
 config = pulumi.Config(PROJECT)
 stack = pulumi.get_stack()
 try:
-    spec = load_spec({key: config.get(key) for key in project_schema()})
+    # Every l2dsr: key the stack sets, so a misspelt one is refused rather than silently ignored.
+    stack_values = {k: v for k, v in {**get_config_env(), **CONFIG.get()}.items() if k.startswith(f"{PROJECT}:")}
+    spec = load_spec({**{key: config.get(key) for key in project_schema()}, **stack_values})
     plan = address_plan(spec)
     domain_type = resolve_domain_type(spec.domain_type)
     base_source, boot = resolve_image(spec)

@@ -35,7 +35,13 @@ class ProjectLanguageServer(LanguageServer):
         # The SDK's server takes the engine address from the first program argument.
         del request.args[:]
         request.args.append(self.engine_address)
-        return super().Run(request, context)
+        result = super().Run(request, context)
+        if result.error:
+            # The SDK has logged the error already (under the stack): tell the CLI it was reported,
+            # so it does not print it a second time as "an unhandled error occurred".
+            result.bail = True
+            result.error = ""
+        return result
 
     def _run_main(self) -> None:
         if self.program_dir not in sys.path:

@@ -7,6 +7,7 @@ naming the key and the fix, before any resource is registered.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -86,7 +87,7 @@ def load_spec(
 
     unknown = sorted(set(values) - set(schema))
     for key in unknown:
-        problems.append(f"{PROJECT}:{key}: unknown key; known keys are listed in Pulumi.yaml")
+        problems.append(f"{PROJECT}:{key}: unknown key; {did_you_mean(key, schema)}")
 
     raw: dict[str, Any] = {}
     for key, decl in schema.items():
@@ -187,6 +188,15 @@ def load_spec(
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def did_you_mean(key: str, schema: Mapping[str, Any]) -> str:
+    """The fix for a misspelt key: the nearest known key (case and small typos), else where they are listed."""
+    lowered = {k.lower(): k for k in schema}
+    match = lowered.get(key.lower()) or next(iter(difflib.get_close_matches(key, list(schema), n=1, cutoff=0.75)), None)
+    if match:
+        return f"did you mean {PROJECT}:{match}? (`pulumi config rm {PROJECT}:{key}`, then set {PROJECT}:{match})"
+    return "known keys are listed in Pulumi.yaml"
 
 
 def _matrix_problems(spec: LabSpec) -> list[str]:

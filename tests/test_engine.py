@@ -43,11 +43,15 @@ def test_preview_of_the_lab_stack_plans_the_lab(cli):
     assert "download" not in (done.stdout + done.stderr).lower()
 
 
-def test_bad_config_fails_the_preview_with_the_key(cli):
+def test_bad_config_fails_the_preview_with_the_key_once_and_no_traceback(cli):
     cli("config", "set", "l2dsr:webCount", "0")
+    cli("config", "set", "l2dsr:benchConcurency", "30")  # misspelt: refused, not ignored
     done = cli("preview", check=False)
+    out = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "l2dsr:webCount: 0 is below 1" in done.stdout + done.stderr
+    assert out.count("l2dsr:webCount: 0 is below 1") == 1
+    assert out.count("l2dsr:benchConcurency: unknown key; did you mean l2dsr:benchConcurrency?") == 1
+    assert "unhandled error" not in out and "Traceback" not in out
 
 
 def test_missing_pool_fails_the_preview_before_anything_is_created(cli):

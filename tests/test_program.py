@@ -114,6 +114,13 @@ def test_bad_config_fails_before_any_resource():
     assert seen == []
 
 
+def test_a_misspelt_key_in_the_stack_is_refused_not_ignored():
+    seen: list[Registered] = []
+    with pytest.raises(pulumi.RunError, match=r"l2dsr:webcount: unknown key; did you mean l2dsr:webCount\?"):
+        run_program({**FAKE_IMAGE, "webcount": 3}, seen=seen)
+    assert seen == []
+
+
 def test_missing_builtin_image_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("L2DSR_CACHE", str(tmp_path))
     with pytest.raises(Exception, match=r"run ./labctl image"):

@@ -108,7 +108,9 @@ def test_values_arrive_as_strings_from_pulumi_config():
         ({"image": "debian.qcow2"}, "l2dsr:image", "absolute path"),
         ({"libvirtUri": "localhost"}, "l2dsr:libvirtUri", "qemu:///system"),
         ({"clientCount": 300}, "l2dsr:clientCount", "do not fit"),
-        ({"webcount": 3}, "l2dsr:webcount", "unknown key"),
+        ({"webcount": 3}, "l2dsr:webcount", "unknown key; did you mean l2dsr:webCount?"),
+        ({"benchConcurency": 3}, "l2dsr:benchConcurency", "did you mean l2dsr:benchConcurrency?"),
+        ({"flavour": 3}, "l2dsr:flavour", "known keys are listed in Pulumi.yaml"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(values, key, fix):

@@ -38,9 +38,15 @@ def cpu_hog(core: int) -> subprocess.Popen:
     return subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-c", "while True: pass"])
 
 
-def cycle(mode: str, busy: bool) -> dict:
+def cycle(mode: str, busy: bool, first: bool) -> dict:
     record: dict = {"mode": mode, "busy": busy}
-    set_mode = labctl("pulumi", "config", "set", "l2dsr:mode", mode, "--stack", STACK)
+    # The first cycle is a new user's first `./labctl up`: nothing exists yet, not even the stack,
+    # and the lab stack's mode is proxy. Later cycles set the mode on the stack first.
+    set_mode = (
+        subprocess.CompletedProcess([], 0)
+        if first
+        else labctl("pulumi", "config", "set", "l2dsr:mode", mode, "--stack", STACK)
+    )
     hog = cpu_hog(1) if busy else None
     try:
         start = time.monotonic()
@@ -51,13 +57,15 @@ def cycle(mode: str, busy: bool) -> dict:
             hog.kill()
             hog.wait()
     record["ok"] = up.returncode == 0 and set_mode.returncode == 0
-    if record["ok"]:
+    if set_mode.returncode != 0:
+        record["error"] = f"config set mode {mode}: {set_mode.stderr[-2000:]}"
+    elif record["ok"]:
         out = json.loads(labctl("pulumi", "stack", "output", "--json", "--stack", STACK).stdout)
         record["boot"] = out["boot"]
         record["requests_per_second"] = [r["requests_per_second"] for r in out["summary"]]
         record["results_dir"] = out["resultsDir"]
     else:
-        record["error"] = (up.stdout + up.stderr)[-4000:]
+        record["error"] = (up.stdout + up.stderr)[-6000:]
     start = time.monotonic()
     down = labctl("destroy", STACK)
     record["destroy_s"] = round(time.monotonic() - start, 1)
@@ -115,7 +123,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for n, (mode, busy) in enumerate(plan, 1):
-        record = cycle(mode, busy)
+        record = cycle(mode, busy, first=n == 1)
         records.append(record)
         state = "ok" if record["ok"] else "FAILED"
         print(

@@ -25,8 +25,8 @@ STATUS_ERROR = (
 )
 REPORT_NGINX = (
     STATUS_ERROR + "--- failed units\nnginx.service loaded failed failed A high performance web server\n"
-    '--- errors in the journal\nnginx: [emerg] unknown directive "broken" in /etc/nginx/nginx.conf:3\n'
-    "--- end of /var/log/cloud-init-output.log\n+ systemctl enable --now nginx.service\n"
+    '--- journal of nginx.service\nnginx: [emerg] unknown directive "broken" in /etc/nginx/nginx.conf:3\n'
+    "--- commands (set -x) and errors in /var/log/cloud-init-output.log\n+ systemctl start nginx.service\n"
     "Job for nginx.service failed because the control process exited with error code.\n"
 )
 

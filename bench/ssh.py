@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,12 @@ class Ssh:
             command,
         ]
 
-    def run(self, address: str, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        """One command; bounded by `timeout`, and ended within a second when the operation is cancelled."""
+    def run(
+        self, address: str, command: str, timeout: float = 120, check: bool = True, cancellable: bool = True
+    ) -> subprocess.CompletedProcess:
+        """One command; bounded by `timeout`, and (if `cancellable`) ended within a second when the
+        operation is cancelled. Clean-up after a cancel runs with cancellable=False."""
+        cancelled = runtime.cancelled if cancellable else threading.Event()
         argv = self.argv(address, command)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
@@ -64,12 +69,11 @@ class Ssh:
                 out, err = proc.communicate(timeout=0.5)
                 break
             except subprocess.TimeoutExpired:
-                stop = runtime.cancelled.is_set() or time.monotonic() > deadline
-                if not stop:
+                if not (cancelled.is_set() or time.monotonic() > deadline):
                     continue
                 proc.kill()
                 proc.communicate()
-                if runtime.cancelled.is_set():
+                if cancelled.is_set():
                     raise runtime.Cancelled(f"{address}: `{command[:80]}`") from None
                 raise SshError(f"{address}: `{command}` did not finish within {timeout:.0f} s") from None
         done = subprocess.CompletedProcess(argv, proc.returncode, out, err)

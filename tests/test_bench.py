@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,28 @@ def test_parse_wrk_counts_socket_errors_and_non_2xx():
     )
     r = parse_wrk(text, 10, 5120)
     assert (r.failed_requests, r.non_2xx_responses) == (6, 7)
+
+
+def test_ssh_stops_on_cancel_but_clean_up_still_runs(tmp_path, monkeypatch):
+    """A cancel ends a running command within a second; clean-up after it (cancellable=False) still runs."""
+    import time
+
+    from bench.ssh import Ssh
+    from engine import runtime
+
+    fake = tmp_path / "ssh"
+    # One process, like ssh, standing in for a remote command that takes a while.
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import time; time.sleep(3); print(\"done\")'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr("host.libvirt.assert_in_lab_namespace", lambda: None)
+    ssh = Ssh("lab", "/dev/null")
+    runtime.cancelled.set()
+    try:
+        start = time.monotonic()
+        with pytest.raises(runtime.Cancelled):
+            ssh.run("192.0.2.1", "ab -n 100000 ...")
+        assert time.monotonic() - start < 2
+        assert ssh.run("192.0.2.1", "pkill -x ab", cancellable=False).stdout.strip() == "done"
+    finally:
+        runtime.cancelled.clear()

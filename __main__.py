@@ -17,15 +17,14 @@ from components.webtier import WebTier
 from host import paths
 from host.libvirt import DomainTypeUnknown, resolve_domain_type
 from spec.addressing import plan as address_plan
-from spec.config import PROJECT, ConfigError, load_spec, project_schema
+from spec.config import PROJECT, ConfigError, load_spec
 
 # ---- configuration: read once, validated before any resource is registered ---------------------
-config = pulumi.Config(PROJECT)
 stack = pulumi.get_stack()
 try:
-    # Every l2dsr: key the stack sets, so a misspelt one is refused rather than silently ignored.
-    stack_values = {k: v for k, v in {**get_config_env(), **CONFIG.get()}.items() if k.startswith(f"{PROJECT}:")}
-    spec = load_spec({**{key: config.get(key) for key in project_schema()}, **stack_values})
+    # Every l2dsr: key the stack sets (load_spec adds Pulumi.yaml's defaults), so a misspelt one is
+    # refused rather than silently ignored.
+    spec = load_spec({k: v for k, v in {**get_config_env(), **CONFIG.get()}.items() if k.startswith(f"{PROJECT}:")})
     plan = address_plan(spec)
     domain_type = resolve_domain_type(spec.domain_type)
     base_source, boot = resolve_image(spec)

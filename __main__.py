@@ -12,7 +12,7 @@ from components.context import LabContext
 from components.image import BaseImage, ImageMissing, resolve_image
 from components.loadbalancer import LoadBalancer
 from components.network import LabNetwork
-from components.providers import SshKey
+from components.providers import SshKey, StackIdentity
 from components.webtier import WebTier
 from host import paths
 from host.libvirt import DomainTypeUnknown, resolve_domain_type
@@ -32,8 +32,9 @@ except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
     raise pulumi.RunError(str(e)) from None
 
 # ---- the lab -----------------------------------------------------------------------------------
+identity = StackIdentity("identity", project=pulumi.get_project(), stack=stack)  # marks our libvirt objects
 key = SshKey("ssh-key", comment=f"l2dsr-{stack}")
-network = LabNetwork("network", uri=spec.libvirt_uri, stack=stack, plan=plan)
+network = LabNetwork("network", uri=spec.libvirt_uri, stack=stack, plan=plan, owner=identity.owner)
 base = BaseImage("base", stack=stack, spec=spec, source=base_source, opts=pulumi.ResourceOptions(depends_on=[network]))
 ctx = LabContext(
     stack=stack,
@@ -41,6 +42,7 @@ ctx = LabContext(
     plan=plan,
     domain_type=domain_type,
     network=network.name,
+    owner=identity.owner,
     base_path=base.path,
     boot=boot,
     ssh_public_key=key.public_key,

@@ -19,6 +19,7 @@ class LabContext:
     plan: AddressPlan
     domain_type: str
     network: pulumi.Output[str]
+    owner: pulumi.Output[str]
     base_path: pulumi.Output[str]
     boot: BootSpec
     ssh_public_key: pulumi.Output[str]
@@ -38,6 +39,7 @@ class LabContext:
                 vcpus=self.spec.vcpus[host.role],
                 memory_mib=self.spec.memory_mib[host.role],
                 network=self.network,
+                owner=self.owner,
                 base_path=self.base_path,
                 boot=self.boot,
                 user_data=user_data,

@@ -42,7 +42,7 @@ class BaseImage(pulumi.ComponentResource):
             f"{name}-volume",
             uri=spec.libvirt_uri,
             pool=spec.storage_pool,
-            name=f"l2dsr-{stack}-base-{content_hash(key)}.qcow2",
+            stem=f"l2dsr-{stack}-base-{content_hash(key)}",
             source=source,
             source_key=key,
             opts=pulumi.ResourceOptions(parent=self),

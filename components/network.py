@@ -26,7 +26,14 @@ class LabNetwork(pulumi.ComponentResource):
     name: pulumi.Output[str]
 
     def __init__(
-        self, name: str, *, uri: str, stack: str, plan: AddressPlan, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        uri: str,
+        stack: str,
+        plan: AddressPlan,
+        owner: pulumi.Output[str],
+        opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("l2dsr:lab:LabNetwork", name, None, opts)
         net = network_def(stack, plan)
@@ -36,6 +43,7 @@ class LabNetwork(pulumi.ComponentResource):
             name=net.name,
             xml=network_xml(net),
             host_addresses=list(net.host_addresses),
+            owner=owner,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.name = self.network.name

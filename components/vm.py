@@ -1,8 +1,9 @@
 """The VM building block: a copy-on-write overlay on the shared base, a cloud-init seed, a domain.
 
-Names are stable (`l2dsr-<stack>-<host>`), so scripts and `virsh` find the VMs. Whatever cloud-init
-gets is hashed into the seed disk's name and the overlay's generation: changing it replaces the
-whole VM (a fresh disk that cloud-init configures from scratch), and changing nothing replaces nothing.
+Domain names are stable (`l2dsr-<stack>-<host>`), so scripts and `virsh` find the VMs; volume
+names get a generation per creation (`l2dsr-<stack>-<host>-<gen>.qcow2`). Whatever cloud-init gets
+is hashed into the overlay's inputs: changing it replaces the whole VM (a fresh disk that cloud-init
+configures from scratch), and changing nothing replaces nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class VmArgs:
     vcpus: int
     memory_mib: int
     network: pulumi.Output[str]
+    owner: pulumi.Output[str]  # the stack's identity: marks its domains (virt/ownership.py)
     base_path: pulumi.Output[str]
     boot: BootSpec
     user_data: pulumi.Input[str]
@@ -59,7 +61,7 @@ class Vm(pulumi.ComponentResource):
         self.address = str(args.host.address)
         self.host = args.host
 
-        generation = pulumi.Output.from_input(args.user_data).apply(lambda ud: content_hash(ud, args.network_config))
+        config_hash = pulumi.Output.from_input(args.user_data).apply(lambda ud: content_hash(ud, args.network_config))
         meta = pulumi.Output.from_input(args.user_data).apply(
             lambda ud: render.meta_data(self.name, args.host, ud, args.network_config)
         )
@@ -67,16 +69,16 @@ class Vm(pulumi.ComponentResource):
             f"{name}-disk",
             uri=args.uri,
             pool=args.pool,
-            name=f"{self.name}.qcow2",
+            stem=self.name,
             backing_path=args.base_path,
-            generation=generation,
+            config_hash=config_hash,
             opts=child,
         )
         self.seed = CloudInitDisk(
             f"{name}-seed",
             uri=args.uri,
             pool=args.pool,
-            name=generation.apply(lambda g: f"{self.name}-seed-{g}.iso"),
+            stem=f"{self.name}-seed",
             user_data=args.user_data,
             meta_data=meta,
             network_config=args.network_config,
@@ -105,6 +107,7 @@ class Vm(pulumi.ComponentResource):
             uri=args.uri,
             name=self.name,
             xml=xml,
+            owner=args.owner,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.disk, self.seed]),
         )
         # Readiness is the VM's own step in `pulumi up`: it shows each VM becoming ready, with its time.
@@ -119,7 +122,7 @@ class Vm(pulumi.ComponentResource):
                 "final_message": render.final_message(args.host),
                 "console_log": console_log_path(self.name),
             },
-            domain_xml=xml,
+            run_token=self.domain.run_token,
             group=args.stack,
             lab_vcpus=args.lab_vcpus,
             login_user=render.LOGIN_USER,

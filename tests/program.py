@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +52,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         outs = dict(args.inputs)
         if "comment" in inputs:  # SshKey
             outs.update(public_key="ssh-ed25519 AAAAmock l2dsr", private_key="mock-private")
-        if "backing_path" in inputs or "source" in inputs:  # LibvirtVolume
-            outs["path"] = f"/var/lib/libvirt/images/{inputs['name']}"
-        if "guest" in inputs:  # VmReady: a new domain boots anew
-            outs["boot_id"] = f"boot-of-{inputs['domain_xml_hash']}"
+        if "stem" in inputs:  # LibvirtVolume, CloudInitDisk: a generation per creation
+            generation = hashlib.sha256(repr(sorted(inputs.items())).encode()).hexdigest()[:8]  # new inputs: new one
+            outs["name"] = f"{inputs['stem']}-{generation}.{inputs['ext']}"
+            outs["path"] = f"/var/lib/libvirt/images/{outs['name']}"
+        if "project" in inputs:  # StackIdentity
+            outs["owner"] = f"{inputs['project']}/{inputs['stack']}/mocktoken"
+        if "xml" in inputs and "host_addresses" not in inputs:  # Domain: a new definition runs anew
+            outs["run_token"] = f"run-of-{hashlib.sha256(str(inputs['xml']).encode()).hexdigest()[:8]}"
+        if "guest" in inputs:  # VmReady: a new run boots anew
+            outs["boot_id"] = f"boot-of-{inputs['run_token']}"
         if "params" in inputs:  # Benchmark
             outs["result"] = dict(MOCK_RESULT)
         return f"{args.name}-id", outs

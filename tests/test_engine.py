@@ -39,7 +39,8 @@ def test_preview_of_the_lab_stack_plans_the_lab(cli):
     assert creates["pulumi-python:dynamic/l2dsr:VmReady"] == 4
     assert creates["pulumi:pulumi:Stack"] == 1
     # 11 components (the stack, 4 Vm, web tier, LB, clients, network, base image, benchmark) + 20 resources
-    assert plan["changeSummary"]["create"] == sum(creates.values()) == 31
+    assert creates["pulumi-python:dynamic/l2dsr:StackIdentity"] == 1
+    assert plan["changeSummary"]["create"] == sum(creates.values()) == 32
     assert "download" not in (done.stdout + done.stderr).lower()
 
 

@@ -65,12 +65,12 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
     domain_type = libvirt.resolve_domain_type("auto")
     measured: dict[str, object] = {"domain_type": domain_type}
     try:
-        virsh.network_ensure(NAME, network_xml(NetworkDef(NAME, "l2dsr-boot0", (("172.16.99.1", 24),))))
+        virsh.network_define_start(network_xml(NetworkDef(NAME, "l2dsr-boot0", (("172.16.99.1", 24),))), NAME)
         virsh.volume_create("default", volume_xml(f"{NAME}.qcow2", 4 * 2**30, "qcow2", backing_path=str(built.disk)))
         virsh.volume_create("default", volume_xml(f"{NAME}-seed.iso", iso.stat().st_size, "raw"))
         virsh.volume_upload("default", f"{NAME}-seed.iso", str(iso))
         start = time.monotonic()
-        virsh.domain_create(
+        virsh.domain_define_start(
             domain_xml(
                 DomainDef(
                     name=NAME,
@@ -126,10 +126,12 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
                 "passwordauthentication", "PasswordAuthentication"
             )
     finally:
-        virsh.domain_delete(NAME)
+        if virsh.domain(NAME):
+            virsh.domain_remove(NAME)
         virsh.volume_delete("default", f"{NAME}.qcow2")
         virsh.volume_delete("default", f"{NAME}-seed.iso")
-        virsh.network_delete(NAME)
+        if virsh.network(NAME):
+            virsh.network_remove(NAME)
         out = paths.PROJECT_DIR / "results" / "measurements"
         out.mkdir(parents=True, exist_ok=True)
         (out / "boot.json").write_text(json.dumps(measured, indent=1))

@@ -40,8 +40,8 @@ def test_seed_config_builds_the_seeds_lab(seed_graph):
     assert types["pulumi-python:dynamic/l2dsr:CloudInitDisk"] == 27
     assert types["pulumi-python:dynamic/l2dsr:VmReady"] == 27
     # components: 27 Vm + WebTier, LoadBalancer, Clients, LabNetwork, BaseImage, Benchmark = 33;
-    # custom: 27 x (disk, seed, domain, ready) + base volume, network, SSH key, benchmark run = 112
-    assert len(seed_graph) == 145
+    # custom: 27 x (disk, seed, domain, ready) + base volume, network, identity, SSH key, benchmark run = 113
+    assert len(seed_graph) == 146
 
 
 def test_every_vm_has_disk_seed_domain_and_readiness_as_children(seed_graph):

@@ -1,0 +1,278 @@
+"""Every provider's create, diff, read, update and delete against a fake `virsh` (tests/fakes/virsh):
+ownership, safe replacement, drift, and libvirt not answering. No libvirtd, no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from components.providers import DomainProvider, NetworkProvider, VolumeProvider
+from engine import runtime
+from virt import ownership
+from virt.virsh import LibvirtUnknown, Virsh
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+URI = "test:///fake"
+OWNER = "l2dsr/lab/0123456789abcdef"
+OTHER = "l2dsr/lab/fedcba9876543210"  # another checkout's stack of the same name
+
+
+class Host:
+    """The fake libvirt's state file: what exists, and every virsh call made."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.write({"domains": {}, "networks": {}, "volumes": {"default": []}, "calls": [], "mode": "up"})
+
+    def read(self) -> dict:
+        return json.loads(self.path.read_text())
+
+    def write(self, state: dict) -> None:
+        self.path.write_text(json.dumps(state))
+
+    def set(self, **changes) -> None:
+        self.write({**self.read(), **changes})
+
+    def calls(self) -> list[str]:
+        return [args[0] for args in self.read()["calls"]]
+
+    def changing_calls(self) -> list[str]:
+        readonly = {
+            "version",
+            "list",
+            "domstate",
+            "domuuid",
+            "net-list",
+            "net-info",
+            "net-uuid",
+            "net-dumpxml",
+            "vol-list",
+            "vol-path",
+            "pool-info",
+        }
+        return [c for c in self.calls() if c not in readonly]
+
+    def clear_calls(self) -> None:
+        self.set(calls=[])
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch) -> Host:
+    monkeypatch.setenv("FAKE_VIRSH_STATE", str(tmp_path / "libvirt.json"))
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    return Host(tmp_path / "libvirt.json")
+
+
+def domain_props(name: str = "l2dsr-lab-web01", owner: str = OWNER, memory: int = 512) -> dict:
+    xml = f"<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>{memory}</memory>\n</domain>\n"
+    return {"uri": URI, "name": name, "xml": xml, "owner": owner}
+
+
+NET_XML = "<network>\n  <name>l2dsr-lab</name>\n  <ip address='192.168.16.1' prefix='24'/>\n</network>\n"
+
+
+def network_props(owner: str = OWNER) -> dict:
+    return {"uri": URI, "name": "l2dsr-lab", "xml": NET_XML, "host_addresses": [["192.168.16.1", 24]], "owner": owner}
+
+
+# ---- domains -------------------------------------------------------------------------------------
+
+
+def test_a_created_domain_carries_the_stacks_mark_and_runs(host):
+    outs = DomainProvider().create(domain_props()).outs
+    real = host.read()["domains"]["l2dsr-lab-web01"]
+    assert real == {"uuid": outs["uuid"], "running": True}
+    assert ownership.is_owned(outs["uuid"], OWNER, "l2dsr-lab-web01")
+    assert not ownership.is_owned(outs["uuid"], OTHER, "l2dsr-lab-web01")
+    assert host.changing_calls() == ["define", "start"]
+
+
+def test_a_replacement_created_first_survives_the_delete_of_the_old_one(host):
+    """`pulumi up --replace` without delete-first: create the new one, then delete "the old one"."""
+    provider = DomainProvider()
+    old = provider.create(domain_props()).outs
+    new = provider.create(domain_props()).outs  # takes the name: the old one (ours) is removed first
+    provider.delete("l2dsr-lab-web01", old)
+    assert host.read()["domains"]["l2dsr-lab-web01"]["uuid"] == new["uuid"] != old["uuid"]
+    provider.delete("l2dsr-lab-web01", new)
+    assert host.read()["domains"] == {}
+
+
+def test_a_foreign_domain_of_our_name_is_refused_at_preview_and_never_touched(host):
+    DomainProvider().create(domain_props(owner=OTHER))  # the other checkout's VM
+    host.clear_calls()
+    failures = DomainProvider().check({}, domain_props()).failures
+    assert len(failures) == 1 and failures[0].property == "name"
+    assert "libvirt domain l2dsr-lab-web01" in failures[0].reason
+    assert "is not this stack's" in failures[0].reason and "virsh destroy l2dsr-lab-web01" in failures[0].reason
+    with pytest.raises(runtime.LabFailure, match="is not this stack's"):
+        DomainProvider().create(domain_props())
+    assert host.changing_calls() == []
+    assert host.read()["domains"]["l2dsr-lab-web01"]["running"]
+
+
+def test_a_first_preview_refuses_any_same_named_domain(host):
+    """A new stack's identity is not known at its first preview: nothing on the host can be its own."""
+    DomainProvider().create(domain_props(owner=OTHER))
+    assert DomainProvider().check({}, {**domain_props(), "owner": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"}).failures
+
+
+def test_our_leftover_is_replaced_at_create(host):
+    DomainProvider().create(domain_props())  # e.g. an interrupted up: on the host, not in the state
+    assert DomainProvider().check({}, domain_props()).failures == []
+    outs = DomainProvider().create(domain_props()).outs
+    assert host.read()["domains"]["l2dsr-lab-web01"]["uuid"] == outs["uuid"]
+
+
+def test_a_domain_removed_by_hand_is_planned_again(host):
+    provider = DomainProvider()
+    outs = provider.create(domain_props()).outs
+    assert provider.diff("x", outs, domain_props()).changes is False
+    host.set(domains={})
+    diff = provider.diff("x", outs, domain_props())
+    assert diff.changes and diff.replaces == ["uuid"] and diff.delete_before_replace
+    assert provider.read("l2dsr-lab-web01", outs).id == ""  # refresh drops it from the state
+    provider.delete("l2dsr-lab-web01", outs)  # the replacement's delete: nothing to remove, no error
+
+
+def test_a_stopped_domain_is_started_as_a_new_run(host):
+    provider = DomainProvider()
+    outs = provider.create(domain_props()).outs
+    state = host.read()
+    state["domains"]["l2dsr-lab-web01"]["running"] = False
+    host.write(state)
+    diff = provider.diff("x", outs, domain_props())
+    assert diff.changes and not diff.replaces
+    assert provider.read("l2dsr-lab-web01", outs).outs["running"] is False
+    updated = provider.update("x", outs, domain_props()).outs
+    assert host.read()["domains"]["l2dsr-lab-web01"]["running"]
+    assert updated["uuid"] == outs["uuid"] and updated["run_token"] != outs["run_token"]
+
+
+def test_an_input_change_replaces_delete_first(host):
+    provider = DomainProvider()
+    outs = provider.create(domain_props()).outs
+    diff = provider.diff("x", outs, domain_props(memory=1024))
+    assert diff.replaces == ["xml"] and diff.delete_before_replace
+
+
+def test_a_domain_made_before_ownership_marks_is_deleted_by_name(host):
+    DomainProvider().create(domain_props())
+    DomainProvider().delete("l2dsr-lab-web01", domain_props())  # state without a uuid
+    assert host.read()["domains"] == {}
+
+
+@pytest.mark.parametrize("mode", ["down", "fail:list"])
+def test_libvirt_not_answering_fails_every_operation_and_drops_nothing(host, mode):
+    provider = DomainProvider()
+    outs = provider.create(domain_props()).outs
+    host.set(mode=mode)
+    for operation in (
+        lambda: provider.delete("x", outs),
+        lambda: provider.diff("x", outs, domain_props()),
+        lambda: provider.read("x", outs),
+        lambda: provider.create(domain_props()),
+    ):
+        with pytest.raises(runtime.LabFailure, match="cannot tell whether it exists"):
+            operation()
+    assert provider.check({}, domain_props()).failures
+    host.set(mode="up")
+    assert host.read()["domains"]["l2dsr-lab-web01"]["uuid"] == outs["uuid"]
+
+
+def test_a_libvirt_that_hangs_is_unknown_within_the_timeout(host):
+    host.set(mode="hang")
+    with pytest.raises(LibvirtUnknown, match="did not answer within 1 s"):
+        Virsh(URI).ask("list", "--all", "--name", timeout=1)
+
+
+# ---- networks ------------------------------------------------------------------------------------
+
+
+def test_network_lifecycle_ownership_and_drift(host):
+    provider = NetworkProvider()
+    assert provider.check({}, network_props()).failures == []
+    outs = provider.create(network_props()).outs
+    assert host.read()["networks"]["l2dsr-lab"]["running"]
+    assert provider.check(outs, network_props()).failures == []  # our own network holds our subnets: fine
+    state = host.read()
+    state["networks"]["l2dsr-lab"]["running"] = False
+    host.write(state)
+    assert provider.diff("x", outs, network_props()).replaces == []
+    assert provider.diff("x", outs, network_props()).changes
+    provider.update("x", outs, network_props())
+    assert host.read()["networks"]["l2dsr-lab"]["running"]
+    host.set(networks={})
+    assert provider.diff("x", outs, network_props()).replaces == ["uuid"]
+
+
+def test_a_foreign_network_of_our_name_is_refused_not_adopted(host):
+    NetworkProvider().create(network_props(owner=OTHER))
+    host.clear_calls()
+    failures = NetworkProvider().check({}, network_props()).failures
+    assert [f.property for f in failures] == ["name"]
+    assert "libvirt network l2dsr-lab" in failures[0].reason and "virsh net-undefine l2dsr-lab" in failures[0].reason
+    with pytest.raises(runtime.LabFailure, match="not this stack's"):
+        NetworkProvider().create(network_props())
+    assert host.changing_calls() == []
+
+
+def test_another_network_holding_our_subnet_is_refused(host):
+    other = {**network_props(owner=OTHER), "name": "l2dsr-other", "xml": NET_XML.replace("l2dsr-lab", "l2dsr-other")}
+    NetworkProvider().create(other)
+    failures = NetworkProvider().check({}, network_props()).failures
+    assert [f.property for f in failures] == ["host_addresses"]
+    assert "libvirt network l2dsr-other already holds 192.168.16.1" in failures[0].reason
+
+
+# ---- volumes -------------------------------------------------------------------------------------
+
+
+def volume_props(source: Path) -> dict:
+    return {
+        "uri": URI,
+        "pool": "default",
+        "stem": "l2dsr-lab-base-abc",
+        "ext": "qcow2",
+        "source": str(source),
+        "source_key": "k",
+        "backing_path": "",
+        "config_hash": "",
+    }
+
+
+def test_each_volume_creation_has_its_own_name_so_replacement_is_safe(host, tmp_path):
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    provider = VolumeProvider()
+    assert provider.check({}, volume_props(source)).failures == []
+    old = provider.create(volume_props(source)).outs
+    new = provider.create(volume_props(source)).outs  # a replacement, created first
+    assert old["name"] != new["name"] and old["name"].startswith("l2dsr-lab-base-abc-")
+    assert new["path"] == f"/pool/default/{new['name']}"
+    provider.delete("x", old)
+    assert host.read()["volumes"]["default"] == [new["name"]]
+    assert provider.diff("x", new, volume_props(source)).changes is False
+    host.set(volumes={"default": []})
+    assert provider.diff("x", new, volume_props(source)).replaces == ["name"]
+    assert provider.read("x", new).id == ""
+
+
+def test_a_failed_upload_leaves_no_volume(host, tmp_path):
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    host.set(mode="fail:vol-upload")
+    with pytest.raises(Exception, match="vol-upload"):
+        VolumeProvider().create(volume_props(source))
+    host.set(mode="up")
+    assert host.read()["volumes"]["default"] == []
+
+
+def test_volume_checks_name_the_missing_pool_and_image(host, tmp_path):
+    props = {**volume_props(tmp_path / "nope.qcow2"), "pool": "nosuch"}
+    reasons = {f.property: f.reason for f in VolumeProvider().check({}, props).failures}
+    assert "no libvirt storage pool 'nosuch'" in reasons["pool"] and "l2dsr:storagePool" in reasons["pool"]
+    assert "nope.qcow2 does not exist" in reasons["source"]

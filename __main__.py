@@ -42,6 +42,7 @@ ctx = LabContext(
     plan=plan,
     domain_type=domain_type,
     network=network.name,
+    network_run=network.run_token,
     owner=identity.owner,
     base_path=base.path,
     boot=boot,

@@ -19,6 +19,7 @@ class LabContext:
     plan: AddressPlan
     domain_type: str
     network: pulumi.Output[str]
+    network_run: pulumi.Output[str]
     owner: pulumi.Output[str]
     base_path: pulumi.Output[str]
     boot: BootSpec
@@ -39,6 +40,7 @@ class LabContext:
                 vcpus=self.spec.vcpus[host.role],
                 memory_mib=self.spec.memory_mib[host.role],
                 network=self.network,
+                network_run=self.network_run,
                 owner=self.owner,
                 base_path=self.base_path,
                 boot=self.boot,

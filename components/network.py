@@ -24,6 +24,7 @@ def network_def(stack: str, plan: AddressPlan) -> NetworkDef:
 
 class LabNetwork(pulumi.ComponentResource):
     name: pulumi.Output[str]
+    run_token: pulumi.Output[str]
 
     def __init__(
         self,
@@ -47,4 +48,5 @@ class LabNetwork(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.name = self.network.name
+        self.run_token = self.network.run_token
         self.register_outputs({"name": self.name})

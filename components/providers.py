@@ -12,7 +12,8 @@ The lifecycle every libvirt resource here follows:
   another stack's object or a replacement's new one, and a same-named foreign object is refused at
   preview; volumes get a fresh name per creation, so they are replaced create-first;
 - drift is read from the host on every preview/up (`diff`) and on `pulumi refresh` (`read`): a
-  missing object is recreated, a stopped domain or network is started again;
+  missing object, or a stopped domain or network, is created again (and what stands on it follows:
+  a domain on a new network, readiness and the benchmark on a new domain), so preview shows all of it;
 - libvirt not answering is an error, never "absent" (virt/virsh.py).
 
 The provider code runs in our provider process (engine/provider_host.py), which imports this
@@ -39,7 +40,6 @@ from pulumi.dynamic import (
     ReadResult,
     Resource,
     ResourceProvider,
-    UpdateResult,
 )
 from pulumi.runtime import rpc
 
@@ -52,7 +52,7 @@ PROVIDER_KEY = "__provider"
 
 class ReplaceOnChange(ResourceProvider):
     """Any input change replaces the resource; with no input change, `drift` may still ask for a
-    replacement (the real object is gone) or an update (it is there but stopped)."""
+    replacement (the real object is gone or stopped)."""
 
     serialize_as_secret_always = False
     delete_first = False  # a replacement's old object goes after the new one exists, unless names clash
@@ -64,12 +64,15 @@ class ReplaceOnChange(ResourceProvider):
         )
         if changed:
             return DiffResult(changes=True, replaces=changed, delete_before_replace=self.delete_first)
-        gone, stopped = self.drift(olds)
-        return DiffResult(changes=bool(gone or stopped), replaces=gone, delete_before_replace=self.delete_first)
+        drifted = self.drift(olds)
+        return DiffResult(changes=bool(drifted), replaces=drifted, delete_before_replace=self.delete_first)
 
-    def drift(self, _olds: dict[str, Any]) -> tuple[list[str], list[str]]:
-        """(keys to replace, keys to update) for how the real object differs from the state."""
-        return [], []
+    def drift(self, _olds: dict[str, Any]) -> list[str]:
+        """The outputs in which the real object differs from the state (each means: create it again).
+
+        Not an update in place: a preview cannot show an update's new outputs, so what stands on the
+        object (readiness, the benchmark) would only be planned during the up itself."""
+        return []
 
 
 def _opts(opts: pulumi.ResourceOptions | None, **extra: Any) -> pulumi.ResourceOptions:
@@ -147,9 +150,6 @@ class NamedObjectProvider(ReplaceOnChange):
     def remove(self, virsh: Virsh, name: str) -> None:
         raise NotImplementedError
 
-    def start(self, virsh: Virsh, name: str) -> None:
-        raise NotImplementedError
-
     def _real(self, props: dict[str, Any]) -> tuple[str, bool] | None:
         return _looked_up(
             f"libvirt {self.kind} {props['name']}", lambda: self.lookup(Virsh(props["uri"]), props["name"])
@@ -197,21 +197,16 @@ class NamedObjectProvider(ReplaceOnChange):
             id_=name, outs={**props, "uuid": uuid, "running": True, "run_token": ownership.generation()}
         )
 
-    def drift(self, olds: dict[str, Any]) -> tuple[list[str], list[str]]:
+    def drift(self, olds: dict[str, Any]) -> list[str]:
         real = self._real(olds)
         if real is None or real[0] != olds.get("uuid"):
             what = "is missing" if real is None else f"is another object now (UUID {real[0]})"
             _drift_note(f"{self.kind} {olds['name']} {what} on the host: it will be created again")
-            return ["uuid"], []
+            return ["uuid"]
         if not real[1]:
-            _drift_note(f"{self.kind} {olds['name']} is not running: it will be started")
-            return [], ["running"]
-        return [], []
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Only drift reaches here (input changes replace): start it again, as a new run."""
-        self.start(Virsh(news["uri"]), news["name"])
-        return UpdateResult(outs={**news, "uuid": olds["uuid"], "running": True, "run_token": ownership.generation()})
+            _drift_note(f"{self.kind} {olds['name']} is not running on the host: it will be created again")
+            return ["running"]
+        return []
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         name = props["name"]
@@ -260,9 +255,6 @@ class NetworkProvider(NamedObjectProvider):
     def remove(self, virsh: Virsh, name: str) -> None:
         virsh.network_remove(name)
 
-    def start(self, virsh: Virsh, name: str) -> None:
-        virsh.run("net-start", name)
-
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """At preview and before anything is created: libvirt answers, our name is ours or free, and
         no other network holds our subnets."""
@@ -287,6 +279,7 @@ class NetworkProvider(NamedObjectProvider):
 
 class LibvirtNetwork(Resource, module="l2dsr", name="Network"):
     name: pulumi.Output[str]
+    run_token: pulumi.Output[str]  # new whenever it is created: domains attach to it anew
 
     def __init__(
         self,
@@ -342,11 +335,11 @@ class VolumeBase(ReplaceOnChange):
         virsh = Virsh(props["uri"])
         return _looked_up(f"volume {props['name']}", lambda: virsh.volume_exists(props["pool"], props["name"]))
 
-    def drift(self, olds: dict[str, Any]) -> tuple[list[str], list[str]]:
+    def drift(self, olds: dict[str, Any]) -> list[str]:
         if self._exists(olds):
-            return [], []
+            return []
         _drift_note(f"volume {olds['name']} is missing from pool {olds['pool']}: it will be created again")
-        return ["name"], []
+        return ["name"]
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         virsh = Virsh(props["uri"])
@@ -505,13 +498,10 @@ class DomainProvider(NamedObjectProvider):
     def remove(self, virsh: Virsh, name: str) -> None:
         virsh.domain_remove(name)
 
-    def start(self, virsh: Virsh, name: str) -> None:
-        virsh.run("start", name)
-
 
 class LibvirtDomain(Resource, module="l2dsr", name="Domain"):
     name: pulumi.Output[str]
-    run_token: pulumi.Output[str]  # new whenever this resource created or started the domain
+    run_token: pulumi.Output[str]  # new whenever it is created: readiness waits for the new boot
 
     def __init__(
         self,
@@ -521,6 +511,7 @@ class LibvirtDomain(Resource, module="l2dsr", name="Domain"):
         name: str,
         xml: pulumi.Input[str],
         owner: pulumi.Input[str],
+        network_run: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
@@ -528,6 +519,7 @@ class LibvirtDomain(Resource, module="l2dsr", name="Domain"):
             "name": name,
             "xml": xml,
             "owner": owner,
+            "network_run": network_run,  # a network created anew: the domain must attach to it anew
             **dict.fromkeys(("uuid", "running", "run_token")),
         }
         # delete-first even for `pulumi up --replace`, which does not ask the provider

@@ -37,6 +37,7 @@ class VmArgs:
     vcpus: int
     memory_mib: int
     network: pulumi.Output[str]
+    network_run: pulumi.Output[str]  # the network's run token: a new network means new domains
     owner: pulumi.Output[str]  # the stack's identity: marks its domains (virt/ownership.py)
     base_path: pulumi.Output[str]
     boot: BootSpec
@@ -108,6 +109,7 @@ class Vm(pulumi.ComponentResource):
             name=self.name,
             xml=xml,
             owner=args.owner,
+            network_run=args.network_run,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.disk, self.seed]),
         )
         # Readiness is the VM's own step in `pulumi up`: it shows each VM becoming ready, with its time.

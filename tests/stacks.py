@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,16 @@ from pathlib import Path
 import yaml
 
 from host import engine, libvirt, paths
+
+
+def project_copy(dest: Path) -> Path:
+    """The project as a second checkout would have it: the code and the lab stack, no state, no caches."""
+    shutil.copytree(
+        paths.PROJECT_DIR,
+        dest,
+        ignore=shutil.ignore_patterns(".venv", ".state", "results", ".git", "*cache*", "Pulumi.[!l]*.yaml"),
+    )
+    return dest
 
 
 class Cli:

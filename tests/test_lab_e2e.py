@@ -1,8 +1,11 @@
 """End to end, for real: engine, libvirt, the small lab, both modes, a small matrix, destroy.
 
-One test, in the order a user works: up in proxy mode (results checked), switch to dsr (the engine's
-plan replaces only the LB and the benchmark; results checked), an unchanged up (no changes),
-destroy (nothing left). Each phase's wall time goes to results/measurements/e2e.json.
+One test, in the order a user works: up in proxy mode (results checked); a second stack with the
+same subnets, and a second checkout with the same stack name, are refused without touching the
+lab; a web removed and another stopped by hand are seen by preview and restored by up, which
+reruns the benchmark; `--replace` of a web's domain leaves a working lab; switch to dsr (the
+engine's plan replaces only the LB and the benchmark; results checked); an unchanged up (no
+changes); destroy (nothing left). Each phase's wall time goes to results/measurements/e2e.json.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 from bench.ssh import KeyFile, Ssh
 from cloudinit import render
 from host import libvirt, paths
-from tests.stacks import lab_stack
+from tests.stacks import lab_stack, project_copy
 from virt.virsh import Virsh
 
 pytestmark = pytest.mark.lab
@@ -124,11 +127,73 @@ def check_guests(cli, mode: str) -> dict:
     return {name: {"total_mib": int(t), "available_mib": int(a)} for name, (t, a) in facts.items()}
 
 
-def replaced_in_plan(cli) -> list[str]:
+def planned(cli, *ops: str) -> list[str]:
     plan = json.loads(cli("preview", "--json").stdout)
-    return sorted(
-        step["urn"].split("::")[-1] for step in plan["steps"] if step["op"] in ("replace", "create-replacement")
-    )
+    return sorted(step["urn"].split("::")[-1] for step in plan["steps"] if step["op"] in ops)
+
+
+def replaced_in_plan(cli) -> list[str]:
+    return planned(cli, "replace", "create-replacement")
+
+
+def last_changes(cli) -> dict:
+    return json.loads(cli("stack", "history", "--json").stdout)[0]["resourceChanges"]
+
+
+def domains(virsh: Virsh) -> dict[str, tuple[str, bool] | None]:
+    return {vm: virsh.domain(f"l2dsr-{STACK}-{vm}") for vm in ("client01", "lb", "web01", "web02")}
+
+
+def urn_of(cli, name: str) -> str:
+    state = json.loads(cli("stack", "export").stdout)
+    return next(r["urn"] for r in state["deployment"]["resources"] if r["urn"].endswith(f"::{name}"))
+
+
+def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict) -> None:
+    """Ownership, drift and replacement on the running lab (issue 10)."""
+    before = domains(virsh)
+    assert all(d is not None and d[1] for d in before.values()), before
+
+    # A second checkout using the same stack name: its own state, so none of these objects are its own.
+    second = project_copy(tmp_path / "second-checkout")
+    with lab_stack(tmp_path / "second-state", STACK, project_dir=second, **MATRIX) as other:
+        refused = other("up", "--yes", "--skip-preview", check=False)
+        other("stack", "rm", "--yes", "--force")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0, said
+    assert f"libvirt network l2dsr-{STACK} (UUID" in said and "is not this stack's" in said, said
+    assert "Traceback" not in said
+    assert domains(virsh) == before  # not one of the first checkout's VMs touched
+
+    # Drift: web02 removed by hand, web01 stopped by hand.
+    virsh.domain_remove(f"l2dsr-{STACK}-web02")
+    virsh.run("destroy", f"l2dsr-{STACK}-web01")
+    assert replaced_in_plan(cli) == [
+        "bench-run",
+        "web-web01-domain",
+        "web-web01-ready",
+        "web-web02-domain",
+        "web-web02-ready",
+    ]
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", timeout=3600)
+    times["up_restore_drift_s"] = round(time.monotonic() - start, 1)
+    changes = last_changes(cli)
+    assert changes.get("replace") == 5 and "create" not in changes and "delete" not in changes, changes
+    after = domains(virsh)
+    assert all(after[vm][1] and after[vm][0] != before[vm][0] for vm in ("web01", "web02")), after
+    assert all(after[vm] == before[vm] for vm in ("client01", "lb")), after
+    check_results(outputs(cli), "proxy")
+
+    # `up --replace` of a web's domain: the new domain stays, the lab benchmarks.
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", "--replace", urn_of(cli, "web-web01-domain"), timeout=3600)
+    times["up_replace_web_domain_s"] = round(time.monotonic() - start, 1)
+    replaced = domains(virsh)["web01"]
+    assert replaced is not None and replaced[1] and replaced[0] != after["web01"][0], replaced
+    assert last_changes(cli).get("replace") == 3  # the domain, its readiness, the benchmark
+    check_results(outputs(cli), "proxy")
+    cli("preview", "--expect-no-changes")
 
 
 def test_up_switch_unchanged_destroy(tmp_path):
@@ -153,12 +218,14 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 clash.returncode != 0 and f"libvirt network l2dsr-{STACK} already holds" in clash.stdout + clash.stderr
             )
 
+            check_lifecycle(cli, virsh, tmp_path, times)
+
             cli("config", "set", "l2dsr:mode", "dsr")
             assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_switch_to_dsr_s"] = round(time.monotonic() - start, 1)
-            history = json.loads(cli("stack", "history", "--json").stdout)[0]["resourceChanges"]
+            history = last_changes(cli)
             assert history.get("replace") == 5 and "create" not in history and "delete" not in history, history
             results["dsr"] = outputs(cli)
             check_results(results["dsr"], "dsr")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from host import libvirt, paths
-from tests.stacks import lab_stack
+from tests.stacks import lab_stack, project_copy
 from virt.virsh import Virsh
 from virt.xml import console_log_path
 
@@ -36,12 +35,7 @@ BROKEN = "l2dsr_broken_on_purpose on;"
 
 
 def broken_copy(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    shutil.copytree(
-        paths.PROJECT_DIR,
-        project,
-        ignore=shutil.ignore_patterns(".venv", ".state", "results", ".git", "*cache*", "Pulumi.[!l]*.yaml"),
-    )
+    project = project_copy(tmp_path / "project")
     conf = project / "cloudinit" / "web" / "nginx.conf"
     conf.write_text(conf.read_text().replace("pid /run/nginx.pid;", f"pid /run/nginx.pid;\n{BROKEN}"))
     assert BROKEN in conf.read_text()

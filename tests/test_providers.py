@@ -138,18 +138,20 @@ def test_a_domain_removed_by_hand_is_planned_again(host):
     provider.delete("l2dsr-lab-web01", outs)  # the replacement's delete: nothing to remove, no error
 
 
-def test_a_stopped_domain_is_started_as_a_new_run(host):
+def test_a_stopped_domain_is_created_again_as_a_new_run(host):
+    """Replaced, not started in place: a preview then shows what follows (its readiness, the benchmark)."""
     provider = DomainProvider()
     outs = provider.create(domain_props()).outs
     state = host.read()
     state["domains"]["l2dsr-lab-web01"]["running"] = False
     host.write(state)
     diff = provider.diff("x", outs, domain_props())
-    assert diff.changes and not diff.replaces
-    assert provider.read("l2dsr-lab-web01", outs).outs["running"] is False
-    updated = provider.update("x", outs, domain_props()).outs
-    assert host.read()["domains"]["l2dsr-lab-web01"]["running"]
-    assert updated["uuid"] == outs["uuid"] and updated["run_token"] != outs["run_token"]
+    assert diff.replaces == ["running"] and diff.delete_before_replace
+    assert provider.read("l2dsr-lab-web01", outs).outs["running"] is False  # refresh shows it stopped
+    provider.delete("l2dsr-lab-web01", outs)  # a stopped domain: destroy fails, undefine removes it
+    again = provider.create(domain_props()).outs
+    assert host.read()["domains"]["l2dsr-lab-web01"] == {"uuid": again["uuid"], "running": True}
+    assert again["run_token"] != outs["run_token"]
 
 
 def test_an_input_change_replaces_delete_first(host):
@@ -201,10 +203,7 @@ def test_network_lifecycle_ownership_and_drift(host):
     state = host.read()
     state["networks"]["l2dsr-lab"]["running"] = False
     host.write(state)
-    assert provider.diff("x", outs, network_props()).replaces == []
-    assert provider.diff("x", outs, network_props()).changes
-    provider.update("x", outs, network_props())
-    assert host.read()["networks"]["l2dsr-lab"]["running"]
+    assert provider.diff("x", outs, network_props()).replaces == ["running"]
     host.set(networks={})
     assert provider.diff("x", outs, network_props()).replaces == ["uuid"]
 

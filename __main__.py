@@ -18,6 +18,8 @@ from host import paths
 from host.libvirt import DomainTypeUnknown, resolve_domain_type
 from spec.addressing import plan as address_plan
 from spec.config import PROJECT, ConfigError, load_spec
+from spec.hostfit import HostFacts, host_fit
+from virt.virsh import Virsh
 
 # ---- configuration: read once, validated before any resource is registered ---------------------
 stack = pulumi.get_stack()
@@ -27,9 +29,15 @@ try:
     spec = load_spec({k: v for k, v in {**get_config_env(), **CONFIG.get()}.items() if k.startswith(f"{PROJECT}:")})
     plan = address_plan(spec)
     domain_type = resolve_domain_type(spec.domain_type)
+    node = Virsh(spec.libvirt_uri).nodeinfo()
+    problems, warnings = host_fit(spec, domain_type, HostFacts(*node) if node else None)
+    if problems:
+        raise ConfigError(problems)
     base_source, boot = resolve_image(spec)
 except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
     raise pulumi.RunError(str(e)) from None
+for warning in warnings:
+    pulumi.warn(f"{PROJECT}: {warning}")
 
 # ---- the lab -----------------------------------------------------------------------------------
 identity = StackIdentity("identity", project=pulumi.get_project(), stack=stack)  # marks our libvirt objects

@@ -27,7 +27,12 @@ IMAGE_FAMILIES = ("debian", "rhel")
 BENCH_TOOLS = ("ab", "wrk")
 
 MAX_VCPUS = 64
+# Bounds of the tools the keys end up in, so a value they would refuse is refused here, at preview:
+HAPROXY_MAX_THREADS = 64  # HAProxy 2.6 on 64-bit (MAX_THREADS): a larger nbthread stops it at start
+IPVS_MAX_THRESHOLD = 2**31 - 1  # ipvsadm reads -x and -y as 0..INT_MAX
+AB_MAX_CONCURRENCY = 20000  # ab's MAX_CONCURRENCY: ab -c per client
 _ADDRESS_KEYS = ("vip", "frontSubnet", "serverSubnet", "firstWebAddress")
+_ESTIMATE_INPUTS = ("haproxyThreads", "benchThreads", "benchConcurrency", "clientCount")
 
 
 class ConfigError(ValueError):
@@ -123,6 +128,12 @@ def load_spec(
             problems.append(f"{PROJECT}:{key}: {raw[key]} is below {minimum} ({why}); set {minimum} or more")
         return raw[key]
 
+    def within(key: str, minimum: int, maximum: int, why: str) -> int:
+        if raw[key] > maximum:
+            problems.append(f"{PROJECT}:{key}: {raw[key]} is above {maximum} ({why}); set {maximum} or less")
+            return raw[key]
+        return at_least(key, minimum, why)
+
     mode = choice("mode", MODES)
     domain_type = choice("domainType", DOMAIN_TYPES)
     image_family = choice("imageFamily", IMAGE_FAMILIES)
@@ -152,9 +163,11 @@ def load_spec(
         storage_pool=raw["storagePool"],
         image=raw["image"],
         image_family=image_family,
-        haproxy_threads=at_least("haproxyThreads", 1, "HAProxy needs a thread"),
-        ipvs_upper_threshold=at_least("ipvsUpperThreshold", 0, "ipvsadm -x takes 0 (no limit) or more"),
-        ipvs_lower_threshold=at_least("ipvsLowerThreshold", 0, "ipvsadm -y takes 0 or more"),
+        haproxy_threads=within("haproxyThreads", 1, HAPROXY_MAX_THREADS, "HAProxy 2.6 runs 1 to 64 threads"),
+        ipvs_upper_threshold=within(
+            "ipvsUpperThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -x takes 0 (no limit) to 2147483647"
+        ),
+        ipvs_lower_threshold=within("ipvsLowerThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -y takes 0 to 2147483647"),
         https=raw["https"],
         bench_tool=bench_tool,
         bench_concurrency=tuple(raw["benchConcurrency"]),
@@ -169,12 +182,19 @@ def load_spec(
         bench_trigger=raw["benchTrigger"],
     )
     problems.extend(_matrix_problems(spec))
-    if not any(p.split(":")[1].endswith("MemoryMiB") for p in problems):
+    # Memory is estimated from these values: only once they are valid (1000 threads is one problem, not two).
+    if not any(p.split(":")[1].endswith("MemoryMiB") or p.split(":")[1] in _ESTIMATE_INPUTS for p in problems):
         from spec.memory import memory_problems
 
         problems.extend(memory_problems(spec, PROJECT))
     if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
         problems.append(f"{PROJECT}:ipvsLowerThreshold: above ipvsUpperThreshold; set it to the upper value or less")
+    elif spec.ipvs_upper_threshold == 0 < spec.ipvs_lower_threshold:
+        problems.append(
+            f"{PROJECT}:ipvsUpperThreshold: 0 means no limit, so ipvsLowerThreshold "
+            f"({spec.ipvs_lower_threshold}) would do nothing; set an upper threshold (the seed's: 35000), "
+            f"or set {PROJECT}:ipvsLowerThreshold to 0 as well"
+        )
     if not (spec.image_is_builtin or re.match(r"^(https?://|/)", spec.image)):
         problems.append(f"{PROJECT}:image: {spec.image!r} is not builtin, an absolute path or an http(s) URL")
     if not re.match(r"^[a-z][a-z0-9+]*://", spec.libvirt_uri):
@@ -219,10 +239,19 @@ def _matrix_problems(spec: LabSpec) -> list[str]:
                 problems.append(
                     f"{PROJECT}:benchRequests: {n} is below its concurrency ({c}); ab needs at least one request per connection"
                 )
-    if any(t < 1 for t in spec.bench_threads):
+    if any(not 1 <= t <= HAPROXY_MAX_THREADS for t in spec.bench_threads):
         problems.append(
-            f"{PROJECT}:benchThreads: {list(spec.bench_threads)} has a value below 1; HAProxy needs a thread"
+            f"{PROJECT}:benchThreads: {list(spec.bench_threads)} has a value outside 1 to {HAPROXY_MAX_THREADS} "
+            "(HAProxy 2.6's nbthread); use values in that range"
         )
+    per_client = [-(-c // max(1, spec.client_count)) for c in conc]
+    if any(c > AB_MAX_CONCURRENCY for c in per_client) and spec.bench_tool == "ab":
+        problems.append(
+            f"{PROJECT}:benchConcurrency: {max(per_client)} connections per client is above ab's limit of "
+            f"{AB_MAX_CONCURRENCY}; add clients ({PROJECT}:clientCount) or lower the concurrency"
+        )
+    if any(c < 1 for c in conc):
+        problems.append(f"{PROJECT}:benchConcurrency: {list(conc)} has a value below 1; ab needs a connection")
     return problems
 
 

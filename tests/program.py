@@ -70,13 +70,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, []
 
 
+BIG_HOST = (64, 256 * 1024)  # (CPUs, MiB): the seed's lab fits
+
+
 def run_program(
-    config: dict[str, Any], stack: str = "lab", seen: list[Registered] | None = None
+    config: dict[str, Any],
+    stack: str = "lab",
+    seen: list[Registered] | None = None,
+    host: tuple[int, int] | None = BIG_HOST,
 ) -> tuple[list[Registered], dict[str, Any]]:
     """Register the whole program once under mocks; returns the resources and the stack's globals.
 
-    `seen` collects the registrations as they happen (useful when the program raises).
+    `seen` collects the registrations as they happen (useful when the program raises). `host` is
+    what libvirt says of its host (`Virsh.nodeinfo`), None for a libvirt that does not answer.
     """
+    from unittest import mock
+
+    from virt.virsh import Virsh
+
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="l2dsr", stack=stack, preview=False)
     pulumi.runtime.set_all_config({f"l2dsr:{k.removeprefix('l2dsr:')}": str(v) for k, v in config.items()})
@@ -95,7 +106,8 @@ def run_program(
     def program():
         namespace.update(runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__"))
 
-    program()
+    with mock.patch.object(Virsh, "nodeinfo", return_value=host):
+        program()
     for r in seen:
         r.inputs = mocks.inputs.get(r.name, {})
     asyncio.set_event_loop(asyncio.new_event_loop())

@@ -60,3 +60,13 @@ def test_missing_pool_fails_the_preview_before_anything_is_created(cli):
     done = cli("preview", check=False)
     assert done.returncode != 0
     assert "no libvirt storage pool 'no-such-pool'" in done.stdout + done.stderr
+
+
+def test_a_lab_bigger_than_the_host_is_refused_once_before_anything_is_created(cli):
+    cli("config", "set", "l2dsr:webMemoryMiB", str(1024 * 1024))  # 1 TiB per web: more than any host here
+    done = cli("preview", check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert out.count("l2dsr:webMemoryMiB: the lab needs") == 1, out
+    assert "and this host has" in out and "lower l2dsr:webCount or l2dsr:webMemoryMiB" in out
+    assert "unhandled error" not in out and "Traceback" not in out

@@ -275,3 +275,9 @@ def test_volume_checks_name_the_missing_pool_and_image(host, tmp_path):
     reasons = {f.property: f.reason for f in VolumeProvider().check({}, props).failures}
     assert "no libvirt storage pool 'nosuch'" in reasons["pool"] and "l2dsr:storagePool" in reasons["pool"]
     assert "nope.qcow2 does not exist" in reasons["source"]
+
+
+def test_the_hosts_cpus_and_memory_come_from_libvirt(host):
+    assert Virsh(URI).nodeinfo() == (2, 24105)  # nodememstats' total, not nodeinfo's NUMA node size
+    host.set(mode="down")
+    assert Virsh(URI).nodeinfo() is None  # not known: the program leaves the check to the resources

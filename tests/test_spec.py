@@ -70,59 +70,15 @@ def test_values_arrive_as_strings_from_pulumi_config():
     assert spec.web_count == 3 and spec.https is True and spec.mode == "dsr"
 
 
-@pytest.mark.parametrize(
-    "values, key, fix",
-    [
-        ({"mode": "nat"}, "l2dsr:mode", "proxy, dsr"),
-        ({"webCount": 200}, "l2dsr:webCount", "room for 154"),
-        ({"webCount": 0}, "l2dsr:webCount", "set 1 or more"),
-        ({"webCount": "many"}, "l2dsr:webCount", "is not a integer"),
-        ({"vip": "10.1.2.3"}, "l2dsr:vip", "outside frontSubnet"),
-        ({"vip": "192.168.16.2"}, "l2dsr:vip", "collides with the LB"),
-        ({"vip": "192.168.16.11"}, "l2dsr:vip", "collides with client01"),
-        ({"vip": "192.168.16.255"}, "l2dsr:vip", "network or broadcast"),
-        ({"vip": "192.168.16.300"}, "l2dsr:vip", "not an IPv4 address"),
-        ({"serverSubnet": "192.168.16.0/25"}, "l2dsr:serverSubnet", "overlaps frontSubnet"),
-        ({"serverSubnet": "172.16.0.1/24"}, "l2dsr:serverSubnet", "CIDR"),
-        ({"firstWebAddress": "172.16.1.5"}, "l2dsr:firstWebAddress", "outside serverSubnet"),
-        ({"firstWebAddress": "172.16.0.2"}, "l2dsr:firstWebAddress", "collides with the host"),
-        ({"webMemoryMiB": 128}, "l2dsr:webMemoryMiB", "nginx 2 workers x 200000 connections"),
-        ({"webMemoryMiB": 128}, "l2dsr:webMemoryMiB", "set l2dsr:webMemoryMiB to 384 or more"),
-        ({"lbMemoryMiB": 200}, "l2dsr:lbMemoryMiB", "set l2dsr:lbMemoryMiB to 258 or more"),
-        ({"mode": "dsr", "lbMemoryMiB": 200}, "l2dsr:lbMemoryMiB", "IPVS 1000 connections"),
-        ({"clientMemoryMiB": 200}, "l2dsr:clientMemoryMiB", "ab 1000 connections"),
-        ({"clientVcpus": 0}, "l2dsr:clientVcpus", "set 1 or more"),
-        ({"domainType": "xen"}, "l2dsr:domainType", "auto, kvm, qemu"),
-        ({"benchTool": "siege"}, "l2dsr:benchTool", "ab, wrk"),
-        ({"benchRequests": 10, "benchConcurrency": 20}, "l2dsr:benchRequests", "one request per connection"),
-        (
-            {"benchRequests": "[100, 200]", "benchConcurrency": "[10, 20, 30]"},
-            "l2dsr:benchRequests",
-            "one per concurrency",
-        ),
-        ({"benchConcurrency": "[]"}, "l2dsr:benchConcurrency", "at least one value"),
-        ({"benchConcurrency": "[1, 2]", "clientCount": 2}, "l2dsr:benchConcurrency", "every client needs a connection"),
-        ({"benchConcurrency": "[ten]"}, "l2dsr:benchConcurrency", "list of integers"),
-        ({"benchThreads": "[0, 2]"}, "l2dsr:benchThreads", "HAProxy needs a thread"),
-        ({"benchRepeats": 0}, "l2dsr:benchRepeats", "set 1 or more"),
-        ({"image": "debian.qcow2"}, "l2dsr:image", "absolute path"),
-        ({"libvirtUri": "localhost"}, "l2dsr:libvirtUri", "qemu:///system"),
-        ({"clientCount": 300}, "l2dsr:clientCount", "do not fit"),
-        ({"webcount": 3}, "l2dsr:webcount", "unknown key; did you mean l2dsr:webCount?"),
-        ({"benchConcurency": 3}, "l2dsr:benchConcurency", "did you mean l2dsr:benchConcurrency?"),
-        ({"flavour": 3}, "l2dsr:flavour", "known keys are listed in Pulumi.yaml"),
-    ],
-)
-def test_bad_config_names_the_key_and_the_fix(values, key, fix):
-    with pytest.raises(ConfigError) as err:
-        load_spec(values)
-    lines = [p for p in err.value.problems if p.startswith(key + ":")]
-    assert lines, f"no problem for {key} in {err.value.problems}"
-    assert fix in lines[0]
-
-
 def test_matrix_values_expand_like_the_seeds_table():
-    spec = load_spec({"benchConcurrency": "[30000, 60000]", "benchRequests": "[90000]", "benchThreads": "[1, 2, 4, 8]"})
+    spec = load_spec(
+        {
+            "benchConcurrency": "[30000, 60000]",
+            "benchRequests": "[90000]",
+            "benchThreads": "[1, 2, 4, 8]",
+            "clientCount": 60,  # ab runs 1000 connections per client in the seed (-c 1000)
+        }
+    )
     assert spec.bench_concurrency == (30000, 60000) and spec.bench_requests == (90000, 90000)
     assert spec.bench_threads == (1, 2, 4, 8)
 

@@ -65,6 +65,18 @@ class Virsh:
         """The first column of a listing (`list --all --name`, `vol-list --pool p`)."""
         return [line.split()[0] for line in self.ask(*listing).splitlines() if line.strip()]
 
+    def nodeinfo(self) -> tuple[int, int] | None:
+        """(CPUs, memory in MiB) of the libvirt host, or None when libvirt does not say."""
+        # nodeinfo's "Memory size" is NUMA node memory: 12.5 of 24 GiB on these machines; nodememstats
+        # has the host's MemTotal.
+        try:
+            info, mem = self.ask("nodeinfo", timeout=15), self.ask("nodememstats", timeout=15)
+        except VirshError:
+            return None
+        cpus = re.search(r"^CPU\(s\):\s+(\d+)", info, re.M)
+        total = re.search(r"^total\s*:\s+(\d+) KiB", mem, re.M)
+        return (int(cpus.group(1)), int(total.group(1)) // 1024) if cpus and total else None
+
     def with_xml(self, verb: str, xml: str, *args: str) -> str:
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
             f.write(xml)

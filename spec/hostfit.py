@@ -1,0 +1,69 @@
+"""Does the lab fit the libvirt host? The sum of guest memory and the vCPUs against what the host has.
+
+Refused (a problem naming the key): a guest with more vCPUs than the host has CPUs, or guests whose
+memory, with QEMU's own per guest, exceeds the host's. Warned (the lab still runs, the numbers
+suffer): more than MEMORY_WARN_SHARE of the host's memory, or more than VCPU_WARN_RATIO guest
+vCPUs per host CPU. The host's figures come from libvirt (`virsh nodeinfo`), so a remote URI is
+checked against its own host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spec.config import PROJECT, LabSpec
+
+# QEMU's own memory per guest, on top of the guest's: measured here a 384 MiB TCG guest at 614.5 MiB
+# RSS (its translation cache is capped at 128 MiB, virt/xml.py); KVM has no translation cache.
+QEMU_OVERHEAD_MIB = {"qemu": 240, "kvm": 80}
+MEMORY_WARN_SHARE = 0.75  # of the host's memory: above it the host itself starts to compete
+VCPU_WARN_RATIO = 2.0  # guest vCPUs per host CPU: the lab stack runs 4 on 2 cores
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    cpus: int
+    memory_mib: int
+
+
+def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of this lab on this host; none when libvirt did not say (its resources'
+    own checks report a libvirt that does not answer)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    if host is None:
+        return problems, warnings
+    counts = {"client": spec.client_count, "lb": 1, "web": spec.web_count}
+    for role in ("client", "lb", "web"):
+        if spec.vcpus[role] > host.cpus:
+            problems.append(
+                f"{PROJECT}:{role}Vcpus: {spec.vcpus[role]} vCPUs is more than this host's {host.cpus} CPUs; "
+                f"set {host.cpus} or fewer"
+            )
+    overhead = QEMU_OVERHEAD_MIB.get(domain_type, QEMU_OVERHEAD_MIB["qemu"])
+    need = {role: counts[role] * (spec.memory_mib[role] + overhead) for role in counts}
+    total = sum(need.values())
+    explain = " + ".join(
+        f"{counts[r]} {r}{'s' if counts[r] > 1 else ''} x ({spec.memory_mib[r]} + {overhead} QEMU)" for r in counts
+    )
+    biggest = max(need, key=lambda r: need[r])
+    keys = f"{PROJECT}:webCount or {PROJECT}:webMemoryMiB" if biggest == "web" else f"{PROJECT}:{biggest}MemoryMiB"
+    if total > host.memory_mib:
+        problems.append(
+            f"{PROJECT}:{biggest}MemoryMiB: the lab needs {total} MiB ({explain}) and this host has "
+            f"{host.memory_mib} MiB; lower {keys} (Pulumi.lab.yaml is sized for a 24 GiB host)"
+        )
+    elif total > MEMORY_WARN_SHARE * host.memory_mib:
+        warnings.append(
+            f"the lab needs {total} MiB ({explain}), {100 * total // host.memory_mib}% of this host's "
+            f"{host.memory_mib} MiB (above {MEMORY_WARN_SHARE:.0%}): the host may swap or reclaim, and the "
+            f"numbers would measure that; lower {keys}"
+        )
+    vcpus = sum(counts[r] * spec.vcpus[r] for r in counts)
+    if vcpus > VCPU_WARN_RATIO * host.cpus:
+        warnings.append(
+            f"the lab's {vcpus} vCPUs share this host's {host.cpus} CPUs ({vcpus / host.cpus:.1f} per CPU, above "
+            f"{VCPU_WARN_RATIO:.0f}): boots take longer and the benchmark measures the host's CPUs as much as the "
+            f"load balancer; lower {PROJECT}:webCount or the *Vcpus keys"
+        )
+    return problems, warnings

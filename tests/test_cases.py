@@ -1,0 +1,50 @@
+"""Every config case in tests/cases/: its input refused (or warned about) with the expected message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spec.config import ConfigError, load_spec
+from spec.hostfit import HostFacts, host_fit
+from tests.test_spec import lab_stack_values
+
+CASES = sorted((Path(__file__).resolve().parent / "cases").glob("*.yaml"))
+BIG_HOST = HostFacts(cpus=64, memory_mib=256 * 1024)
+
+
+def outcome(case: dict) -> tuple[list[str], list[str]]:
+    """(problems, warnings), as the program gets them: the config first, then the host."""
+    values = {**(lab_stack_values() if case.get("base") == "lab" else {}), **(case.get("config") or {})}
+    try:
+        spec = load_spec(values)
+    except ConfigError as e:
+        return e.problems, []
+    host = HostFacts(case["host"]["cpus"], case["host"]["memoryMiB"]) if "host" in case else BIG_HOST
+    return host_fit(spec, case.get("domainType", "qemu"), host)
+
+
+def as_list(texts: str | list[str]) -> list[str]:
+    return [texts] if isinstance(texts, str) else texts
+
+
+def test_there_are_cases():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_case(path: Path):
+    case = yaml.safe_load(path.read_text())
+    problems, warnings = outcome(case)
+    expected = case.get("refused") or {}
+    assert sorted({p.split(":")[1] for p in problems}) == sorted(k.split(":")[1] for k in expected), problems
+    for key, texts in expected.items():
+        lines = [p for p in problems if p.startswith(key + ":")]
+        for text in as_list(texts):
+            assert any(text in line for line in lines), f"{key}: {text!r} not in {lines}"
+    if "warned" in case:
+        assert len(warnings) == len(case["warned"]), warnings
+        for text in case["warned"]:
+            assert any(text in w for w in warnings), f"{text!r} not in {warnings}"

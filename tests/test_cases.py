@@ -1,4 +1,5 @@
-"""Every config case in tests/cases/: its input refused (or warned about) with the expected message."""
+"""Every config case in tests/cases/<name>/: its config.yaml refused (or warned about) as its
+expected.yaml says (tests/cases/README.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from spec.config import ConfigError, load_spec
 from spec.hostfit import HostFacts, host_fit
 from tests.test_spec import lab_stack_values
 
-CASES = sorted((Path(__file__).resolve().parent / "cases").glob("*.yaml"))
+CASES = sorted(p.parent for p in (Path(__file__).resolve().parent / "cases").glob("*/config.yaml"))
 BIG_HOST = HostFacts(cpus=64, memory_mib=256 * 1024)
 
 
@@ -36,15 +37,16 @@ def test_there_are_cases():
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case(path: Path):
-    case = yaml.safe_load(path.read_text())
+    case = yaml.safe_load((path / "config.yaml").read_text())
+    said = yaml.safe_load((path / "expected.yaml").read_text())
     problems, warnings = outcome(case)
-    expected = case.get("refused") or {}
+    expected = said.get("refused") or {}
     assert sorted({p.split(":")[1] for p in problems}) == sorted(k.split(":")[1] for k in expected), problems
     for key, texts in expected.items():
         lines = [p for p in problems if p.startswith(key + ":")]
         for text in as_list(texts):
             assert any(text in line for line in lines), f"{key}: {text!r} not in {lines}"
-    if "warned" in case:
-        assert len(warnings) == len(case["warned"]), warnings
-        for text in case["warned"]:
+    if "warned" in said:
+        assert len(warnings) == len(said["warned"]), warnings
+        for text in said["warned"]:
             assert any(text in w for w in warnings), f"{text!r} not in {warnings}"

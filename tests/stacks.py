@@ -45,14 +45,16 @@ class Cli:
 def lab_stack(backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR, **overrides: object) -> Iterator[Cli]:
     """A stack with the lab stack's config (plus overrides) and its own secrets salt."""
     stack_file = project_dir / f"Pulumi.{stack}.yaml"
+    backend.mkdir(parents=True, exist_ok=True)
     cli = Cli(backend, stack, project_dir)
-    subprocess.run(
+    init = subprocess.run(
         [str(engine.bin_dir() / "pulumi"), "stack", "init", stack],
         cwd=project_dir,
         env=cli.env,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert init.returncode == 0, f"pulumi stack init {stack}: {init.stderr.strip() or init.stdout.strip()}"
     try:
         doc = yaml.safe_load(stack_file.read_text()) or {}
         lab = yaml.safe_load((paths.PROJECT_DIR / "Pulumi.lab.yaml").read_text())["config"]

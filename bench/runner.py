@@ -391,10 +391,12 @@ def _run(p: BenchParams, ssh: Ssh, out: Path) -> dict:
             runs.append(run_step(ssh, p, step, out))
             oom.check(f"during run {i} of {len(plan)}")
             r = runs[-1]
+            # Each step stays in `pulumi up`'s output as it completes (not only in the status column).
+            threads = f"{step.threads} thread(s), " if p.mode == "proxy" else ""
             runtime.log(
-                f"run {i}/{len(plan)}: threads {step.threads}, concurrency {step.concurrency}, repeat "
-                f"{step.repeat}: {r['requests_per_second']:.1f} req/s",
-                ephemeral=True,
+                f"{p.mode} run {i}/{len(plan)}: {threads}concurrency {step.concurrency}, repeat {step.repeat}: "
+                f"{r['requests_per_second']:.1f} req/s, {r['latency_ms']:.2f} ms, "
+                f"{r['lb_response_share']:.0%} of the responses through the LB"
             )
     finally:
         if p.mode == "proxy" and current != p.lb_threads and not runtime.cancelled.is_set():

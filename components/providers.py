@@ -144,7 +144,8 @@ class NamedObjectProvider(ReplaceOnChange):
     def lookup(self, virsh: Virsh, name: str) -> tuple[str, bool] | None:
         raise NotImplementedError
 
-    def define_start(self, virsh: Virsh, xml: str, name: str) -> None:
+    def make(self, virsh: Virsh, xml: str, name: str) -> None:
+        """Define it (and start it, when nothing else does)."""
         raise NotImplementedError
 
     def remove(self, virsh: Virsh, name: str) -> None:
@@ -192,14 +193,12 @@ class NamedObjectProvider(ReplaceOnChange):
             runtime.log(f"{self.kind} {name}: removing this stack's leftover (UUID {real[0]}) before creating it")
             self.remove(virsh, name)
         uuid = ownership.new_uuid(owner, name)
-        self.define_start(virsh, ownership.with_uuid(props["xml"], uuid), name)
-        return CreateResult(
-            id_=name, outs={**props, "uuid": uuid, "running": True, "run_token": ownership.generation()}
-        )
+        self.make(virsh, ownership.with_uuid(props["xml"], uuid), name)
+        return CreateResult(id_=name, outs={**props, "uuid": uuid, "run_token": ownership.generation()})
 
     def drift(self, olds: dict[str, Any]) -> list[str]:
         real = self._real(olds)
-        if real is None or real[0] != olds.get("uuid"):
+        if real is None or real[0] != olds.get("uuid") or "run_token" not in olds:
             what = "is missing" if real is None else f"is another object now (UUID {real[0]})"
             _drift_note(f"{self.kind} {olds['name']} {what} on the host: it will be created again")
             return ["uuid"]
@@ -249,7 +248,7 @@ class NetworkProvider(NamedObjectProvider):
     def lookup(self, virsh: Virsh, name: str) -> tuple[str, bool] | None:
         return virsh.network(name)
 
-    def define_start(self, virsh: Virsh, xml: str, name: str) -> None:
+    def make(self, virsh: Virsh, xml: str, name: str) -> None:
         virsh.network_define_start(xml, name)
 
     def remove(self, virsh: Virsh, name: str) -> None:
@@ -492,8 +491,8 @@ class DomainProvider(NamedObjectProvider):
     def lookup(self, virsh: Virsh, name: str) -> tuple[str, bool] | None:
         return virsh.domain(name)
 
-    def define_start(self, virsh: Virsh, xml: str, name: str) -> None:
-        virsh.domain_define_start(xml, name)
+    def make(self, virsh: Virsh, xml: str, name: str) -> None:
+        virsh.with_xml("define", xml)  # started by its readiness, when a boot slot is free
 
     def remove(self, virsh: Virsh, name: str) -> None:
         virsh.domain_remove(name)
@@ -537,18 +536,22 @@ class ReadinessProvider(ReplaceOnChange):
     """
 
     delete_first = False  # nothing on the host carries its name
-    not_compared = ("lab_vcpus",)
+    not_compared = ("lab_vcpus", "boot_slots")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from bench.ssh import KeyFile, Ssh
-        from virt.readiness import Guest, boot_budget_s, running_vcpus, wait_ready
+        from virt.readiness import Guest, boot, boot_budget_s, default_boot_slots
 
         virsh = Virsh(props["uri"])
         guest = Guest(**props["guest"])
-        vcpus = max(int(props["lab_vcpus"]), running_vcpus(virsh))
-        budget = boot_budget_s(props["domain_type"], vcpus, os.cpu_count() or 1)
+        node = virsh.nodeinfo()
+        cpus = node[0] if node else os.cpu_count() or 1
+        slots = int(props["boot_slots"]) or default_boot_slots(cpus)
+        # A boot shares the cores with the other boots in progress (at most the slots).
+        booting_vcpus = min(int(props["lab_vcpus"]), slots * int(props["vcpus"]))
+        budget = boot_budget_s(props["domain_type"], booting_vcpus, cpus)
         with KeyFile(props["private_key"]) as key:
-            ready = wait_ready(guest, Ssh(props["login_user"], key), virsh, budget, group=props["group"])
+            ready = boot(guest, Ssh(props["login_user"], key), virsh, budget, props["group"], slots)
         return CreateResult(id_=f"{guest.domain}/{ready.boot_id}", outs={**props, **ready.as_dict()})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -561,6 +564,8 @@ class VmReady(Resource, module="l2dsr", name="VmReady"):
     memory_available_mib: pulumi.Output[int]
     memory_total_mib: pulumi.Output[int]
     resets: pulumi.Output[int]
+    cpu_seconds: pulumi.Output[float]
+    waited_s: pulumi.Output[float]
 
     def __init__(
         self,
@@ -571,7 +576,9 @@ class VmReady(Resource, module="l2dsr", name="VmReady"):
         guest: dict[str, str],
         run_token: pulumi.Input[str],
         group: str,
+        vcpus: int,
         lab_vcpus: int,
+        boot_slots: int,
         login_user: str,
         private_key: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
@@ -582,10 +589,14 @@ class VmReady(Resource, module="l2dsr", name="VmReady"):
             "guest": guest,
             "run_token": run_token,
             "group": group,
+            "vcpus": vcpus,
             "lab_vcpus": lab_vcpus,
+            "boot_slots": boot_slots,  # guests booting at once on the host; 0: one per host CPU
             "login_user": login_user,
             "private_key": private_key,
-            **dict.fromkeys(("seconds", "boot_id", "memory_available_mib", "memory_total_mib", "resets")),
+            **dict.fromkeys(
+                ("seconds", "boot_id", "memory_available_mib", "memory_total_mib", "resets", "cpu_seconds", "waited_s")
+            ),
         }
         super().__init__(ReadinessProvider(), resource_name, props, opts)
 

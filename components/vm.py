@@ -45,6 +45,7 @@ class VmArgs:
     network_config: str
     private_key: pulumi.Input[str]  # readiness logs in with it
     lab_vcpus: int  # vCPUs of the whole lab: what a boot shares the host's cores with
+    boot_slots: int  # guests booting at once on the host (0: one per host CPU)
 
 
 def domain_name(stack: str, host: Host) -> str:
@@ -126,7 +127,9 @@ class Vm(pulumi.ComponentResource):
             },
             run_token=self.domain.run_token,
             group=args.stack,
+            vcpus=args.vcpus,
             lab_vcpus=args.lab_vcpus,
+            boot_slots=args.boot_slots,
             login_user=render.LOGIN_USER,
             private_key=args.private_key,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.domain]),

@@ -62,6 +62,7 @@ class LabSpec:
     memory_mib: dict[str, int]
     libvirt_uri: str
     domain_type: str
+    boot_concurrency: int  # 0: one per host CPU
     storage_pool: str
     image: str
     image_family: str
@@ -160,6 +161,7 @@ def load_spec(
         memory_mib=memory,
         libvirt_uri=raw["libvirtUri"],
         domain_type=domain_type,
+        boot_concurrency=within("bootConcurrency", 0, 256, "0 (one per host CPU) or a number of guests"),
         storage_pool=raw["storagePool"],
         image=raw["image"],
         image_family=image_family,

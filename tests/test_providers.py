@@ -58,6 +58,10 @@ class Host:
     def clear_calls(self) -> None:
         self.set(calls=[])
 
+    def boot(self, domain: str = "l2dsr-lab-web01") -> None:
+        """What the domain's readiness does when its boot slot is free (virt/readiness.py boot)."""
+        Virsh(URI).run("start", domain)
+
 
 @pytest.fixture
 def host(tmp_path, monkeypatch) -> Host:
@@ -81,13 +85,13 @@ def network_props(owner: str = OWNER) -> dict:
 # ---- domains -------------------------------------------------------------------------------------
 
 
-def test_a_created_domain_carries_the_stacks_mark_and_runs(host):
+def test_a_created_domain_carries_the_stacks_mark_and_waits_for_its_boot_slot(host):
     outs = DomainProvider().create(domain_props()).outs
     real = host.read()["domains"]["l2dsr-lab-web01"]
-    assert real == {"uuid": outs["uuid"], "running": True}
+    assert real == {"uuid": outs["uuid"], "running": False}  # its readiness starts it
     assert ownership.is_owned(outs["uuid"], OWNER, "l2dsr-lab-web01")
     assert not ownership.is_owned(outs["uuid"], OTHER, "l2dsr-lab-web01")
-    assert host.changing_calls() == ["define", "start"]
+    assert host.changing_calls() == ["define"]
 
 
 def test_a_replacement_created_first_survives_the_delete_of_the_old_one(host):
@@ -103,6 +107,7 @@ def test_a_replacement_created_first_survives_the_delete_of_the_old_one(host):
 
 def test_a_foreign_domain_of_our_name_is_refused_at_preview_and_never_touched(host):
     DomainProvider().create(domain_props(owner=OTHER))  # the other checkout's VM
+    host.boot()
     host.clear_calls()
     failures = DomainProvider().check({}, domain_props()).failures
     assert len(failures) == 1 and failures[0].property == "name"
@@ -130,6 +135,7 @@ def test_our_leftover_is_replaced_at_create(host):
 def test_a_domain_removed_by_hand_is_planned_again(host):
     provider = DomainProvider()
     outs = provider.create(domain_props()).outs
+    host.boot()
     assert provider.diff("x", outs, domain_props()).changes is False
     host.set(domains={})
     diff = provider.diff("x", outs, domain_props())
@@ -142,6 +148,8 @@ def test_a_stopped_domain_is_created_again_as_a_new_run(host):
     """Replaced, not started in place: a preview then shows what follows (its readiness, the benchmark)."""
     provider = DomainProvider()
     outs = provider.create(domain_props()).outs
+    host.boot()
+    assert provider.diff("x", outs, domain_props()).changes is False
     state = host.read()
     state["domains"]["l2dsr-lab-web01"]["running"] = False
     host.write(state)
@@ -150,7 +158,7 @@ def test_a_stopped_domain_is_created_again_as_a_new_run(host):
     assert provider.read("l2dsr-lab-web01", outs).outs["running"] is False  # refresh shows it stopped
     provider.delete("l2dsr-lab-web01", outs)  # a stopped domain: destroy fails, undefine removes it
     again = provider.create(domain_props()).outs
-    assert host.read()["domains"]["l2dsr-lab-web01"] == {"uuid": again["uuid"], "running": True}
+    assert host.read()["domains"]["l2dsr-lab-web01"] == {"uuid": again["uuid"], "running": False}
     assert again["run_token"] != outs["run_token"]
 
 

@@ -7,6 +7,8 @@ the wait ends at the first certain failure, with the VM's name and the lines tha
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,7 @@ class Script:
         self.start = clock.now
         self.ssh_calls: list[str] = []
         self.virsh_calls: list[tuple[str, ...]] = []
+        self.domain_state = "running"
 
     def advance(self, seconds: float) -> None:
         self.clock.now += seconds
@@ -78,12 +81,17 @@ class Script:
 
     def virsh_run(self, *args: str, check: bool = True, timeout: float = 300) -> str:
         self.virsh_calls.append(args)
-        return "running\n" if args[0] == "domstate" else ""
+        if args[0] == "start":
+            self.domain_state = "running"
+        if args[0] == "domstats":
+            return f"Domain: '{args[-1]}'\n  cpu.time=93512000000\n"
+        return f"{self.domain_state}\n" if args[0] == "domstate" else ""
 
 
 class FakeVirsh:
     def __init__(self, script: Script):
         self.run = script.virsh_run
+        self.uri = "test:///fake"
 
 
 @pytest.fixture
@@ -114,10 +122,14 @@ def test_a_clean_boot_is_ready_with_its_facts(guest_script):
     guest_script.timeline = boot_log(90)
     guest_script.ssh_up_at = 60
     guest_script.status = [(0, STATUS_RUNNING), (92, STATUS_DONE)]
-    ready = wait(guest_script)
+    guest_script.domain_state = "shut off"  # defined by its Domain resource, started by its readiness
+    guest = Guest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(guest_script.console))
+    ready = readiness.boot(guest, guest_script, FakeVirsh(guest_script), 300, "t", slots=2, clock=guest_script.clock)
+    assert ("start", "l2dsr-t-web01") in guest_script.virsh_calls
     assert ready.boot_id == "0b1d-boot" and ready.memory_available_mib == 301 and ready.resets == 0
-    assert 92 <= ready.seconds <= 100
-    assert any("web01 ready after" in m for _, m in guest_script.logged)
+    assert 92 <= ready.seconds <= 100 and ready.cpu_seconds == 93.5
+    assert any("web01 ready after 9" in m and "(94 CPU-s)" in m for _, m in guest_script.logged)
+    assert readiness.BOOT_SLOTS.booting("test:///fake") == 0  # the slot is given back
 
 
 def test_an_oom_kill_on_the_console_fails_at_once_with_the_vm_and_the_line(guest_script):
@@ -204,3 +216,41 @@ def test_console_and_status_parsing():
         "running",
         "unknown",
     ]
+
+
+def test_boots_take_turns_in_the_slots_and_a_waiting_boot_stops_on_a_failure():
+    slots = readiness.BootSlots()
+    order: list[str] = []
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def first():
+        with slots.hold("h", 1, "web01", "turns"):
+            order.append("web01 in")
+            first_in.set()
+            release.wait(10)
+        order.append("web01 out")
+
+    def second():
+        with slots.hold("h", 1, "web02", "turns") as waited:
+            order.append(f"web02 in after {waited:.0f} s")
+
+    a = threading.Thread(target=first)
+    a.start()
+    first_in.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    time.sleep(1.5)
+    assert slots.booting("h") == 1 and order == ["web01 in"]  # web02 waits for the slot
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert order[:2] == ["web01 in", "web01 out"] and order[2].startswith("web02 in after")
+
+    with slots.hold("h", 1, "web01", "failing"):
+        readiness.VERDICTS.fail("failing", "web01")
+        with (
+            pytest.raises(NotReady, match="web02: not started: web01 failed first"),
+            slots.hold("h", 1, "web02", "failing"),
+        ):
+            pass

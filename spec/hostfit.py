@@ -63,7 +63,7 @@ def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[l
     if vcpus > VCPU_WARN_RATIO * host.cpus:
         warnings.append(
             f"the lab's {vcpus} vCPUs share this host's {host.cpus} CPUs ({vcpus / host.cpus:.1f} per CPU, above "
-            f"{VCPU_WARN_RATIO:.0f}): boots take longer and the benchmark measures the host's CPUs as much as the "
-            f"load balancer; lower {PROJECT}:webCount or the *Vcpus keys"
+            f"{VCPU_WARN_RATIO:.0f}): the benchmark's numbers depend on the host's CPUs as much as on the load "
+            f"balancer (boots take turns: {PROJECT}:bootConcurrency); lower {PROJECT}:webCount or the *Vcpus keys"
         )
     return problems, warnings

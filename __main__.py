@@ -85,6 +85,8 @@ pulumi.export(
             "memoryAvailableMiB": vm.ready.memory_available_mib,
             "memoryTotalMiB": vm.ready.memory_total_mib,
             "resets": vm.ready.resets,
+            "cpuSeconds": vm.ready.cpu_seconds,
+            "waitedSeconds": vm.ready.waited_s,
         }
         for vm in all_vms
     },

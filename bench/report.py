@@ -102,7 +102,51 @@ def charts(results: list[dict], out: Path) -> list[Path]:
     return made
 
 
-def write_report(results: list[dict], out: Path) -> Path:
+def scaling_table(points: list[dict]) -> str:
+    """The scaling curve (tests/test_lab_scale.py): what `up` costs as the lab grows."""
+    lines = [
+        "| Point | VMs | `up` (s) | Boot max (s) | Boot CPU-s (median) | Waited to boot, max (s) | QEMU RSS per guest (MiB) "
+        "| Host memory used (MiB) | Requests/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        cpu = f"{p['boot_cpu_s_median']:.0f}" if p.get("boot_cpu_s_median") else "-"
+        rps = ", ".join(f"{r:,.0f}" for r in p.get("requests_per_second", []))
+        lines.append(
+            f"| {p['label']} | {p['vms']} | {p['up_s']:,.0f} | {p['boot_s_max']:.0f} | {cpu} | "
+            f"{p['waited_s_max']:.0f} | {p.get('qemu_rss_mib_per_guest') or '-'} | {p['host_memory_used_mib']:,} | {rps} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def scaling_chart(points: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = sorted((p for p in points if "switch" not in p["label"]), key=lambda p: p["vms"])
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    x = [p["vms"] for p in curve]
+    ax.plot(x, [p["up_s"] for p in curve], marker="o", label="`up` from nothing (s)")
+    ax.plot(x, [p["boot_s_max"] for p in curve], marker="s", label="longest boot (s)")
+    ax.set_xlabel("VMs (client, LB, webs)")
+    ax.set_ylabel("seconds")
+    mem = ax.twinx()
+    mem.plot(x, [p["host_memory_used_mib"] / 1024 for p in curve], "g--", marker="^", label="host memory used (GiB)")
+    mem.set_ylabel("GiB")
+    handles = ax.get_legend_handles_labels()[0] + mem.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper left")
+    ax.set_title("cost of the lab vs its size")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = out / "scaling.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[dict], out: Path, scale: dict | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     parts = ["# l2dsr benchmark report\n"]
     for res in results:
@@ -111,8 +155,12 @@ def write_report(results: list[dict], out: Path) -> Path:
         )
     if {r["mode"] for r in results} == {"proxy", "dsr"}:
         parts.append(f"## Proxy vs DSR\n\n{side_by_side(results)}")
-    for png in charts(results, out):
-        parts.append(f"![{png.stem}]({png.name})\n")
+    if results:
+        for png in charts(results, out):
+            parts.append(f"![{png.stem}]({png.name})\n")
+    if scale and scale.get("points"):
+        parts.append(f"## Scaling (`./labctl test -m scale`)\n\n{scaling_table(scale['points'])}")
+        parts.append(f"Phases: {scale.get('phases', {})}\n\n![scaling]({scaling_chart(scale['points'], out).name})\n")
     report = out / "report.md"
     report.write_text("\n".join(parts))
     return report
@@ -123,11 +171,13 @@ def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parent.parent / "results"
     stacks = sorted(p for p in root.glob("*/") if p.name not in ("measurements", "report")) if root.exists() else []
     sources = [Path(a) for a in argv] or stacks
-    if not sources:
+    scale_file = root / "measurements" / "scale.json"
+    scale = json.loads(scale_file.read_text()) if scale_file.exists() and not argv else None
+    if not sources and not scale:
         print(f"no saved results in {root}: run ./labctl up first", file=sys.stderr)
         return 1
     results = load_results(sources)
-    report = write_report(results, root / "report" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    report = write_report(results, root / "report" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), scale)
     print(report)
     return 0
 

@@ -210,6 +210,38 @@ def test_report_from_saved_results_has_tables_ratios_and_real_pngs(tmp_path):
         assert f"![{png[:-4]}]({png})" in text
 
 
+def test_report_draws_the_scaling_curve(tmp_path):
+    from bench.report import write_report
+
+    def point(label: str, vms: int, up_s: float) -> dict:
+        return {
+            "label": label,
+            "vms": vms,
+            "up_s": up_s,
+            "boot_s_max": up_s / 3,
+            "boot_cpu_s_median": 88.0,
+            "waited_s_max": up_s / 2,
+            "qemu_rss_mib_per_guest": 610.5,
+            "host_memory_used_mib": 700 * vms,
+            "requests_per_second": [150.0, 160.0],
+        }
+
+    scale = {
+        "points": [
+            point("webCount 2", 4, 300),
+            point("webCount 25, proxy", 27, 1500),
+            point("webCount 25, switch to dsr", 27, 400),
+        ],
+        "phases": {"switch_over_full_up": 0.27},
+    }
+    text = write_report([], tmp_path / "report", scale).read_text()
+    assert (
+        "## Scaling" in text
+        and "| webCount 25, proxy | 27 | 1,500 | 500 | 88 | 750 | 610.5 | 18,900 | 150, 160 |" in text
+    )
+    assert (tmp_path / "report" / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_settled_counts_client_connections_to_the_vip_and_orphans():
     from bench.runner import settled_command, unsettled
 

@@ -80,6 +80,45 @@ def test_the_image_has_every_roles_tool():
         assert tool in image.PACKAGES
 
 
+# Which cloud-init module acts on each user-data key the lab writes (cloud-init 22.4's modules).
+MODULE_OF_KEY = {
+    "hostname": "set_hostname",
+    "manage_etc_hosts": "update_etc_hosts",
+    "locale": "locale",
+    "users": "users-groups",
+    "disable_root": "ssh",
+    "ssh_genkeytypes": "ssh",
+    "ssh_pwauth": None,  # set-passwords is not run: the image's sshd_config.d holds it
+    "package_update": "package-update-upgrade-install",
+    "package_upgrade": "package-update-upgrade-install",
+    "packages": "package-update-upgrade-install",
+    "write_files": "write-files",
+    "runcmd": "runcmd",
+    "final_message": "final-message",
+}
+
+
+def test_the_image_runs_a_cloud_init_module_for_every_key_the_lab_writes():
+    import yaml
+
+    from cloudinit import render
+    from spec.addressing import plan
+    from spec.config import load_spec
+
+    modules_cfg = yaml.safe_load(image.ROOTFS_FILES["etc/cloud/cloud.cfg.d/91-l2dsr-modules.cfg"])
+    modules = {m for stage in modules_cfg.values() for m in stage}
+    assert "scripts-user" in modules  # runcmd only writes the script; scripts-user runs it
+    keys = set()
+    for mode in ("proxy", "dsr"):
+        spec = load_spec({"mode": mode, "webCount": 1})
+        for host in plan(spec).hosts:
+            keys |= set(yaml.safe_load(render.user_data(spec, plan(spec), host, "ssh-ed25519 AAAA k")))
+    assert keys <= set(MODULE_OF_KEY), f"a key without a known module: {keys - set(MODULE_OF_KEY)}"
+    needed = {MODULE_OF_KEY[k] for k in keys} - {None}
+    assert needed <= modules, f"user-data keys whose module the image does not run: {needed - modules}"
+    assert "PasswordAuthentication no" in image.ROOTFS_FILES["etc/ssh/sshd_config.d/50-l2dsr.conf"]
+
+
 def test_subnet_collision_names_the_other_network():
     other = "<network><name>l2dsr-dsr</name><ip address='192.168.16.1' prefix='24'/></network>"
     clashes = subnet_collisions(["192.168.16.1", "172.16.0.1"], {"l2dsr-dsr": other, "l2dsr-lab": other}, "l2dsr-lab")

@@ -149,8 +149,8 @@ def urn_of(cli, name: str) -> str:
     return next(r["urn"] for r in state["deployment"]["resources"] if r["urn"].endswith(f"::{name}"))
 
 
-def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict) -> None:
-    """Ownership, drift and replacement on the running lab (issue 10)."""
+def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> None:
+    """Ownership, drift and replacement on the running lab; what the CLI said goes into `seen`."""
     before = domains(virsh)
     assert all(d is not None and d[1] for d in before.values()), before
 
@@ -160,6 +160,7 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict) -> None:
         refused = other("up", "--yes", "--skip-preview", check=False)
         other("stack", "rm", "--yes", "--force")
     said = refused.stdout + refused.stderr
+    seen["second_checkout_up"] = [line for line in said.splitlines() if "error" in line or "not this stack" in line]
     assert refused.returncode != 0, said
     assert f"libvirt network l2dsr-{STACK} (UUID" in said and "is not this stack's" in said, said
     assert "Traceback" not in said
@@ -168,6 +169,12 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict) -> None:
     # Drift: web02 removed by hand, web01 stopped by hand.
     virsh.domain_remove(f"l2dsr-{STACK}-web02")
     virsh.run("destroy", f"l2dsr-{STACK}-web01")
+    preview = cli("preview", "--diff")
+    seen["preview_after_drift"] = [
+        line
+        for line in (preview.stdout + preview.stderr).splitlines()
+        if "will be created again" in line or "+-" in line
+    ]
     assert replaced_in_plan(cli) == [
         "bench-run",
         "web-web01-domain",
@@ -201,6 +208,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
     times: dict[str, float] = {}
     results: dict[str, dict] = {}
     memory: dict[str, dict] = {}
+    seen: dict[str, list[str]] = {}
     with lab_stack(tmp_path, STACK, **MATRIX) as cli:
         try:
             start = time.monotonic()
@@ -218,7 +226,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 clash.returncode != 0 and f"libvirt network l2dsr-{STACK} already holds" in clash.stdout + clash.stderr
             )
 
-            check_lifecycle(cli, virsh, tmp_path, times)
+            check_lifecycle(cli, virsh, tmp_path, times, seen)
 
             cli("config", "set", "l2dsr:mode", "dsr")
             assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
@@ -239,7 +247,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
             cli("destroy", "--yes", "--skip-preview", timeout=1200)
             times["destroy_s"] = round(time.monotonic() - start, 1)
             cli("stack", "rm", "--yes")
-            measured: dict = {"phases": times, "memory_after_benchmark_mib": memory}
+            measured: dict = {"phases": times, "memory_after_benchmark_mib": memory, "cli_said": seen}
             for mode, out in results.items():
                 measured[f"boot_{mode}"] = out.get("boot")
             for mode, out in results.items():

@@ -8,8 +8,9 @@ budget. A boot that stops making progress (console silent, SSH silent) is reset 
 before it is declared failed.
 
 The waits of one stack share a verdict: when one VM fails, the others stop waiting within seconds.
-Boots take turns (`BootSlots`): a bounded number of guests boot at once on a libvirt host, the
-rest wait, defined but not started, so 27 emulated boots do not thrash two cores.
+Boots take turns (`BootSlots`): a bounded number of the guests an `up` creates boot at once on
+their libvirt host (slots live in the provider process), the rest wait, defined but not started,
+so 27 emulated boots do not thrash two cores.
 """
 
 from __future__ import annotations

@@ -84,7 +84,9 @@ class Vm(pulumi.ComponentResource):
             user_data=args.user_data,
             meta_data=meta,
             network_config=args.network_config,
-            opts=child,
+            # After the disk, which stands on the base, which waits for the network: nothing of a
+            # stack is created on the host before the network's checks (ownership, subnets) pass.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.disk]),
         )
         xml = pulumi.Output.all(self.disk.name, self.seed.name, args.network).apply(
             lambda parts: domain_xml(

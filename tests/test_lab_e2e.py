@@ -158,7 +158,14 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
     second = project_copy(tmp_path / "second-checkout")
     with lab_stack(tmp_path / "second-state", STACK, project_dir=second, **MATRIX) as other:
         refused = other("up", "--yes", "--skip-preview", check=False)
-        other("stack", "rm", "--yes", "--force")
+        made = json.loads(other("stack", "export").stdout)["deployment"].get("resources") or []
+        other("destroy", "--yes", "--skip-preview", timeout=1200)
+        other("stack", "rm", "--yes")
+    # Refused before it created anything on the host: only its identity and key, in its own state.
+    assert sorted(r["type"].split(":")[-1] for r in made if r["type"].startswith("pulumi-python:dynamic/")) in (
+        ["SshKey", "StackIdentity"],
+        ["StackIdentity"],
+    ), [r["urn"] for r in made]
     said = refused.stdout + refused.stderr
     seen["second_checkout_up"] = [line for line in said.splitlines() if "error" in line or "not this stack" in line]
     assert refused.returncode != 0, said

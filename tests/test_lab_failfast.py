@@ -78,9 +78,13 @@ def test_a_broken_web_fails_up_fast_with_one_readable_error(tmp_path):
             assert "web01 (l2dsr-broken-web01, 172.16.97.101): cloud-init ended in error" in out
             assert f'unknown directive "{BROKEN.split()[0]}"' in out  # nginx's own words, from the guest
             assert "Traceback" not in out
-            block = out[out.index("error: web01 (l2dsr-broken-web01") :]
-            block = block.split("\n\n")[0]
-            assert len(block.splitlines()) <= 45, block  # one screen
+            # The error itself, up to the engine's next progress line: one screen.
+            lines = out[out.index("error: web01 (l2dsr-broken-web01") :].splitlines()
+            end = next(
+                (i for i, line in enumerate(lines[1:], 1) if not line.strip() or re.match(r"\s*[+@] ", line)), None
+            )
+            block = "\n".join(lines[:end])
+            assert len(block.splitlines()) <= 45, block
             assert "at" in seen, "web01's cloud-init never printed its final message"
             # Fails on what the guest says, not on a timeout: soon after cloud-init gave up.
             assert measured["failed_after_cloud_init_finished_s"] < 60, measured

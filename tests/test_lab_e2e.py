@@ -212,6 +212,8 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
 
 def test_up_switch_unchanged_destroy(tmp_path):
     virsh = Virsh(libvirt.URI)
+    stale = lab_objects(virsh)
+    assert not stale, f"left by an earlier run, remove them first (virsh undefine / vol-delete / net-undefine): {stale}"
     times: dict[str, float] = {}
     results: dict[str, dict] = {}
     memory: dict[str, dict] = {}

@@ -23,7 +23,6 @@ from virt.xml import console_log_path
 
 
 class BenchmarkProvider(ReplaceOnChange):
-    delete_first = False  # nothing on the host carries its name
     not_compared = ("results_dir",)
 
     def create(self, props: dict[str, Any]) -> CreateResult:

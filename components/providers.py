@@ -535,7 +535,6 @@ class ReadinessProvider(ReplaceOnChange):
     turn reruns the benchmark: results always describe the VMs that exist.
     """
 
-    delete_first = False  # nothing on the host carries its name
     not_compared = ("lab_vcpus", "boot_slots")
 
     def create(self, props: dict[str, Any]) -> CreateResult:

@@ -391,12 +391,3 @@ def oom_kills(console_log: str, since: int = 0) -> tuple[str | None, int]:
     watch.offset = since
     new = watch.read()
     return fatal_in_console(new), watch.offset
-
-
-def running_vcpus(virsh: Virsh) -> int:
-    """vCPUs of the domains running on this libvirt host now: what a boot shares the cores with."""
-    total = 0
-    for name in virsh.run("list", "--name", timeout=30).split():
-        m = re.search(r"CPU\(s\):\s+(\d+)", virsh.run("dominfo", name, check=False, timeout=30))
-        total += int(m.group(1)) if m else 1
-    return total

@@ -14,11 +14,11 @@ from components.loadbalancer import LoadBalancer
 from components.network import LabNetwork
 from components.providers import SshKey, StackIdentity
 from components.webtier import WebTier
-from host import paths
-from host.libvirt import DomainTypeUnknown, resolve_domain_type
-from spec.addressing import plan as address_plan
-from spec.config import PROJECT, ConfigError, load_spec
-from spec.hostfit import HostFacts, host_fit
+from hypervisor import paths
+from lab.addressing import plan as address_plan
+from lab.config import PROJECT, ConfigError, load_spec
+from lab.hostfit import HostFacts, host_fit
+from virt.hostfacts import DomainTypeUnknown, resolve_domain_type
 from virt.virsh import Virsh
 
 # ---- configuration: read once, validated before any resource is registered ---------------------

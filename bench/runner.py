@@ -24,8 +24,8 @@ from pathlib import Path
 from bench.matrix import Step, split, steps, summarize
 from bench.parse import RunResult, combine, parse_ab, parse_wrk
 from bench.ssh import Ssh, SshError
-from cloudinit.render import cpu_list
 from engine import runtime
+from guest.render import cpu_list
 from virt.readiness import oom_kills
 
 # The proof of mode uses the share of the response bytes that crossed the LB:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import runtime
+from virt.hostfacts import assert_in_lab_namespace
 
 
 class SshError(RuntimeError):
@@ -28,8 +29,6 @@ class Ssh:
     connect_timeout: int = 30
 
     def argv(self, address: str, command: str) -> list[str]:
-        from host.libvirt import assert_in_lab_namespace
-
         assert_in_lab_namespace()  # every SSH of the project is built here
         return [
             "ssh",

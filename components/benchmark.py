@@ -14,11 +14,11 @@ from pulumi.dynamic import CreateResult, Resource
 
 from bench.runner import BenchParams, run
 from bench.ssh import KeyFile, Ssh
-from cloudinit import render
 from components.providers import ReplaceOnChange
 from components.vm import Vm, domain_name
-from spec.addressing import AddressPlan
-from spec.config import LabSpec
+from guest import render
+from lab.addressing import AddressPlan
+from lab.config import LabSpec
 from virt.xml import console_log_path
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import pulumi
 
-from cloudinit import render
 from components.vm import BootSpec, Vm, VmArgs
-from spec.addressing import AddressPlan, Host
-from spec.config import LabSpec
+from guest import render
+from lab.addressing import AddressPlan, Guest
+from lab.config import LabSpec
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class LabContext:
     ssh_public_key: pulumi.Output[str]
     ssh_private_key: pulumi.Output[str]
 
-    def vm(self, name: str, host: Host, parent: pulumi.Resource) -> Vm:
+    def vm(self, name: str, host: Guest, parent: pulumi.Resource) -> Vm:
         """One role VM: its cloud-init rendered for its role, sized by the role's config."""
         user_data = self.ssh_public_key.apply(lambda key: render.user_data(self.spec, self.plan, host, key))
         return Vm(

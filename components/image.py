@@ -6,9 +6,9 @@ import pulumi
 
 from components.providers import LibvirtVolume, cached_url, content_hash
 from components.vm import BootSpec
-from host import image as builder
-from host import paths
-from spec.config import LabSpec
+from hypervisor import image as builder
+from hypervisor import paths
+from lab.config import LabSpec
 
 
 class ImageMissing(RuntimeError):

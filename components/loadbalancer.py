@@ -1,4 +1,4 @@
-"""The load balancer VM: HAProxy (proxy) or LVS/IPVS direct routing (dsr), per cloudinit.render.LB_MODES."""
+"""The load balancer VM: HAProxy (proxy) or LVS/IPVS direct routing (dsr), per guest.render.LB_MODES."""
 
 from __future__ import annotations
 

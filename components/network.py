@@ -7,7 +7,7 @@ import hashlib
 import pulumi
 
 from components.providers import LibvirtNetwork
-from spec.addressing import AddressPlan
+from lab.addressing import AddressPlan
 from virt.xml import NetworkDef, network_xml
 
 

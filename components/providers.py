@@ -539,10 +539,10 @@ class ReadinessProvider(ReplaceOnChange):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from bench.ssh import KeyFile, Ssh
-        from virt.readiness import Guest, boot, boot_budget_s, default_boot_slots
+        from virt.readiness import BootingGuest, boot, boot_budget_s, default_boot_slots
 
         virsh = Virsh(props["uri"])
-        guest = Guest(**props["guest"])
+        guest = BootingGuest(**props["guest"])
         node = virsh.nodeinfo()
         cpus = node[0] if node else os.cpu_count() or 1
         slots = int(props["boot_slots"]) or default_boot_slots(cpus)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pulumi
 
-from cloudinit import render
 from components.providers import CloudInitDisk, LibvirtDomain, LibvirtVolume, VmReady, content_hash
-from spec.addressing import Host
+from guest import render
+from lab.addressing import Guest
 from virt.xml import DomainDef, console_log_path, domain_xml
 
 
@@ -33,7 +33,7 @@ class VmArgs:
     uri: str
     pool: str
     domain_type: str
-    host: Host
+    host: Guest
     vcpus: int
     memory_mib: int
     network: pulumi.Output[str]
@@ -48,7 +48,7 @@ class VmArgs:
     boot_slots: int  # guests booting at once on the host (0: one per host CPU)
 
 
-def domain_name(stack: str, host: Host) -> str:
+def domain_name(stack: str, host: Guest) -> str:
     return f"l2dsr-{stack}-{host.name}"
 
 

@@ -1,6 +1,6 @@
 """The provider process of the lab's Python dynamic resources: the SDK's own servicer, three changes.
 
-The CLI starts it (as `pulumi-resource-pulumi-python`, see host/engine.py) with the engine's address.
+The CLI starts it (as `pulumi-resource-pulumi-python`, see hypervisor/pulumi_cli.py) with the engine's address.
 It runs the Python SDK's dynamic-provider servicer (pulumi/dynamic/__main__.py, executed without its
 `main()`), with:
 

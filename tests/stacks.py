@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from host import engine, libvirt, paths
+from hypervisor import libvirt, paths, pulumi_cli
 
 
 def project_copy(dest: Path) -> Path:
@@ -27,14 +27,14 @@ class Cli:
     def __init__(self, backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR):
         self.stack = stack
         self.project_dir = project_dir
-        self.env = engine.engine_env()
+        self.env = pulumi_cli.engine_env()
         self.env["PULUMI_BACKEND_URL"] = f"file://{backend}"
         self.env["PULUMI_CONFIG_PASSPHRASE"] = "l2dsr-test"
         self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
         self.prefix = libvirt.in_namespace(libvirt.read_record())
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        argv = [*self.prefix, str(engine.bin_dir() / "pulumi"), *args, "--stack", self.stack]
+        argv = [*self.prefix, str(pulumi_cli.bin_dir() / "pulumi"), *args, "--stack", self.stack]
         done = subprocess.run(argv, cwd=self.project_dir, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check:
             assert done.returncode == 0, f"pulumi {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -48,7 +48,7 @@ def lab_stack(backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR, 
     backend.mkdir(parents=True, exist_ok=True)
     cli = Cli(backend, stack, project_dir)
     init = subprocess.run(
-        [str(engine.bin_dir() / "pulumi"), "stack", "init", stack],
+        [str(pulumi_cli.bin_dir() / "pulumi"), "stack", "init", stack],
         cwd=project_dir,
         env=cli.env,
         capture_output=True,

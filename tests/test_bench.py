@@ -289,7 +289,7 @@ def test_ssh_stops_on_cancel_but_clean_up_still_runs(tmp_path, monkeypatch):
     fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import time; time.sleep(3); print(\"done\")'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setattr("host.libvirt.assert_in_lab_namespace", lambda: None)
+    monkeypatch.setattr("bench.ssh.assert_in_lab_namespace", lambda: None)
     ssh = Ssh("lab", "/dev/null")
     runtime.cancelled.set()
     try:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spec.config import ConfigError, load_spec
-from spec.hostfit import HostFacts, host_fit
+from lab.config import ConfigError, load_spec
+from lab.hostfit import HostFacts, host_fit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CASES = sorted(p.parent for p in (Path(__file__).resolve().parent / "cases").glob("*/config.yaml"))

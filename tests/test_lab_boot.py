@@ -16,12 +16,13 @@ import pytest
 
 from bench.parse import parse_ab, parse_wrk
 from bench.ssh import KeyFile, Ssh
-from cloudinit import render
 from components.providers import seed_iso
-from host import image, libvirt, paths
-from spec.addressing import plan
-from spec.config import load_spec
-from virt.readiness import Guest, boot_budget_s, domain_cpu_seconds, wait_ready
+from guest import render
+from hypervisor import image, libvirt, paths
+from lab.addressing import plan
+from lab.config import load_spec
+from virt import hostfacts
+from virt.readiness import BootingGuest, boot_budget_s, domain_cpu_seconds, wait_ready
 from virt.virsh import Virsh
 from virt.xml import DomainDef, NetworkDef, console_log_path, domain_xml, network_xml, volume_xml
 
@@ -62,7 +63,7 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
     net_cfg = render.network_config(p, web)
     iso = tmp_path / "seed.iso"
     seed_iso(user_data, render.meta_data(NAME, web, user_data, net_cfg), net_cfg, iso)
-    domain_type = libvirt.resolve_domain_type("auto")
+    domain_type = hostfacts.resolve_domain_type("auto")
     measured: dict[str, object] = {"domain_type": domain_type}
     try:
         virsh.network_define_start(network_xml(NetworkDef(NAME, "l2dsr-boot0", (("172.16.99.1", 24),))), NAME)
@@ -94,7 +95,7 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
             ssh = Ssh(render.LOGIN_USER, key_file)
             # The lab's own wait (console, domain state, then cloud-init over SSH): an SSH session can end
             # empty while sshd restarts during boot, and a failure reports what the guest says.
-            guest_ = Guest(web.name, NAME, str(web.address), render.final_message(web), console_log_path(NAME))
+            guest_ = BootingGuest(web.name, NAME, str(web.address), render.final_message(web), console_log_path(NAME))
             ready = wait_ready(guest_, ssh, virsh, boot_budget_s(domain_type, 1, os.cpu_count() or 1), group=NAME)
             measured["seconds_to_cloud_init_done"] = round(time.monotonic() - start, 1)
             measured["memory_available_mib"] = ready.memory_available_mib

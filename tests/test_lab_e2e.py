@@ -16,8 +16,8 @@ import time
 import pytest
 
 from bench.ssh import KeyFile, Ssh
-from cloudinit import render
-from host import libvirt, paths
+from guest import render
+from hypervisor import libvirt, paths
 from tests.stacks import lab_stack, project_copy
 from virt.virsh import Virsh
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from host import libvirt, paths
+from hypervisor import libvirt, paths
 from tests.stacks import lab_stack, project_copy
 from virt.virsh import Virsh
 from virt.xml import console_log_path

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from host import libvirt, paths
+from hypervisor import libvirt, paths
 from tests.stacks import lab_stack
 from virt.virsh import Virsh
 

@@ -20,7 +20,7 @@ OWNER = "l2dsr/lab/0123456789abcdef"
 OTHER = "l2dsr/lab/fedcba9876543210"  # another checkout's stack of the same name
 
 
-class Host:
+class Guest:
     """The fake libvirt's state file: what exists, and every virsh call made."""
 
     def __init__(self, path: Path):
@@ -64,10 +64,10 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path, monkeypatch) -> Host:
+def host(tmp_path, monkeypatch) -> Guest:
     monkeypatch.setenv("FAKE_VIRSH_STATE", str(tmp_path / "libvirt.json"))
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
-    return Host(tmp_path / "libvirt.json")
+    return Guest(tmp_path / "libvirt.json")
 
 
 def domain_props(name: str = "l2dsr-lab-web01", owner: str = OWNER, memory: int = 512) -> dict:

@@ -15,7 +15,7 @@ import pytest
 
 from engine import runtime
 from virt import readiness
-from virt.readiness import Guest, NotReady, boot_budget_s, cloud_init_state, fatal_in_console, wait_ready
+from virt.readiness import BootingGuest, NotReady, boot_budget_s, cloud_init_state, fatal_in_console, wait_ready
 
 FINAL = "l2dsr web01 (web) ready after"
 OOM_LINE = "[  212.412345] Out of memory: Killed process 611 (nginx) total-vm:90000kB, anon-rss:86000kB"
@@ -106,7 +106,7 @@ def guest_script(tmp_path, monkeypatch):
 
 
 def wait(script: Script, budget: float = 300, group: str = "t"):
-    guest = Guest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(script.console))
+    guest = BootingGuest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(script.console))
     return wait_ready(guest, script, FakeVirsh(script), budget, group, clock=script.clock)
 
 
@@ -123,7 +123,7 @@ def test_a_clean_boot_is_ready_with_its_facts(guest_script):
     guest_script.ssh_up_at = 60
     guest_script.status = [(0, STATUS_RUNNING), (92, STATUS_DONE)]
     guest_script.domain_state = "shut off"  # defined by its Domain resource, started by its readiness
-    guest = Guest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(guest_script.console))
+    guest = BootingGuest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(guest_script.console))
     ready = readiness.boot(guest, guest_script, FakeVirsh(guest_script), 300, "t", slots=2, clock=guest_script.clock)
     assert ("start", "l2dsr-t-web01") in guest_script.virsh_calls
     assert ready.boot_id == "0b1d-boot" and ready.memory_available_mib == 301 and ready.resets == 0

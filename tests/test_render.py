@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloudinit import render
 from components.network import network_def
 from components.vm import domain_name
-from spec.addressing import plan
-from spec.config import load_spec
+from guest import render
+from lab.addressing import plan
+from lab.config import load_spec
 from tests.test_spec import lab_stack_values
 from virt.xml import DomainDef, domain_xml, network_xml
 
@@ -235,7 +235,7 @@ def test_golden(name):
 
 
 def test_roles_start_their_services_last_and_stop_at_the_first_failure():
-    from host import image
+    from hypervisor import image
 
     started: dict[str, list[str]] = {}
     for mode in ("proxy", "dsr"):

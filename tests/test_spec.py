@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 import yaml
 
-from spec.addressing import plan
-from spec.config import ConfigError, load_spec
+from lab.addressing import plan
+from lab.config import ConfigError, load_spec
 from tests.program import PROJECT_DIR
 
 
@@ -32,7 +32,7 @@ def test_defaults_are_the_seeds_values():
 
 
 def test_lab_stack_leaves_memory_headroom_over_every_estimate():
-    from spec.memory import estimate
+    from lab.memory import estimate
 
     spec = load_spec(lab_stack_values())
     for role in ("client", "lb", "web"):
@@ -40,7 +40,7 @@ def test_lab_stack_leaves_memory_headroom_over_every_estimate():
 
 
 def test_memory_estimate_follows_the_configuration():
-    from spec.memory import estimate, nginx_workers
+    from lab.memory import estimate, nginx_workers
 
     assert nginx_workers() == (2, 200000)  # the seed's nginx.conf, as rendered
     small, big = load_spec({"benchConcurrency": 20, "benchRequests": 20}), load_spec()

@@ -62,7 +62,7 @@ class NotReady(runtime.LabFailure):
 
 
 @dataclass(frozen=True)
-class Guest:
+class BootingGuest:
     name: str  # role-level name (web01)
     domain: str
     address: str
@@ -204,7 +204,14 @@ def domain_cpu_seconds(virsh: Virsh, domain: str) -> float | None:
 
 
 def boot(
-    guest: Guest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, slots: int, host: str = "", clock=time.monotonic
+    guest: BootingGuest,
+    ssh: Ssh,
+    virsh: Virsh,
+    budget_s: float,
+    group: str,
+    slots: int,
+    host: str = "",
+    clock=time.monotonic,
 ) -> Ready:
     """Start a defined guest when a boot slot is free and wait until it is ready; the slot is held
     until then. A guest already running (started before) is only waited for."""
@@ -252,7 +259,7 @@ class ConsoleWatch:
         return new
 
 
-def wait_ready(guest: Guest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock=time.monotonic) -> Ready:
+def wait_ready(guest: BootingGuest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock=time.monotonic) -> Ready:
     """Wait until cloud-init is done on the guest; raise NotReady at the first certain failure."""
     try:
         return _wait_ready(guest, ssh, virsh, budget_s, group, clock)
@@ -260,7 +267,7 @@ def wait_ready(guest: Guest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str
         raise runtime.Cancelled(f"{guest.name}: waiting for its boot") from None
 
 
-def _wait_ready(guest: Guest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock) -> Ready:
+def _wait_ready(guest: BootingGuest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock) -> Ready:
     start = clock()
     console = ConsoleWatch(guest.console_log)
     stall_s = stall_limit_s(budget_s)
@@ -371,7 +378,7 @@ def _wait_ready(guest: Guest, ssh: Ssh, virsh: Virsh, budget_s: float, group: st
         runtime.sleep(POLL_S, f"{guest.name}: waiting for the boot")
 
 
-def _facts(guest: Guest, ssh: Ssh, seconds: float, resets: int) -> Ready:
+def _facts(guest: BootingGuest, ssh: Ssh, seconds: float, resets: int) -> Ready:
     out = ssh.run(guest.address, FACTS_COMMAND, timeout=SSH_PROBE_S).stdout.split()
     ready = Ready(
         seconds=round(seconds, 1),

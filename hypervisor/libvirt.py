@@ -14,17 +14,15 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host.progress import StepFailed, run_logged, say
+from hypervisor.progress import StepFailed, run_logged, say
+from virt.hostfacts import RECORD, RUN_DIR, HostRecord, read_record, write_record
 from virt.virsh import Virsh
 
 NAMESPACE = "l2dsr"
 URI = "qemu:///system"
 VIRSH = Virsh(URI)
-RUN_DIR = Path("/run/l2dsr")
-RECORD = RUN_DIR / "host.json"
 POOL_NAME = "default"
 POOL_PATH = "/var/lib/libvirt/images"
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
@@ -52,17 +50,6 @@ HOST_PACKAGES = [
     "iproute2",
 ]
 TEST_PACKAGES = ("cloud-init", "haproxy", "nginx-light")  # the tools that check rendered files
-
-
-@dataclass
-class HostRecord:
-    """What setup started, so teardown stops exactly that."""
-
-    mode: str  # system | sandbox
-    namespace: str = ""
-    pids: dict[str, int] = field(default_factory=dict)
-    created_pool: bool = False
-    domain_type: str = ""
 
 
 # ---- decisions (pure) --------------------------------------------------------------------------
@@ -146,17 +133,6 @@ def kvm_runs_guests(kernel: Path) -> bool:
 # ---- state -------------------------------------------------------------------------------------
 
 
-def read_record() -> HostRecord | None:
-    if not RECORD.exists():
-        return None
-    return HostRecord(**json.loads(RECORD.read_text()))
-
-
-def write_record(rec: HostRecord) -> None:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    RECORD.write_text(json.dumps(asdict(rec), indent=1))
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -167,27 +143,6 @@ def _alive(pid: int) -> bool:
 
 def ours_running(rec: HostRecord | None) -> bool:
     return bool(rec and rec.mode == "sandbox" and rec.pids and all(_alive(p) for p in rec.pids.values()))
-
-
-class OutsideLabNamespace(RuntimeError):
-    pass
-
-
-def assert_in_lab_namespace() -> None:
-    """Refuse to talk to guests from anywhere but the lab's namespace when the lab runs in one.
-
-    The lab's addresses are private ranges that exist only inside it; from the host's own namespace
-    the same addresses lead off this machine, where nothing of ours is and nothing may be sent.
-    """
-    rec = read_record()
-    if not rec or not rec.namespace:
-        return
-    ours = Path(f"/run/netns/{rec.namespace}")
-    if not ours.exists() or os.stat("/proc/self/ns/net").st_ino != ours.stat().st_ino:
-        raise OutsideLabNamespace(
-            f"the lab's addresses live in network namespace {rec.namespace}, and this process is not in it: "
-            f"run it through ./labctl (or `ip netns exec {rec.namespace} ...`)"
-        )
 
 
 def in_namespace(rec: HostRecord | None) -> list[str]:
@@ -328,20 +283,3 @@ def teardown(force: bool = False) -> None:
         subprocess.run(["ip", "netns", "delete", rec.namespace], capture_output=True)
         say(f"deleted network namespace {rec.namespace}")
     RECORD.unlink(missing_ok=True)
-
-
-class DomainTypeUnknown(RuntimeError):
-    pass
-
-
-def resolve_domain_type(configured: str) -> str:
-    """The program's answer for l2dsr:domainType: explicit, or what setup's probe found."""
-    if configured in ("kvm", "qemu"):
-        return configured
-    rec = read_record()
-    if rec and rec.domain_type:
-        return rec.domain_type
-    raise DomainTypeUnknown(
-        "l2dsr:domainType: auto, but this host has not been probed for KVM yet: run ./labctl setup, "
-        "or set l2dsr:domainType to kvm or qemu"
-    )

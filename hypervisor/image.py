@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host import paths
-from host.progress import StepFailed, run_logged, say
+from hypervisor import paths
+from hypervisor.progress import StepFailed, run_logged, say
 
 # What every role runs (nginx on webs; haproxy or ipvsadm on the LB; ab and wrk on clients), what
 # the benchmark reads counters with (iproute2's ss and nstat, ethtool, procps), and what boots.
@@ -61,7 +61,7 @@ ROOTFS_FILES = {
     "etc/default/locale": "LANG=C.UTF-8\n",
     "etc/network/interfaces": "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n",
     "etc/cloud/cloud.cfg.d/90-l2dsr-datasource.cfg": "datasource_list: [NoCloud, None]\n",
-    # Only the cloud-init modules the lab's user-data uses (cloudinit/render.py): each module is a
+    # Only the cloud-init modules the lab's user-data uses (guest/render.py): each module is a
     # Python import and often a subprocess, seconds under emulation. Measured, one guest alone:
     # grub-dpkg 1.4 s, set-passwords 2.4 s (its sshd setting is in the image instead),
     # keys-to-console 1.0 s, apt-configure 0.5 s, resizefs 0.4 s (the overlay has the base's size).
@@ -78,7 +78,7 @@ MASKED_UNITS = ("e2scrub_reap.service", "apt-daily.timer", "apt-daily-upgrade.ti
 # Every role's services ship masked: no boot of any VM starts them by itself, whatever enables them
 # (package postinst links, the SysV scripts nginx/haproxy/ipvsadm also install, first-boot
 # `preset-all` with an empty machine-id). A VM's cloud-init unmasks and starts its own role's units
-# once their files exist (cloudinit/render.py start_units). `ipvsadm.service` is the unit systemd
+# once their files exist (guest/render.py start_units). `ipvsadm.service` is the unit systemd
 # generates from Debian's SysV script; the lab's LB uses its own l2dsr-ipvs.service instead.
 ROLE_UNITS = ("nginx.service", "haproxy.service", "ipvsadm.service")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spec.config import PROJECT, LabSpec
+from lab.config import PROJECT, LabSpec
 
 # QEMU's own memory per guest, on top of the guest's: measured here a 384 MiB TCG guest at 614.5 MiB
 # RSS (its translation cache is capped at 128 MiB, virt/xml.py); KVM has no translation cache.

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from components.providers import subnet_collisions
-from host import engine, image, libvirt
+from hypervisor import image, libvirt, pulumi_cli
 
 
 def test_a_libvirtd_that_is_not_ours_is_the_system_one():
@@ -101,9 +101,9 @@ MODULE_OF_KEY = {
 def test_the_image_runs_a_cloud_init_module_for_every_key_the_lab_writes():
     import yaml
 
-    from cloudinit import render
-    from spec.addressing import plan
-    from spec.config import load_spec
+    from guest import render
+    from lab.addressing import plan
+    from lab.config import load_spec
 
     modules_cfg = yaml.safe_load(image.ROOTFS_FILES["etc/cloud/cloud.cfg.d/91-l2dsr-modules.cfg"])
     modules = {m for stage in modules_cfg.values() for m in stage}
@@ -126,18 +126,18 @@ def test_subnet_collision_names_the_other_network():
 
 
 def test_cli_version_parsing():
-    assert engine.parse_version("v3.274.1\n") == (3, 274, 1)
-    assert engine.parse_version("") is None
+    assert pulumi_cli.parse_version("v3.274.1\n") == (3, 274, 1)
+    assert pulumi_cli.parse_version("") is None
 
 
 def test_engine_bootstrap_is_idempotent():
     """After ./labctl setup, a second bootstrap finds everything and builds nothing."""
-    assert engine.ensure_engine() is False
-    pulumi = engine.bin_dir() / "pulumi"
-    out = subprocess.run([str(pulumi), "version"], capture_output=True, text=True, env=engine.engine_env())
-    assert out.stdout.strip() == engine.CLI_VERSION
-    for launcher in engine.LAUNCHERS:
-        assert os.access(engine.bin_dir() / launcher, os.X_OK)
+    assert pulumi_cli.ensure_engine() is False
+    pulumi = pulumi_cli.bin_dir() / "pulumi"
+    out = subprocess.run([str(pulumi), "version"], capture_output=True, text=True, env=pulumi_cli.engine_env())
+    assert out.stdout.strip() == pulumi_cli.CLI_VERSION
+    for launcher in pulumi_cli.LAUNCHERS:
+        assert os.access(pulumi_cli.bin_dir() / launcher, os.X_OK)
 
 
 def test_ssh_refuses_to_leave_the_lab_namespace():
@@ -147,18 +147,18 @@ def test_ssh_refuses_to_leave_the_lab_namespace():
         pytest.skip("the lab uses a system libvirtd here: no namespace to stay in")
     probe = "from bench.ssh import Ssh; Ssh('lab', '/dev/null').argv('172.16.0.101', 'true'); print('built')"
     inside = subprocess.run(
-        [str(engine.venv_python()), "-c", probe],
+        [str(pulumi_cli.venv_python()), "-c", probe],
         capture_output=True,
         text=True,
-        cwd=engine.paths.PROJECT_DIR,
-        env=engine.engine_env(),
+        cwd=pulumi_cli.paths.PROJECT_DIR,
+        env=pulumi_cli.engine_env(),
     )
     outside = subprocess.run(
-        ["unshare", "--net", str(engine.venv_python()), "-c", probe],  # any namespace but the lab's
+        ["unshare", "--net", str(pulumi_cli.venv_python()), "-c", probe],  # any namespace but the lab's
         capture_output=True,
         text=True,
-        cwd=engine.paths.PROJECT_DIR,
-        env=engine.engine_env(),
+        cwd=pulumi_cli.paths.PROJECT_DIR,
+        env=pulumi_cli.engine_env(),
     )
     assert inside.stdout.strip() == "built", inside.stderr
     assert outside.returncode != 0 and "OutsideLabNamespace" in outside.stderr

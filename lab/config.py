@@ -186,7 +186,7 @@ def load_spec(
     problems.extend(_matrix_problems(spec))
     # Memory is estimated from these values: only once they are valid (1000 threads is one problem, not two).
     if not any(p.split(":")[1].endswith("MemoryMiB") or p.split(":")[1] in _ESTIMATE_INPUTS for p in problems):
-        from spec.memory import memory_problems
+        from lab.memory import memory_problems
 
         problems.extend(memory_problems(spec, PROJECT))
     if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
@@ -204,7 +204,7 @@ def load_spec(
 
     if not any(p.split(":")[1] in _ADDRESS_KEYS for p in problems):
         # The address plan is checked once every address and subnet parsed.
-        from spec.addressing import plan_problems
+        from lab.addressing import plan_problems
 
         problems.extend(plan_problems(spec))
     if problems:

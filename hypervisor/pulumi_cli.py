@@ -18,8 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from host import paths
-from host.progress import StepFailed, run_logged, say
+from hypervisor import paths
+from hypervisor.progress import StepFailed, run_logged, say
 
 CLI_VERSION = "v3.274.1"  # newest pkg/v3 the module proxy serves; >= the Python SDK (3.272.0)
 MIN_CLI = (3, 272, 0)

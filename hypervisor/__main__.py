@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from host import engine, image, libvirt, paths
-from host.progress import StepFailed, say
+from hypervisor import image, libvirt, paths, pulumi_cli
+from hypervisor.progress import StepFailed, say
 
 DEFAULT_STACK = "lab"
 USAGE = """usage: ./labctl COMMAND [ARGS]
@@ -33,7 +33,7 @@ def setup() -> libvirt.HostRecord:
     libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
     built = image.build()
     rec = libvirt.setup(probe_kernel=built.kernel)
-    engine.ensure_engine()
+    pulumi_cli.ensure_engine()
     say(f"host ready in {time.monotonic() - start:.0f} s")
     return rec
 
@@ -41,8 +41,8 @@ def setup() -> libvirt.HostRecord:
 def pulumi(args: list[str], rec: libvirt.HostRecord | None = None, check: bool = True) -> int:
     """Run the pulumi CLI in the project, where the lab's addresses are (inside the namespace)."""
     rec = rec or libvirt.read_record()
-    argv = [*libvirt.in_namespace(rec), str(engine.bin_dir() / "pulumi"), *args]
-    rc = subprocess.call(argv, cwd=paths.PROJECT_DIR, env=engine.engine_env())
+    argv = [*libvirt.in_namespace(rec), str(pulumi_cli.bin_dir() / "pulumi"), *args]
+    rc = subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.engine_env())
     if check and rc != 0:
         raise StepFailed(f"pulumi {' '.join(args)} exited {rc}")
     return rc
@@ -57,9 +57,9 @@ def test(args: list[str]) -> int:
     was_running = libvirt.ours_running(libvirt.read_record())
     rec = setup()
     libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"), tools_only=True)
-    argv = [*libvirt.in_namespace(rec), str(engine.venv_python()), "-m", "pytest", *args]
+    argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *args]
     try:
-        return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=engine.engine_env())
+        return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.engine_env())
     finally:
         if rec.mode == "sandbox" and not was_running:
             libvirt.teardown(force=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from spec.config import LabSpec
+    from lab.config import LabSpec
 
 GATEWAY_OFFSET = 1  # the host's address in each subnet
 LB_OFFSET = 2  # the LB's address in each subnet
@@ -21,7 +21,7 @@ FIRST_CLIENT_OFFSET = 11  # client01 in the front subnet
 
 
 @dataclass(frozen=True)
-class Host:
+class Guest:
     name: str  # role-level name: client01, lb, web01 (the domain name adds the stack)
     role: str  # client | lb | web
     address: ipaddress.IPv4Address  # primary address, used for SSH
@@ -35,12 +35,12 @@ class AddressPlan:
     vip: ipaddress.IPv4Address
     host_front: ipaddress.IPv4Address
     host_server: ipaddress.IPv4Address
-    lb: Host
-    clients: tuple[Host, ...]
-    webs: tuple[Host, ...]
+    lb: Guest
+    clients: tuple[Guest, ...]
+    webs: tuple[Guest, ...]
 
     @property
-    def hosts(self) -> tuple[Host, ...]:
+    def hosts(self) -> tuple[Guest, ...]:
         return (*self.clients, self.lb, *self.webs)
 
 
@@ -50,7 +50,7 @@ def _nth(net: ipaddress.IPv4Network, offset: int) -> ipaddress.IPv4Address:
 
 def plan(spec: LabSpec) -> AddressPlan:
     front, server = spec.front_subnet, spec.server_subnet
-    lb = Host(
+    lb = Guest(
         "lb",
         "lb",
         _nth(front, LB_OFFSET),
@@ -60,9 +60,9 @@ def plan(spec: LabSpec) -> AddressPlan:
         ),
     )
     clients = tuple(
-        Host(f"client{i + 1:02d}", "client", _nth(front, FIRST_CLIENT_OFFSET + i)) for i in range(spec.client_count)
+        Guest(f"client{i + 1:02d}", "client", _nth(front, FIRST_CLIENT_OFFSET + i)) for i in range(spec.client_count)
     )
-    webs = tuple(Host(f"web{i + 1:02d}", "web", spec.first_web_address + i) for i in range(spec.web_count))
+    webs = tuple(Guest(f"web{i + 1:02d}", "web", spec.first_web_address + i) for i in range(spec.web_count))
     return AddressPlan(
         front, server, spec.vip, _nth(front, GATEWAY_OFFSET), _nth(server, GATEWAY_OFFSET), lb, clients, webs
     )

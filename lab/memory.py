@@ -1,6 +1,6 @@
 """How much memory each role's VM needs for its configuration: checked at preview, before anything exists.
 
-A VM below its estimate is refused (spec/config.py), naming the key and the minimum: a guest that
+A VM below its estimate is refused (lab/config.py), naming the key and the minimum: a guest that
 runs out of memory hangs in cloud-init or has its server killed mid-benchmark, and either shows up
 far from its cause. The figures were measured on the lab's own guests (Debian 12, kernel 6.1,
 1 vCPU, software emulation); the README's "Memory" section lists them.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from spec.config import LabSpec
+    from lab.config import LabSpec
 
 NGINX_CONF = Path(__file__).resolve().parent.parent / "cloudinit" / "web" / "nginx.conf"
 

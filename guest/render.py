@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from spec.addressing import AddressPlan, Host
-from spec.config import LabSpec
+from lab.addressing import AddressPlan, Guest
+from lab.config import LabSpec
 
-HERE = Path(__file__).resolve().parent
+TEMPLATES = Path(__file__).resolve().parent.parent / "cloudinit"  # the real config files, with holes
 LOGIN_USER = "lab"
 NGINX_ROOT = "/usr/share/nginx/html"
 HAPROXY_CERT = "/etc/haproxy/certs/server.pem"
@@ -50,7 +50,7 @@ _HOLE = re.compile(r"\{\{(\w+)\}\}")
 
 def fill(template: str, **values: object) -> str:
     """Fill `{{name}}` holes in cloudinit/<template>; a missing or unused value is a bug, not a blank."""
-    text = (HERE / template).read_text()
+    text = (TEMPLATES / template).read_text()
     holes = set(_HOLE.findall(text))
     if holes != set(values):
         raise KeyError(f"{template}: holes {sorted(holes)} but values {sorted(values)}")
@@ -94,7 +94,7 @@ def ipvsadm_rules(spec: LabSpec, plan: AddressPlan) -> str:
     return fill("lb/ipvsadm.rules", vip=plan.vip, real_servers=real)
 
 
-def net_script(plan: AddressPlan, host: Host) -> str:
+def net_script(plan: AddressPlan, host: Guest) -> str:
     other = plan.server if host.address in plan.front else plan.front
     vip = f"ip addr replace {plan.vip}/32 dev lo" if host.role == "web" else ""
     return fill("common/l2dsr-net", onlink_subnet=other, vip_on_lo=vip)
@@ -123,7 +123,7 @@ class LbSetup:
 def start_units(units: list[str]) -> list[str]:
     """Start a role's services once, after their files and addresses exist.
 
-    The builtin image ships the packages' role services masked (host/image.py ROLE_UNITS), so nothing
+    The builtin image ships the packages' role services masked (hypervisor/image.py ROLE_UNITS), so nothing
     of any role starts at boot by itself; a VM unmasks and starts exactly its own (the lab's own
     `l2dsr-*` units are never masked). Enabled, so a reboot brings the same services back, after
     network-online.
@@ -177,7 +177,7 @@ LB_MODES = {"proxy": proxy_lb, "dsr": dsr_lb}
 # ---- cloud-init documents ----------------------------------------------------------------------
 
 
-def role_files(spec: LabSpec, plan: AddressPlan, host: Host) -> tuple[list[WriteFile], list[str]]:
+def role_files(spec: LabSpec, plan: AddressPlan, host: Guest) -> tuple[list[WriteFile], list[str]]:
     """The files and commands of one VM's role, in the order cloud-init applies them.
 
     The commands run as one shell script that stops at the first failure (`set -e`), so a role that
@@ -218,12 +218,12 @@ def role_files(spec: LabSpec, plan: AddressPlan, host: Host) -> tuple[list[Write
     return files, commands
 
 
-def final_message(host: Host) -> str:
+def final_message(host: Guest) -> str:
     """What cloud-init prints on the console when it is done (followed by the uptime): readiness looks for it."""
     return f"l2dsr {host.name} ({host.role}) ready after"
 
 
-def role_packages(spec: LabSpec, host: Host) -> list[str]:
+def role_packages(spec: LabSpec, host: Guest) -> list[str]:
     if spec.image_is_builtin:
         return []
     family = PACKAGES[spec.image_family]
@@ -231,7 +231,7 @@ def role_packages(spec: LabSpec, host: Host) -> list[str]:
     return family["common"] + family[role]
 
 
-def user_data(spec: LabSpec, plan: AddressPlan, host: Host, ssh_public_key: str) -> str:
+def user_data(spec: LabSpec, plan: AddressPlan, host: Guest, ssh_public_key: str) -> str:
     files, commands = role_files(spec, plan, host)
     doc: dict[str, object] = {
         "hostname": host.name,
@@ -261,13 +261,13 @@ def user_data(spec: LabSpec, plan: AddressPlan, host: Host, ssh_public_key: str)
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=200)
 
 
-def mac_address(host: Host) -> str:
+def mac_address(host: Guest) -> str:
     """A stable MAC from the primary address (52:54:00 is QEMU's prefix): replacements keep it."""
     a, b, c, d = host.address.packed
     return f"52:54:00:{b ^ a:02x}:{c:02x}:{d:02x}"
 
 
-def network_config(plan: AddressPlan, host: Host) -> str:
+def network_config(plan: AddressPlan, host: Guest) -> str:
     net = plan.front if host.address in plan.front else plan.server
     addresses = [f"{host.address}/{net.prefixlen}", *(str(i) for i in host.extra)]
     doc = {
@@ -284,7 +284,7 @@ def network_config(plan: AddressPlan, host: Host) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def meta_data(domain_name: str, host: Host, user_data_text: str, network_config_text: str) -> str:
+def meta_data(domain_name: str, host: Guest, user_data_text: str, network_config_text: str) -> str:
     """A new instance-id whenever the content changes, so cloud-init runs again on a new disk."""
     digest = hashlib.sha256((user_data_text + network_config_text).encode()).hexdigest()[:12]
     return yaml.safe_dump({"instance-id": f"{domain_name}-{digest}", "local-hostname": host.name})

@@ -20,18 +20,13 @@ class Step:
 
 
 def steps(
-    mode: str,
-    threads: tuple[int, ...],
-    deployed_threads: int,
-    concurrency: tuple[int, ...],
-    requests: tuple[int, ...],
-    repeats: int,
+    thread_values: tuple[int, ...], concurrency: tuple[int, ...], requests: tuple[int, ...], repeats: int
 ) -> list[Step]:
-    """Threads outermost (changing them reloads HAProxy), then concurrency, then repeats.
+    """Threads outermost (changing them retunes the LB), then concurrency, then repeats.
 
-    Under dsr the LB is the kernel's IPVS, which the seed reports as one thread: one row per point.
+    The thread values are the mode's (lbmodes/): HAProxy's nbthread steps, or one row per point for
+    IPVS, which the seed reported as one thread.
     """
-    thread_values = (1,) if mode == "dsr" else (threads or (deployed_threads,))
     return [
         Step(t, c, n, r)
         for t in thread_values
@@ -63,6 +58,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             {
                 "mode": group[0]["mode"],
                 "tool": group[0]["tool"],
+                "scheme": group[0].get("scheme", "http"),
                 "lb_threads": threads,
                 "concurrency": concurrency,
                 "total_requests": asked,

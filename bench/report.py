@@ -25,7 +25,7 @@ def results_table(rows: list[dict]) -> str:
             rps += f" ({r['requests_per_second_min']:,.2f}-{r['requests_per_second_max']:,.2f})"
             latency += f" ({r['latency_ms_min']:.3f}-{r['latency_ms_max']:.3f})"
         lines.append(
-            f"| {r['mode']} | {int(r['lb_threads'])} | {int(r['concurrency']):,} | {int(r['total_requests']):,} | "
+            f"| {_label(r)} | {int(r['lb_threads'])} | {int(r['concurrency']):,} | {int(r['total_requests']):,} | "
             f"{_size(int(r['file_size_bytes']))} | {rps} | {latency} | "
             f"{int(r['failed_requests'] + r['non_2xx_responses'])} | {'; '.join(r.get('flags', [])) or '-'} |"
         )
@@ -48,24 +48,50 @@ def load_results(paths_: list[Path]) -> list[dict]:
     return found
 
 
+def _mode(name: str):
+    import lbmodes
+
+    return lbmodes.MODES.get(name)
+
+
+def _label(r: dict) -> str:
+    return r["mode"] + (" https" if r.get("scheme") == "https" else "")
+
+
 def side_by_side(results: list[dict]) -> str:
-    """proxy vs dsr at each concurrency (proxy at each thread count), with the requests/s ratio."""
-    rows = {(r["mode"], int(r["lb_threads"]), int(r["concurrency"])): r for res in results for r in res["summary"]}
-    dsr = {c: r for (m, _, c), r in rows.items() if m == "dsr"}
+    """Every mode against the baseline (proxy, at each of its thread counts), point by point: the
+    requests/s ratio and the LB's bytes per request, which tell the forwarding paths apart."""
+    rows: dict[tuple[str, int, int], dict] = {}
+    for res in results:
+        for r in res["summary"]:
+            rows[(_label(r), int(r["lb_threads"]), int(r["concurrency"]))] = r
+    order = {name: i for i, name in enumerate(_known_modes())}
+    baseline = _known_modes()[0]
+    others = sorted({k[0] for k in rows if k[0] != baseline}, key=lambda m: (order.get(m.split()[0], 99), m))
     lines = [
-        "| Concurrency | Proxy threads | Proxy req/s | DSR req/s | DSR / proxy | Proxy LB bytes/req | DSR LB bytes/req |",
-        "|---|---|---|---|---|---|---|",
+        f"| Concurrency | {baseline} threads | {baseline} req/s | Mode | Mode req/s | Mode / {baseline} | "
+        f"{baseline} LB bytes/req | Mode LB bytes/req |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for (mode, threads, conc), p in sorted(rows.items(), key=lambda kv: (kv[0][2], kv[0][1])):
-        if mode != "proxy" or conc not in dsr:
+    for (mode, threads, conc), base in sorted(rows.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        if mode != baseline:
             continue
-        d = dsr[conc]
-        lines.append(
-            f"| {conc:,} | {threads} | {p['requests_per_second']:,.2f} | {d['requests_per_second']:,.2f} | "
-            f"{d['requests_per_second'] / p['requests_per_second']:.2f}x | {p['lb_bytes_per_request']:,.0f} | "
-            f"{d['lb_bytes_per_request']:,.0f} |"
-        )
+        for other in others:
+            o = next((r for (m, _, c), r in rows.items() if m == other and c == conc), None)
+            if o is None:
+                continue
+            lines.append(
+                f"| {conc:,} | {threads} | {base['requests_per_second']:,.2f} | {other} | "
+                f"{o['requests_per_second']:,.2f} | {o['requests_per_second'] / base['requests_per_second']:.2f}x | "
+                f"{base['lb_bytes_per_request']:,.0f} | {o['lb_bytes_per_request']:,.0f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _known_modes() -> list[str]:
+    import lbmodes
+
+    return list(lbmodes.names())
 
 
 def charts(results: list[dict], out: Path) -> list[Path]:
@@ -77,7 +103,12 @@ def charts(results: list[dict], out: Path) -> list[Path]:
     lines: dict[str, list[dict]] = {}
     for res in results:
         for r in res["summary"]:
-            label = "dsr (IPVS)" if r["mode"] == "dsr" else f"proxy, {int(r['lb_threads'])} thread(s)"
+            mode = _mode(r["mode"])
+            label = mode.title if mode else r["mode"]
+            if mode is None or mode.tunes_threads:
+                label += f", {int(r['lb_threads'])} thread(s)"
+            if r.get("scheme") == "https":
+                label += ", https"
             lines.setdefault(label, []).append(r)
     made = []
     for key, ylabel, name in (("requests_per_second", "requests/s", "rps"), ("latency_ms", "latency (ms)", "latency")):
@@ -153,8 +184,9 @@ def write_report(results: list[dict], out: Path, scale: dict | None = None) -> P
         parts.append(
             f"## {res['mode']} ({res['tool']})\n\nRaw output: `{res['raw_dir']}`\n\n{results_table(res['summary'])}"
         )
-    if {r["mode"] for r in results} == {"proxy", "dsr"}:
-        parts.append(f"## Proxy vs DSR\n\n{side_by_side(results)}")
+    modes = {r["mode"] for res in results for r in res["summary"]}
+    if _known_modes()[0] in modes and len(modes) > 1:
+        parts.append(f"## Each mode against {_known_modes()[0]}\n\n{side_by_side(results)}")
     if results:
         for png in charts(results, out):
             parts.append(f"![{png.stem}]({png.name})\n")

@@ -4,8 +4,8 @@ Steps (every VM is ready: the readiness resources waited for each): the VIP answ
 and every web server is reached through it; then each load run is measured with the LB's, the
 clients' and the webs' interface byte counters and nginx's access logs around it. The bytes prove
 the mode: under dsr the LB receives the requests but sends well under 10% of what the clients
-receive (the replies bypass it); under proxy it sends about all of it. A run that contradicts its
-mode fails, with the likely cause. An out-of-memory kill on any VM's console during the run fails
+receive (the replies bypass it); under proxy it sends about all of it. The bounds are the mode's
+(lbmodes/, passed in as `shares`); a run outside them fails, with the likely cause. An out-of-memory kill on any VM's console during the run fails
 it, naming the VM (a result from an OOM-killed web is not a result). Cancelling (Ctrl-C in
 `pulumi up`) stops the local SSH sessions and the load tools on the clients within seconds. Raw
 output is kept under results/<stack>/<time>/; a run that fails leaves a FAILED note there.
@@ -13,6 +13,7 @@ output is kept under results/<stack>/<time>/; a run that fails leaves a FAILED n
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -25,17 +26,15 @@ from bench.matrix import Step, split, steps, summarize
 from bench.parse import RunResult, combine, parse_ab, parse_wrk
 from bench.ssh import Ssh, SshError
 from engine import runtime
-from guest.render import cpu_list
 from virt.readiness import oom_kills
 
 # The proof of mode uses the share of the response bytes that crossed the LB:
 #   (LB bytes sent - client bytes sent) / client bytes received
-# The LB forwards everything the clients send in both modes (requests, ACKs); what it sends beyond
-# that is responses. Under dsr that is about 0%, under proxy about 100%, whatever the file size.
-# (LB sent / client received, also reported, includes the forwarded requests: about 9% for 5 KiB.)
-DSR_MAX_RESPONSE_SHARE = 0.10
-PROXY_MIN_RESPONSE_SHARE = 0.80
-MIN_REQUEST_SHARE = 0.50  # LB bytes received / client bytes sent, at least, in both modes
+# The LB forwards everything the clients send in every mode (requests, ACKs); what it sends beyond
+# that is responses: about 0% when the webs reply directly, about 100% when the replies pass the LB,
+# whatever the file size. (LB sent / client received, also reported, includes the forwarded
+# requests: about 9% for 5 KiB.) Each mode gives its bounds (lbmodes/base.py ShareRule).
+MIN_REQUEST_SHARE = 0.50  # LB bytes received / client bytes sent, at least, in every mode
 CLIENT_CPU_SATURATED = 0.95  # a client this busy measures itself, not the LB
 
 
@@ -61,22 +60,27 @@ class BenchParams:
     clients: list[Node]
     webs: list[Node]
     tool: str
+    scheme: str  # http | https
     concurrency: list[int]  # per step, summed over the clients
     requests: list[int]
-    threads: list[int]  # HAProxy nbthread per matrix row; empty: lb_threads
     repeats: int
     file_size_bytes: int
-    lb_threads: int  # what the LB was deployed with
-    lb_cpus: int
+    # From the mode (lbmodes/): the LB thread count of each matrix row, what the LB was deployed
+    # with, how to change it between rows ({threads: Retune.as_dict()}, empty when nothing can
+    # change), and the bounds of the response bytes that may cross the LB (ShareRule.as_dict()).
+    lb_steps: list[int]
+    lb_threads: int
+    retunes: dict[str, dict]
+    shares: dict
     results_dir: str
 
     @classmethod
     def from_props(cls, props: dict, results_dir: str) -> BenchParams:
         """From a resource's inputs, where every number arrived as a float (protobuf Struct)."""
         p = dict(props)
-        for key in ("repeats", "file_size_bytes", "lb_threads", "lb_cpus"):
+        for key in ("repeats", "file_size_bytes", "lb_threads"):
             p[key] = int(p[key])
-        for key in ("concurrency", "requests", "threads"):
+        for key in ("concurrency", "requests", "lb_steps"):
             p[key] = [int(v) for v in p[key]]
         p["lb"] = Node(**p["lb"])
         p["clients"] = [Node(**n) for n in p["clients"]]
@@ -128,18 +132,17 @@ def served(ssh: Ssh, web: Node) -> int:
     )
 
 
+def url(p: BenchParams) -> str:
+    return f"{p.scheme}://{p.vip}/dummy_file"
+
+
 def check_paths(ssh: Ssh, p: BenchParams) -> None:
     """The VIP answers with the file, the LB owns the VIP's ARP entry, every web serves through it."""
     client = p.clients[0]
-    got = ssh.run(
-        client.address,
-        f"curl -s -o /dev/null -w '%{{http_code}} %{{size_download}}' --max-time 10 http://{p.vip}/dummy_file",
-        check=False,
-    ).stdout
+    curl = "curl -s -k -o /dev/null --max-time 10"  # -k: the LB's certificate is the seed's self-signed one
+    got = ssh.run(client.address, f"{curl} -w '%{{http_code}} %{{size_download}}' {url(p)}", check=False).stdout
     if got.strip() != f"200 {p.file_size_bytes}":
-        raise BenchmarkFailed(
-            f"http://{p.vip}/dummy_file from {client.name}: expected '200 {p.file_size_bytes}', got {got.strip()!r}"
-        )
+        raise BenchmarkFailed(f"{url(p)} from {client.name}: expected '200 {p.file_size_bytes}', got {got.strip()!r}")
     neigh = ssh.run(client.address, f"ip neigh show {p.vip}").stdout.lower()
     if p.lb_mac.lower() not in neigh:
         raise BenchmarkFailed(
@@ -150,7 +153,7 @@ def check_paths(ssh: Ssh, p: BenchParams) -> None:
     probes = 4 * len(p.webs)
     ssh.run(
         client.address,
-        f"for i in $(seq {probes}); do curl -s -o /dev/null --max-time 10 http://{p.vip}/dummy_file; done",
+        f"for i in $(seq {probes}); do {curl} {url(p)}; done",
         timeout=60 + 10 * probes,
     )
     missed = [w.name for w in p.webs if served(ssh, w) == before[w.name]]
@@ -205,25 +208,26 @@ def settle(ssh: Ssh, vip: str, nodes: list[Node], timeout_s: float = 120) -> dic
         runtime.sleep(2, "benchmark: waiting for connections to settle")
 
 
-def set_lb_threads(ssh: Ssh, p: BenchParams, threads: int) -> None:
-    """nbthread (and cpu-map) on the running LB: edit haproxy.cfg, reload, check the worker's threads."""
-    cpus = cpu_list(p.lb_cpus)  # the same map the LB was deployed with
-    ssh.run(
-        p.lb.address,
-        f"sudo sed -i -E 's/^( *nbthread) .*/\\1 {threads}/; s/^( *cpu-map) .*/\\1 1\\/1-{threads} {cpus}/' "
-        "/etc/haproxy/haproxy.cfg && sudo haproxy -c -q -f /etc/haproxy/haproxy.cfg && sudo systemctl reload haproxy",
-    )
+def retune(ssh: Ssh, p: BenchParams, threads: int) -> None:
+    """Run the LB with `threads` for the next steps: the mode's re-rendered files, applied, then checked."""
+    change = p.retunes[str(threads)]
+    for f in change["files"]:
+        data = base64.b64encode(f["content"].encode()).decode()
+        ssh.run(p.lb.address, f"echo {data} | base64 -d | sudo install -m {f['permissions']} /dev/stdin {f['path']}")
+    ssh.run(p.lb.address, f"sudo sh -c '{change['apply']}'")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        out = ssh.run(p.lb.address, "ps -o nlwp= -C haproxy", check=False).stdout.split()
-        if str(threads) in out:
+        if change["expect"] in ssh.run(p.lb.address, change["check"], check=False).stdout.split():
             return
-        runtime.sleep(1, "benchmark: waiting for HAProxy's threads")
-    raise BenchmarkFailed(f"HAProxy on {p.lb.name} did not come back with nbthread {threads} within 60 s")
+        runtime.sleep(1, f"benchmark: waiting for the LB to run {threads} thread(s)")
+    raise BenchmarkFailed(
+        f"{p.lb.name}: the LB did not come back with {threads} thread(s) within 60 s "
+        f"(`{change['check']}` never listed {change['expect']})"
+    )
 
 
-def mode_problem(mode: str, lb: dict[str, int], clients: dict[str, int]) -> str | None:
-    """Does the traffic match the mode? Deltas of eth0 byte counters over the run."""
+def mode_problem(mode: str, shares: dict, lb: dict[str, int], clients: dict[str, int]) -> str | None:
+    """Does the traffic match the mode? Deltas of eth0 byte counters over the run, against the mode's bounds."""
     sent_share = response_share(lb, clients)
     request_share = lb["rx_bytes"] / max(1, clients["tx_bytes"])
     if request_share < MIN_REQUEST_SHARE:
@@ -231,15 +235,10 @@ def mode_problem(mode: str, lb: dict[str, int], clients: dict[str, int]) -> str 
             f"the LB received only {request_share:.0%} of the bytes the clients sent: requests are not going "
             "through it (a web answering ARP for the VIP?)"
         )
-    if mode == "dsr" and sent_share > DSR_MAX_RESPONSE_SHARE:
+    if not shares["low"] <= sent_share <= shares["high"]:
         return (
-            f"mode dsr, but {sent_share:.0%} of the response bytes crossed the LB (expected under "
-            f"{DSR_MAX_RESPONSE_SHARE:.0%}): responses are not bypassing it, so this is not direct server return"
-        )
-    if mode == "proxy" and sent_share < PROXY_MIN_RESPONSE_SHARE:
-        return (
-            f"mode proxy, but only {sent_share:.0%} of the response bytes crossed the LB (expected about "
-            "100%): responses are bypassing the proxy"
+            f"mode {mode}, but {sent_share:.0%} of the response bytes crossed the LB (expected "
+            f"{shares['expected']}): {shares['otherwise']}"
         )
     return None
 
@@ -269,7 +268,7 @@ def flags_of(deltas: dict[str, dict[str, int]], cpu: dict[str, float], clients: 
 
 
 def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
-    url = f"http://{p.vip}/dummy_file"
+    target = url(p)
     nodes = [*p.clients, p.lb, *p.webs]
     conc, reqs = split(step.concurrency, len(p.clients)), split(step.requests, len(p.clients))
     settled = settle(ssh, p.vip, nodes)
@@ -278,7 +277,8 @@ def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
             pool.map(
                 lambda i: ssh.run(
                     p.clients[i].address,
-                    load_command("ab", url, min(conc[i], 10), max(min(reqs[i], 200), min(conc[i], 10))) + " >/dev/null",
+                    load_command("ab", target, min(conc[i], 10), max(min(reqs[i], 200), min(conc[i], 10)))
+                    + " >/dev/null",
                     timeout=600,
                     check=False,
                 ),
@@ -292,7 +292,7 @@ def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
             pool.map(
                 lambda i: (
                     ssh.run(
-                        p.clients[i].address, load_command(p.tool, url, conc[i], reqs[i]), timeout=3600, check=False
+                        p.clients[i].address, load_command(p.tool, target, conc[i], reqs[i]), timeout=3600, check=False
                     ).stdout
                 ),
                 range(len(p.clients)),
@@ -313,6 +313,7 @@ def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
     record = {
         "mode": p.mode,
         "tool": p.tool,
+        "scheme": p.scheme,
         "lb_threads": step.threads,
         "repeat": step.repeat,
         "total_requests_asked": step.requests,
@@ -334,7 +335,7 @@ def run_step(ssh: Ssh, p: BenchParams, step: Step, out: Path) -> dict:
         + ([f"connections still open: {settled['unsettled']}"] if "unsettled" in settled else []),
     }
     (out / f"{tag}.json").write_text(json.dumps(record, indent=1))
-    problem = mode_problem(p.mode, lb_bytes, client_bytes)
+    problem = mode_problem(p.mode, p.shares, lb_bytes, client_bytes)
     if problem:
         raise BenchmarkFailed(f"{tag}: {problem} (raw output and counters in {out})")
     return record
@@ -380,27 +381,27 @@ def _run(p: BenchParams, ssh: Ssh, out: Path) -> dict:
     nodes = [*p.clients, p.lb, *p.webs]
     oom = OomWatch(nodes)
     check_paths(ssh, p)
-    plan = steps(p.mode, tuple(p.threads), p.lb_threads, tuple(p.concurrency), tuple(p.requests), p.repeats)
+    plan = steps(tuple(p.lb_steps), tuple(p.concurrency), tuple(p.requests), p.repeats)
     runs, current = [], p.lb_threads
     try:
         for i, step in enumerate(plan, 1):
             runtime.check_cancelled("benchmark")
-            if p.mode == "proxy" and step.threads != current:
-                set_lb_threads(ssh, p, step.threads)
+            if step.threads != current:
+                retune(ssh, p, step.threads)
                 current = step.threads
             runs.append(run_step(ssh, p, step, out))
             oom.check(f"during run {i} of {len(plan)}")
             r = runs[-1]
             # Each step stays in `pulumi up`'s output as it completes (not only in the status column).
-            threads = f"{step.threads} thread(s), " if p.mode == "proxy" else ""
+            threads = f"{step.threads} thread(s), " if p.retunes else ""
             runtime.log(
                 f"{p.mode} run {i}/{len(plan)}: {threads}concurrency {step.concurrency}, repeat {step.repeat}: "
                 f"{r['requests_per_second']:.1f} req/s, {r['latency_ms']:.2f} ms, "
                 f"{r['lb_response_share']:.0%} of the responses through the LB"
             )
     finally:
-        if p.mode == "proxy" and current != p.lb_threads and not runtime.cancelled.is_set():
-            set_lb_threads(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
+        if current != p.lb_threads and not runtime.cancelled.is_set():
+            retune(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
     summary = summarize(runs)
     per_web: dict[str, int] = {}
     for r in runs:
@@ -409,6 +410,7 @@ def _run(p: BenchParams, ssh: Ssh, out: Path) -> dict:
     result = {
         "mode": p.mode,
         "tool": p.tool,
+        "scheme": p.scheme,
         "runs": runs,
         "summary": summary,
         "requests_per_web": per_web,

@@ -1,6 +1,7 @@
 """The post-deploy benchmark as a resource: it runs when its inputs change, not on every `pulumi up`.
 
-Its inputs are everything that shapes a run (mode, the LB VM, the load settings, benchTrigger);
+Its inputs are everything that shapes a run (mode and what the mode says of it, the VMs' boots,
+the load settings, benchTrigger);
 change one, or `pulumi up --replace <urn>`, and it runs again. Its outputs are the results.
 """
 
@@ -12,12 +13,13 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, Resource
 
+import lbmodes
 from bench.runner import BenchParams, run
 from bench.ssh import KeyFile, Ssh
 from components.providers import ReplaceOnChange
-from components.vm import Vm, domain_name
+from components.vm import Vm
 from guest import render
-from lab.addressing import AddressPlan
+from lab.addressing import AddressPlan, domain_name, mac_address
 from lab.config import LabSpec
 from virt.xml import console_log_path
 
@@ -44,22 +46,27 @@ def bench_params(stack: str, spec: LabSpec, plan: AddressPlan) -> dict:
             "console_log": console_log_path(domain_name(stack, h)),
         }
 
+    mode = lbmodes.get(spec.mode)
+    lb_steps, lb_threads = mode.lb_steps(spec), mode.lb_threads(spec)
+    retunes = {t: mode.retune(spec, plan, t) for t in sorted({*lb_steps, lb_threads})}
     params = BenchParams(
         stack=stack,
         mode=spec.mode,
         vip=str(plan.vip),
-        lb_mac=render.mac_address(plan.lb),
+        lb_mac=mac_address(plan.lb),
         lb=node(plan.lb),
         clients=[node(c) for c in plan.clients],
         webs=[node(w) for w in plan.webs],
         tool=spec.bench_tool,
+        scheme=spec.bench_scheme,
         concurrency=list(spec.bench_concurrency),
         requests=list(spec.bench_requests),
-        threads=list(spec.bench_threads),
         repeats=spec.bench_repeats,
         file_size_bytes=spec.bench_file_size_kib * 1024,
-        lb_threads=spec.haproxy_threads,
-        lb_cpus=spec.vcpus["lb"],
+        lb_steps=list(lb_steps),
+        lb_threads=lb_threads,
+        retunes={str(t): r.as_dict() for t, r in retunes.items() if r is not None},
+        shares=mode.shares.as_dict(),
         results_dir="",
     )
     out = asdict(params)

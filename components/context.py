@@ -47,7 +47,7 @@ class LabContext:
                 user_data=user_data,
                 network_config=render.network_config(self.plan, host),
                 private_key=self.ssh_private_key,
-                lab_vcpus=sum(self.spec.vcpus[h.role] for h in self.plan.hosts),
+                lab_vcpus=sum(self.spec.vcpus[h.role] for h in self.plan.guests),
                 boot_slots=self.spec.boot_concurrency,
             ),
             pulumi.ResourceOptions(parent=parent),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pulumi
 
-from components.providers import LibvirtVolume, cached_url, content_hash
+from components.providers import LibvirtVolume, content_hash
 from components.vm import BootSpec
+from hypervisor import downloads
 from hypervisor import image as builder
-from hypervisor import paths
 from lab.config import LabSpec
 
 
@@ -26,7 +26,13 @@ def resolve_image(spec: LabSpec) -> tuple[str, BootSpec]:
             )
         return str(built.disk), BootSpec(str(built.kernel), str(built.initrd), builder.KERNEL_CMDLINE)
     if spec.image.startswith(("http://", "https://")):
-        return cached_url(spec.image, paths.cache_dir()), BootSpec()
+        local = downloads.download_path(spec.image)  # downloaded at set-up, never while the program runs
+        if not local.exists():
+            raise ImageMissing(
+                f"l2dsr:image: {spec.image} is not downloaded yet: run ./labctl fetch <stack> "
+                "(./labctl up does it before `pulumi up`)"
+            )
+        return str(local), BootSpec()
     return spec.image, BootSpec()
 
 

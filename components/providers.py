@@ -634,16 +634,3 @@ class SshKey(Resource, module="l2dsr", name="SshKey"):
     def __init__(self, resource_name: str, *, comment: str, opts: pulumi.ResourceOptions | None = None):
         props = {"comment": comment, "public_key": None, "private_key": None}
         super().__init__(SshKeyProvider(), resource_name, props, _opts(opts, additional_secret_outputs=["private_key"]))
-
-
-def cached_url(url: str, cache: Path) -> str:
-    """A cloud image URL, downloaded once into the cache (keyed by URL); returns the local path."""
-    import urllib.request
-
-    target = cache / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{os.path.basename(url)}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".partial")
-        urllib.request.urlretrieve(url, tmp)  # noqa: S310 (the user's configured image URL)
-        tmp.rename(target)
-    return str(target)

@@ -14,7 +14,7 @@ import pulumi
 
 from components.providers import CloudInitDisk, LibvirtDomain, LibvirtVolume, VmReady, content_hash
 from guest import render
-from lab.addressing import Guest
+from lab.addressing import Guest, domain_name, mac_address
 from virt.xml import DomainDef, console_log_path, domain_xml
 
 
@@ -46,10 +46,6 @@ class VmArgs:
     private_key: pulumi.Input[str]  # readiness logs in with it
     lab_vcpus: int  # vCPUs of the whole lab: what a boot shares the host's cores with
     boot_slots: int  # guests booting at once on the host (0: one per host CPU)
-
-
-def domain_name(stack: str, host: Guest) -> str:
-    return f"l2dsr-{stack}-{host.name}"
 
 
 class Vm(pulumi.ComponentResource):
@@ -99,7 +95,7 @@ class Vm(pulumi.ComponentResource):
                     disk_volume=parts[0],
                     seed_volume=parts[1],
                     network=parts[2],
-                    mac=render.mac_address(args.host),
+                    mac=mac_address(args.host),
                     kernel=args.boot.kernel,
                     initrd=args.boot.initrd,
                     cmdline=args.boot.cmdline,

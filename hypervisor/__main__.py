@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from hypervisor import image, libvirt, paths, pulumi_cli
+from hypervisor import downloads, image, libvirt, paths, pulumi_cli
 from hypervisor.progress import StepFailed, say
 
 DEFAULT_STACK = "lab"
@@ -19,6 +19,7 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   test [ARGS...]    set up the host, then run the test suite (ARGS go to pytest)
   setup             only the host: packages, base image, libvirt (or our own in a namespace), engine
   image             only the offline base image
+  fetch [STACK]     only the stack's cloud image, when l2dsr:image is a URL (up does it too)
   report [PATH...]  Markdown and PNG charts from saved results (default: the newest run of every stack)
   down [--force]    stop what setup started (libvirtd, namespace, pool); --force also removes domains
 """
@@ -75,9 +76,12 @@ def main(argv: list[str]) -> int:
             setup()
         elif command == "image":
             image.build()
+        elif command == "fetch":
+            downloads.fetch_for_stack(args[0] if args else DEFAULT_STACK)
         elif command == "up":
             stack = args[0] if args else DEFAULT_STACK
             rec = setup()
+            downloads.fetch_for_stack(stack)
             select_stack(stack, rec)
             pulumi(["up", "--yes", "--skip-preview", "--stack", stack], rec)
             pulumi(["stack", "output", "resultsTable", "--stack", stack], rec)

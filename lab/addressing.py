@@ -40,8 +40,27 @@ class AddressPlan:
     webs: tuple[Guest, ...]
 
     @property
-    def hosts(self) -> tuple[Guest, ...]:
+    def guests(self) -> tuple[Guest, ...]:
         return (*self.clients, self.lb, *self.webs)
+
+    @property
+    def lb_server_address(self) -> ipaddress.IPv4Address:
+        """The LB's address in the server subnet: the webs' next hop when replies go through the LB."""
+        return next(i.ip for i in self.lb.extra if i.ip in self.server)
+
+
+# ---- names: every name the lab gives a VM, here ----------------------------------------------------
+
+
+def domain_name(stack: str, guest: Guest) -> str:
+    """The libvirt domain (and the stem of its volumes): the stack in it, so two stacks never collide."""
+    return f"l2dsr-{stack}-{guest.name}"
+
+
+def mac_address(guest: Guest) -> str:
+    """A stable MAC from the primary address (52:54:00 is QEMU's prefix): replacements keep it."""
+    a, b, c, d = guest.address.packed
+    return f"52:54:00:{b ^ a:02x}:{c:02x}:{d:02x}"
 
 
 def _nth(net: ipaddress.IPv4Network, offset: int) -> ipaddress.IPv4Address:

@@ -18,13 +18,16 @@ from typing import Any
 
 import yaml
 
+import lbmodes
+
 PROJECT = "l2dsr"
 PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 
-MODES = ("proxy", "dsr")
+MODES = lbmodes.names()  # one module each in lbmodes/
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
 IMAGE_FAMILIES = ("debian", "rhel")
 BENCH_TOOLS = ("ab", "wrk")
+BENCH_SCHEMES = ("http", "https")
 
 MAX_VCPUS = 64
 # Bounds of the tools the keys end up in, so a value they would refuse is refused here, at preview:
@@ -65,12 +68,14 @@ class LabSpec:
     boot_concurrency: int  # 0: one per host CPU
     storage_pool: str
     image: str
+    image_sha256: str
     image_family: str
     haproxy_threads: int
     ipvs_upper_threshold: int
     ipvs_lower_threshold: int
     https: bool
     bench_tool: str
+    bench_scheme: str  # http, or https against the LB's TLS frontend
     bench_concurrency: tuple[int, ...]  # per step, summed over the clients
     bench_requests: tuple[int, ...]  # per step (expanded to one per concurrency value)
     bench_threads: tuple[int, ...]  # HAProxy nbthread per matrix row (proxy); empty: haproxy_threads
@@ -139,6 +144,7 @@ def load_spec(
     domain_type = choice("domainType", DOMAIN_TYPES)
     image_family = choice("imageFamily", IMAGE_FAMILIES)
     bench_tool = choice("benchTool", BENCH_TOOLS)
+    bench_scheme = choice("benchScheme", BENCH_SCHEMES)
     front, server = network("frontSubnet"), network("serverSubnet")
     vip, first_web = address("vip"), address("firstWebAddress")
 
@@ -164,6 +170,7 @@ def load_spec(
         boot_concurrency=within("bootConcurrency", 0, 256, "0 (one per host CPU) or a number of guests"),
         storage_pool=raw["storagePool"],
         image=raw["image"],
+        image_sha256=raw["imageSha256"],
         image_family=image_family,
         haproxy_threads=within("haproxyThreads", 1, HAPROXY_MAX_THREADS, "HAProxy 2.6 runs 1 to 64 threads"),
         ipvs_upper_threshold=within(
@@ -172,6 +179,7 @@ def load_spec(
         ipvs_lower_threshold=within("ipvsLowerThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -y takes 0 to 2147483647"),
         https=raw["https"],
         bench_tool=bench_tool,
+        bench_scheme=bench_scheme,
         bench_concurrency=tuple(raw["benchConcurrency"]),
         bench_requests=tuple(
             raw["benchRequests"] * len(raw["benchConcurrency"])
@@ -197,8 +205,15 @@ def load_spec(
             f"({spec.ipvs_lower_threshold}) would do nothing; set an upper threshold (the seed's: 35000), "
             f"or set {PROJECT}:ipvsLowerThreshold to 0 as well"
         )
+    if spec.mode in MODES:
+        problems.extend(_mode_problems(spec))
     if not (spec.image_is_builtin or re.match(r"^(https?://|/)", spec.image)):
         problems.append(f"{PROJECT}:image: {spec.image!r} is not builtin, an absolute path or an http(s) URL")
+    if spec.image_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", spec.image_sha256):
+        problems.append(
+            f"{PROJECT}:imageSha256: {spec.image_sha256!r} is not a SHA-256 (64 hex digits); "
+            "copy it from the image's SHA256SUMS, or leave it empty"
+        )
     if not re.match(r"^[a-z][a-z0-9+]*://", spec.libvirt_uri):
         problems.append(f"{PROJECT}:libvirtUri: {spec.libvirt_uri!r} is not a libvirt URI; e.g. qemu:///system")
 
@@ -219,6 +234,25 @@ def did_you_mean(key: str, schema: Mapping[str, Any]) -> str:
     if match:
         return f"did you mean {PROJECT}:{match}? (`pulumi config rm {PROJECT}:{key}`, then set {PROJECT}:{match})"
     return "known keys are listed in Pulumi.yaml"
+
+
+def _mode_problems(spec: LabSpec) -> list[str]:
+    """What the chosen mode cannot do with the other settings (the mode says what it can)."""
+    mode = lbmodes.get(spec.mode)
+    problems = mode.config_problems(spec)
+    if spec.bench_scheme == "https":
+        if not mode.terminates_tls:
+            tls = [m.name for m in lbmodes.MODES.values() if m.terminates_tls]
+            problems.append(
+                f"{PROJECT}:benchScheme: https needs TLS terminated on the LB, and mode {spec.mode} does not "
+                f"(it passes TCP through to the webs, which serve http); use {PROJECT}:mode "
+                f"{' or '.join(tls)} for https, or set {PROJECT}:benchScheme to http"
+            )
+        elif not spec.https:
+            problems.append(
+                f"{PROJECT}:benchScheme: https, but the LB has no HTTPS frontend; set {PROJECT}:https to true"
+            )
+    return problems
 
 
 def _matrix_problems(spec: LabSpec) -> list[str]:

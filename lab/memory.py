@@ -70,7 +70,6 @@ def _mib(n_bytes: float) -> int:
 def estimate(role: str, spec: LabSpec) -> Estimate:
     os_parts = [("kernel", KERNEL_RESERVED_MIB), ("OS at boot", OS_AT_BOOT_MIB)]
     per_client = -(-max(spec.bench_concurrency or (1,)) // max(1, spec.client_count))
-    total_conc = max(spec.bench_concurrency or (1,))
     if role == "web":
         workers, connections = nginx_workers()
         work = [
@@ -79,16 +78,10 @@ def estimate(role: str, spec: LabSpec) -> Estimate:
                 workers * (NGINX_WORKER_MIB + _mib(connections * NGINX_BYTES_PER_CONNECTION)),
             )
         ]
-    elif role == "lb" and spec.mode == "proxy":
-        threads = max((spec.haproxy_threads, *spec.bench_threads))
-        work = [
-            (
-                f"HAProxy {threads} threads, {total_conc} connections",
-                HAPROXY_BASE_MIB + threads * HAPROXY_THREAD_MIB + _mib(total_conc * HAPROXY_BYTES_PER_CONNECTION),
-            )
-        ]
     elif role == "lb":
-        work = [(f"IPVS {total_conc} connections", IPVS_BASE_MIB + _mib(4 * total_conc * IPVS_BYTES_PER_CONNECTION))]
+        import lbmodes  # the mode says what its LB runs (lbmodes/ builds on this module)
+
+        work = [lbmodes.get(spec.mode).lb_memory(spec)]
     else:
         work = [
             (
@@ -99,9 +92,21 @@ def estimate(role: str, spec: LabSpec) -> Estimate:
     return Estimate(role, (*os_parts, *work))
 
 
+def haproxy_mib(threads: int, connections: int) -> int:
+    return HAPROXY_BASE_MIB + threads * HAPROXY_THREAD_MIB + _mib(connections * HAPROXY_BYTES_PER_CONNECTION)
+
+
+def ipvs_mib(connections: int) -> int:
+    """An entry per connection in flight and several more in TIME_WAIT (4 per connection, assumed)."""
+    return IPVS_BASE_MIB + _mib(4 * connections * IPVS_BYTES_PER_CONNECTION)
+
+
 def memory_problems(spec: LabSpec, project: str = "l2dsr") -> list[str]:
+    import lbmodes
+
     problems = []
-    for role in ("client", "lb", "web"):
+    # The LB's estimate is its mode's: none for a mode that does not exist (refused on its own).
+    for role in ("client", "lb", "web") if spec.mode in lbmodes.MODES else ("client", "web"):
         est = estimate(role, spec)
         have = spec.memory_mib[role]
         if have < est.mib:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import lbmodes
 from bench.parse import ParseError, RunResult, combine, parse_ab
 from bench.report import results_table
 from bench.runner import BenchParams, mode_problem, response_share
@@ -70,17 +71,26 @@ def test_response_share_tells_the_modes_apart():
     assert abs(response_share(DSR_LB, DSR_CLIENTS)) < 0.01
 
 
+def problem(mode: str, lb: dict, clients: dict) -> str | None:
+    return mode_problem(mode, lbmodes.get(mode).shares.as_dict(), lb, clients)
+
+
 def test_measured_runs_match_their_modes():
-    assert mode_problem("proxy", PROXY_LB, PROXY_CLIENTS) is None
-    assert mode_problem("dsr", DSR_LB, DSR_CLIENTS) is None
+    assert problem("proxy", PROXY_LB, PROXY_CLIENTS) is None
+    assert problem("dsr", DSR_LB, DSR_CLIENTS) is None
+    # The replies take the proxy's path under nat (through the LB) and dsr's under l3dsr (around it).
+    assert problem("nat", PROXY_LB, PROXY_CLIENTS) is None
+    assert problem("l3dsr", DSR_LB, DSR_CLIENTS) is None
 
 
 def test_a_run_that_contradicts_its_mode_is_named():
-    assert "not direct server return" in mode_problem("dsr", PROXY_LB, PROXY_CLIENTS)
-    assert "bypassing the proxy" in mode_problem("proxy", DSR_LB, DSR_CLIENTS)
+    assert "not direct server return" in problem("dsr", PROXY_LB, PROXY_CLIENTS)
+    assert "bypassing the proxy" in problem("proxy", DSR_LB, DSR_CLIENTS)
+    assert "a web replies to the client directly" in problem("nat", DSR_LB, DSR_CLIENTS)
+    assert "tunl0" in problem("l3dsr", PROXY_LB, PROXY_CLIENTS)
     # A web answering ARP for the VIP: the client talks to it directly, the LB sees no requests.
     silent_lb = {"rx_bytes": 20000, "tx_bytes": 15000}
-    assert "answering ARP for the VIP" in mode_problem("dsr", silent_lb, DSR_CLIENTS)
+    assert "answering ARP for the VIP" in problem("dsr", silent_lb, DSR_CLIENTS)
 
 
 def test_results_table_has_the_seeds_columns():
@@ -137,16 +147,18 @@ def test_params_survive_pulumi_number_encoding():
         "clients": [{"name": "client01", "role": "client", "address": "192.168.16.11"}],
         "webs": [{"name": "web01", "role": "web", "address": "172.16.0.101"}],
         "tool": "ab",
+        "scheme": "http",
         "concurrency": [10.0, 20.0],
         "requests": [1000.0, 1000.0],
-        "threads": [1.0, 2.0],
         "repeats": 2.0,
         "file_size_bytes": 5120.0,
+        "lb_steps": [1.0, 2.0],
         "lb_threads": 1.0,
-        "lb_cpus": 1.0,
+        "retunes": {},
+        "shares": lbmodes.get("dsr").shares.as_dict(),
     }
     p = BenchParams.from_props(props, "/tmp/results")
-    assert (p.concurrency, p.requests, p.threads, p.repeats, p.file_size_bytes) == (
+    assert (p.concurrency, p.requests, p.lb_steps, p.repeats, p.file_size_bytes) == (
         [10, 20],
         [1000, 1000],
         [1, 2],
@@ -202,8 +214,8 @@ def test_report_from_saved_results_has_tables_ratios_and_real_pngs(tmp_path):
     results = load_results([tmp_path / "proxy", tmp_path / "dsr"])
     report = write_report(results, tmp_path / "report")
     text = report.read_text()
-    assert "## proxy (ab)" in text and "## dsr (ab)" in text and "## Proxy vs DSR" in text
-    assert "| 10 | 1 | 1,001.00 | 1,501.00 | 1.50x | 6,200 | 560 |" in text
+    assert "## proxy (ab)" in text and "## dsr (ab)" in text and "## Each mode against proxy" in text
+    assert "| 10 | 1 | 1,001.00 | dsr | 1,501.00 | 1.50x | 6,200 | 560 |" in text
     for png in ("rps.png", "latency.png"):
         data = (tmp_path / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -111,7 +111,7 @@ def test_the_image_runs_a_cloud_init_module_for_every_key_the_lab_writes():
     keys = set()
     for mode in ("proxy", "dsr"):
         spec = load_spec({"mode": mode, "webCount": 1})
-        for host in plan(spec).hosts:
+        for host in plan(spec).guests:
             keys |= set(yaml.safe_load(render.user_data(spec, plan(spec), host, "ssh-ed25519 AAAA k")))
     assert keys <= set(MODULE_OF_KEY), f"a key without a known module: {keys - set(MODULE_OF_KEY)}"
     needed = {MODULE_OF_KEY[k] for k in keys} - {None}

@@ -19,7 +19,7 @@ from bench.ssh import KeyFile, Ssh
 from components.providers import seed_iso
 from guest import render
 from hypervisor import image, libvirt, paths
-from lab.addressing import plan
+from lab.addressing import mac_address, plan
 from lab.config import load_spec
 from virt import hostfacts
 from virt.readiness import BootingGuest, boot_budget_s, domain_cpu_seconds, wait_ready
@@ -82,7 +82,7 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
                     disk_volume=f"{NAME}.qcow2",
                     seed_volume=f"{NAME}-seed.iso",
                     network=NAME,
-                    mac=render.mac_address(web),
+                    mac=mac_address(web),
                     kernel=str(built.kernel),
                     initrd=str(built.initrd),
                     cmdline=image.KERNEL_CMDLINE,

@@ -1,11 +1,14 @@
-"""End to end, for real: engine, libvirt, the small lab, both modes, a small matrix, destroy.
+"""End to end, for real: engine, libvirt, the small lab, all four modes, a small matrix, destroy.
 
 One test, in the order a user works: up in proxy mode (results checked); a second stack with the
 same subnets, and a second checkout with the same stack name, are refused without touching the
 lab; a web removed and another stopped by hand are seen by preview and restored by up, which
-reruns the benchmark; `--replace` of a web's domain leaves a working lab; switch to dsr (the
-engine's plan replaces only the LB and the benchmark; results checked); an unchanged up (no
-changes); destroy (nothing left). Each phase's wall time goes to results/measurements/e2e.json.
+reruns the benchmark; `--replace` of a web's domain leaves a working lab; the benchmark over the
+LB's HTTPS frontend (only the benchmark reruns); switch to dsr (the engine's plan replaces only
+the LB and the benchmark), then to l3dsr and to nat (the LB, the webs and the benchmark), each
+proven by its byte counters and checked inside the guests; an unchanged up (no changes); destroy
+(nothing left). Each phase's wall time, and each mode's requests/s as ratios to proxy, go to
+results/measurements/e2e.json.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 
 import pytest
 
+import lbmodes
 from bench.ssh import KeyFile, Ssh
 from guest import render
 from hypervisor import libvirt, paths
@@ -25,16 +29,18 @@ pytestmark = pytest.mark.lab
 STACK = "e2e"
 # 2 concurrency levels x 2 repeats; under proxy also at 1 and 2 HAProxy threads (changed on the running LB).
 MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2, "benchThreads": [1, 2]}
+BYPASS = {"dsr", "l3dsr"}  # the modes whose responses go around the LB; under the others they cross it
 
 
 def outputs(cli) -> dict:
     return json.loads(cli("stack", "output", "--json", "--show-secrets").stdout)
 
 
-def check_results(out: dict, mode: str) -> None:
+def check_results(out: dict, mode: str, scheme: str = "http") -> None:
     assert out["mode"] == mode
     summary, runs = out["summary"], out["results"]
     threads = [1, 2] if mode == "proxy" else [1]  # IPVS is the kernel's: one row per point
+    assert {r["scheme"] for r in runs} == {scheme}
     assert [(int(r["lb_threads"]), int(r["concurrency"]), int(r["repeats"])) for r in summary] == [
         (t, c, 2) for t in threads for c in (10, 20)
     ]
@@ -43,17 +49,17 @@ def check_results(out: dict, mode: str) -> None:
         assert int(run["total_requests"]) == 1000, run
         assert int(run["failed_requests"]) == 0 and int(run["non_2xx_responses"]) == 0, run
         assert run["requests_per_second"] > 0
-        if mode == "dsr":
+        if mode in BYPASS:
             assert run["lb_response_share"] < 0.10, run  # the replies bypass the LB
         else:
-            assert 0.9 < run["lb_response_share"] < 1.2, run  # every reply crosses the proxy
+            assert 0.9 < run["lb_response_share"] < 1.2, run  # every reply crosses the LB (proxy or NAT)
     served = out["requestsPerWeb"]
     assert sorted(served) == ["web01", "web02"] and all(v > 0 for v in served.values()), served
     assert "| Mode | Thread | Concurrency |" in out["resultsTable"]
 
 
 def rps_ratios(proxy: list[dict], dsr: list[dict]) -> dict[str, float]:
-    """DSR over proxy requests/s at each concurrency, per proxy thread count: {"t1-c10": 1.75, ...}."""
+    """A mode's requests/s over proxy's at each concurrency, per proxy thread count: {"t1-c10": 1.75, ...}."""
     by_concurrency = {int(r["concurrency"]): r["requests_per_second"] for r in dsr}
     return {
         f"t{int(p['lb_threads'])}-c{int(p['concurrency'])}": round(
@@ -77,13 +83,14 @@ def lab_objects(virsh: Virsh) -> list[str]:
 # Units that belong to a role; everything else running on a VM is the OS, the same on every role.
 ROLE_UNITS = {"nginx.service", "haproxy.service", "ipvsadm.service", "l2dsr-ipvs.service", "l2dsr-net.service"}
 EXPECTED_ROLE_UNITS = {
-    ("web", "proxy"): {"nginx.service", "l2dsr-net.service"},
-    ("web", "dsr"): {"nginx.service", "l2dsr-net.service"},
+    **{("web", m): {"nginx.service", "l2dsr-net.service"} for m in lbmodes.names()},
+    **{("client", m): {"l2dsr-net.service"} for m in lbmodes.names()},
     ("lb", "proxy"): {"haproxy.service"},
     ("lb", "dsr"): {"l2dsr-ipvs.service"},
-    ("client", "proxy"): {"l2dsr-net.service"},
-    ("client", "dsr"): {"l2dsr-net.service"},
+    ("lb", "l3dsr"): {"l2dsr-ipvs.service"},
+    ("lb", "nat"): {"l2dsr-ipvs.service"},
 }
+IPVS_METHOD = {"dsr": "Route", "l3dsr": "Tunnel", "nat": "Masq"}  # ipvsadm -Ln's Forward column
 
 
 def private_key(cli) -> str:
@@ -124,7 +131,33 @@ def check_guests(cli, mode: str) -> dict:
             master = ssh.run(lb, "systemctl show -p MainPID --value haproxy.service").stdout.strip()
             assert {p[0] for p in procs if p[1] == "1"} == {master}, (tree, master)
             assert [p for p in procs if p[1] == master], tree  # the worker is the master's child
+        else:
+            check_ipvs_paths(ssh, vms, mode, outputs(cli)["vip"])
     return {name: {"total_mib": int(t), "available_mib": int(a)} for name, (t, a) in facts.items()}
+
+
+def check_ipvs_paths(ssh: Ssh, vms: dict, mode: str, vip: str) -> None:
+    """An IPVS mode as built: no proxy process on the LB, every web behind the mode's forwarding
+    method, and each web holding the VIP where its mode says and routing to the clients as it says."""
+    lb = next(vm["address"] for vm in vms.values() if vm["role"] == "lb")
+    client = next(vm["address"] for vm in vms.values() if vm["role"] == "client")
+    assert ssh.run(lb, "pgrep -c -x haproxy || true").stdout.strip() == "0"
+    table = ssh.run(lb, "sudo ipvsadm -Ln").stdout
+    for web in (vm for vm in vms.values() if vm["role"] == "web"):
+        line = next(x for x in table.splitlines() if f"{web['address']}:80" in x)
+        assert line.split()[2] == IPVS_METHOD[mode], table
+        # `ip -o -4 addr show`: "<n>: <device>    inet <address>/<prefix> ..."
+        holders = [
+            x.split()[1]
+            for x in ssh.run(web["address"], "ip -o -4 addr show").stdout.splitlines()
+            if f" {vip}/32 " in x
+        ]
+        route = ssh.run(web["address"], f"ip route get {client}").stdout
+        assert holders == {"dsr": ["lo"], "l3dsr": ["tunl0"], "nat": []}[mode], (web["name"], holders)
+        if mode == "nat":
+            assert " via " in route, route  # replies go back through the LB
+        else:
+            assert " via " not in route, route  # on-link: the reply goes straight to the client
 
 
 def planned(cli, *ops: str) -> list[str]:
@@ -218,7 +251,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
     results: dict[str, dict] = {}
     memory: dict[str, dict] = {}
     seen: dict[str, list[str]] = {}
-    with lab_stack(tmp_path, STACK, **MATRIX) as cli:
+    with lab_stack(tmp_path, STACK, https=True, **MATRIX) as cli:  # the seed's HTTPS frontend on the LB
         try:
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
@@ -237,6 +270,16 @@ def test_up_switch_unchanged_destroy(tmp_path):
 
             check_lifecycle(cli, virsh, tmp_path, times, seen)
 
+            # The seed's HTTPS frontend, benchmarked: the LB already has it (l2dsr:https), so only the benchmark reruns.
+            cli("config", "set", "l2dsr:benchScheme", "https")
+            assert replaced_in_plan(cli) == ["bench-run"]
+            start = time.monotonic()
+            cli("up", "--yes", "--skip-preview", timeout=3600)
+            times["up_bench_https_s"] = round(time.monotonic() - start, 1)
+            results["proxy-https"] = outputs(cli)
+            check_results(results["proxy-https"], "proxy", scheme="https")
+
+            cli("config", "set", "l2dsr:benchScheme", "http")
             cli("config", "set", "l2dsr:mode", "dsr")
             assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
             start = time.monotonic()
@@ -247,6 +290,25 @@ def test_up_switch_unchanged_destroy(tmp_path):
             results["dsr"] = outputs(cli)
             check_results(results["dsr"], "dsr")
             memory["dsr"] = check_guests(cli, "dsr")
+
+            # l3dsr and nat need other webs (a tunnel holding the VIP; a route via the LB): LB, webs
+            # and benchmark are replaced, the clients and the network are not.
+            webs_and_lb = sorted(
+                ["bench-run"]
+                + [f"lb-vm-{r}" for r in ("disk", "domain", "ready", "seed")]
+                + [f"web-{w}-{r}" for w in ("web01", "web02") for r in ("disk", "domain", "ready", "seed")]
+            )
+            for mode in ("l3dsr", "nat"):
+                cli("config", "set", "l2dsr:mode", mode)
+                assert replaced_in_plan(cli) == webs_and_lb
+                start = time.monotonic()
+                cli("up", "--yes", "--skip-preview", timeout=3600)
+                times[f"up_switch_to_{mode}_s"] = round(time.monotonic() - start, 1)
+                history = last_changes(cli)
+                assert history.get("replace") == 13 and "create" not in history and "delete" not in history, history
+                results[mode] = outputs(cli)
+                check_results(results[mode], mode)
+                memory[mode] = check_guests(cli, mode)
 
             start = time.monotonic()
             cli("up", "--yes", "--expect-no-changes")
@@ -261,8 +323,12 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 measured[f"boot_{mode}"] = out.get("boot")
             for mode, out in results.items():
                 measured[mode] = {"summary": out["summary"], "byteCounters": out["byteCounters"]}
-            if len(results) == 2:
-                measured["dsr_over_proxy_rps"] = rps_ratios(results["proxy"]["summary"], results["dsr"]["summary"])
+            if "proxy" in results:
+                measured["rps_over_proxy"] = {
+                    mode: rps_ratios(results["proxy"]["summary"], out["summary"])
+                    for mode, out in results.items()
+                    if mode != "proxy"
+                }
             out_dir = paths.PROJECT_DIR / "results" / "measurements"
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "e2e.json").write_text(json.dumps(measured, indent=1))

@@ -1,8 +1,9 @@
 """Every rendered file, checked by the tool that will read it, and against the seed's own values.
 
 haproxy -c, nginx -t and `cloud-init schema` are Debian's, installed by `./labctl test`. Golden
-files (tests/golden/) make any change to what reaches a VM or libvirt visible in review; regenerate
-them with L2DSR_UPDATE_GOLDEN=1 after an intended change.
+files make any change to what reaches a VM (tests/cases/render-*/rendered/, checked by
+tests/test_cases.py) or libvirt (tests/golden/) visible in review; regenerate them with
+L2DSR_UPDATE_GOLDEN=1 after an intended change.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lbmodes
 from components.network import network_def
-from components.vm import domain_name
 from guest import render
-from lab.addressing import plan
+from guest.files import fill
+from lab.addressing import domain_name, mac_address, plan
 from lab.config import load_spec
+from lbmodes.ipvs import ipvsadm_rules
+from lbmodes.proxy import haproxy_cfg
 from tests.test_spec import lab_stack_values
 from virt.xml import DomainDef, domain_xml, network_xml
 
@@ -54,19 +58,19 @@ def test_sysctl_profiles_are_the_seeds(role, seed):
 
 
 def test_web_arp_settings_are_the_seeds():
-    ours = sysctl_pairs(render.fill("web/dsr-arp.conf"))
+    ours = sysctl_pairs(fill("web/vip-arp.conf"))
     assert ours == sysctl_pairs((DATA / "seed-sysctl-arp.txt").read_text())
 
 
 def test_ipvsadm_rules_are_the_seeds_commands():
     spec = load_spec()
     seed = [line.removeprefix("ipvsadm ") for line in (DATA / "seed-ipvsadm.txt").read_text().splitlines() if line]
-    assert render.ipvsadm_rules(spec, plan(spec)).splitlines() == seed
+    assert ipvsadm_rules(spec, plan(spec), lbmodes.get("dsr").method).splitlines() == seed
 
 
 def test_haproxy_backend_lists_every_web_with_check():
     spec = load_spec()
-    cfg = render.haproxy_cfg(spec, plan(spec))
+    cfg = haproxy_cfg(spec, plan(spec))
     servers = [line.split() for line in cfg.splitlines() if line.strip().startswith("server ")]
     assert servers == [["server", f"web{i:02d}", f"172.16.0.{100 + i}:80", "check"] for i in range(1, 26)]
     assert "balance     roundrobin" in cfg and "nbthread 4" in cfg and "cpu-map 1/1-4 0-3" in cfg
@@ -74,7 +78,7 @@ def test_haproxy_backend_lists_every_web_with_check():
 
 def test_haproxy_cpu_map_follows_the_lb_vcpus():
     spec = load_spec({"haproxyThreads": 8, "lbVcpus": 2})
-    assert "cpu-map 1/1-8 0-1" in render.haproxy_cfg(spec, plan(spec))
+    assert "cpu-map 1/1-8 0-1" in haproxy_cfg(spec, plan(spec))
 
 
 # ---- checked by the real tools ----------------------------------------------------------------------
@@ -108,7 +112,7 @@ def test_haproxy_accepts_the_config(tmp_path, values):
         )
         cert.write_text((tmp_path / "server.crt").read_text() + key.read_text())
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(render.haproxy_cfg(spec, plan(spec), cert=str(cert)))
+    cfg.write_text(haproxy_cfg(spec, plan(spec), cert=str(cert)))
     done = subprocess.run([need("haproxy"), "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -125,7 +129,7 @@ def test_nginx_accepts_the_config(tmp_path, family):
 def all_user_data(values: dict) -> dict[str, str]:
     spec = load_spec(values)
     p = plan(spec)
-    return {h.name: render.user_data(spec, p, h, KEY) for h in p.hosts}
+    return {h.name: render.user_data(spec, p, h, KEY) for h in p.guests}
 
 
 @pytest.mark.parametrize(
@@ -133,10 +137,12 @@ def all_user_data(values: dict) -> dict[str, str]:
     [
         {**lab_stack_values(), "mode": "proxy"},
         {**lab_stack_values(), "mode": "dsr"},
+        {**lab_stack_values(), "mode": "l3dsr"},
+        {**lab_stack_values(), "mode": "nat"},
         {**lab_stack_values(), "mode": "proxy", "https": True, "image": "https://example.invalid/x.qcow2"},
         {**lab_stack_values(), "mode": "dsr", "image": "/srv/rocky.qcow2", "imageFamily": "rhel"},
     ],
-    ids=["proxy", "dsr", "proxy-https-cloud-image", "dsr-rhel"],
+    ids=["proxy", "dsr", "l3dsr", "nat", "proxy-https-cloud-image", "dsr-rhel"],
 )
 def test_cloud_init_accepts_every_user_data(tmp_path, values):
     for name, text in all_user_data(values).items():
@@ -157,8 +163,8 @@ def test_user_data_is_ssh_key_only_and_installs_nothing_on_the_builtin_image():
 def test_cloud_images_get_their_familys_packages():
     spec = load_spec({"mode": "dsr", "image": "/srv/rocky.qcow2", "imageFamily": "rhel"})
     p = plan(spec)
-    assert "ipvsadm" in render.role_packages(spec, p.lb)
-    assert "httpd-tools" in render.role_packages(spec, p.clients[0])
+    assert "ipvsadm" in render.role_packages(spec, p, p.lb)
+    assert "httpd-tools" in render.role_packages(spec, p, p.clients[0])
     assert "user nginx;" in render.nginx_conf(spec)
 
 
@@ -169,13 +175,49 @@ def test_webs_are_identical_in_both_modes_and_the_lb_is_not():
     assert "haproxy.cfg" in proxy["lb"] and "ipvsadm.rules" in dsr["lb"]
 
 
-def test_web_holds_the_vip_on_lo_and_routes_the_front_on_link():
-    spec = load_spec()
+def net_lines(mode: str, role: str) -> tuple[str, ...]:
+    spec = load_spec({"mode": mode})
     p = plan(spec)
-    script = render.net_script(p, p.webs[0])
-    assert "ip addr replace 192.168.16.100/32 dev lo" in script
-    assert "ip route replace 192.168.16.0/24 dev eth0" in script
-    assert "dev lo" not in render.net_script(p, p.clients[0])
+    return render.role_setup(spec, p, {"web": p.webs[0], "client": p.clients[0], "lb": p.lb}[role]).net
+
+
+def test_web_holds_the_vip_on_lo_and_routes_the_front_on_link():
+    for mode in ("proxy", "dsr"):
+        assert net_lines(mode, "web") == (
+            "ip route replace 192.168.16.0/24 dev eth0",
+            "ip addr replace 192.168.16.100/32 dev lo",
+        )
+        assert net_lines(mode, "client") == ("ip route replace 172.16.0.0/24 dev eth0",)
+        assert net_lines(mode, "lb") == ()  # the LB holds both subnets and the VIP on eth0 itself
+
+
+def test_l3dsr_web_holds_the_vip_on_the_tunnel_and_replies_on_link():
+    lines = net_lines("l3dsr", "web")
+    assert "ip addr replace 192.168.16.100/32 dev tunl0" in lines and "ip link set tunl0 up" in lines
+    assert "ip route replace 192.168.16.0/24 dev eth0" in lines and not any("dev lo" in x for x in lines)
+    spec = load_spec({"mode": "l3dsr"})
+    files, commands = render.role_files(spec, plan(spec), plan(spec).webs[0])
+    tunnel = sysctl_pairs(next(f.content for f in files if f.path.endswith("l3dsr.conf")))
+    assert tunnel["net.ipv4.conf.tunl0.rp_filter"] == "0" and tunnel["net.ipv4.conf.eth0.arp_ignore"] == "1"
+    # The module (and so tunl0) exists before the sysctls that name it are applied.
+    assert commands.index("modprobe -a nf_conntrack ipip") < commands.index("systemctl restart systemd-sysctl.service")
+    assert " -i " in ipvsadm_rules(spec, plan(spec), lbmodes.get("l3dsr").method)
+
+
+def test_nat_webs_hold_no_vip_and_reply_through_the_lb():
+    assert net_lines("nat", "web") == ("ip route replace 192.168.16.0/24 via 172.16.0.2 dev eth0",)
+    spec = load_spec({"mode": "nat"})
+    p = plan(spec)
+    assert str(p.lb_server_address) == "172.16.0.2" and p.lb_server_address in p.server
+    lb_files, _ = render.role_files(spec, p, p.lb)
+    assert (
+        sysctl_pairs(next(f.content for f in lb_files if f.path.endswith("nat.conf")))[
+            "net.ipv4.conf.all.send_redirects"
+        ]
+        == "0"
+    )
+    rules = next(f.content for f in lb_files if f.path == "/etc/l2dsr/ipvsadm.rules")
+    assert rules.count(" -m ") == len(p.webs) and " -g " not in rules
 
 
 def test_dummy_file_has_the_configured_size(tmp_path):
@@ -192,15 +234,8 @@ def test_dummy_file_has_the_configured_size(tmp_path):
 
 def golden_documents() -> dict[str, str]:
     docs = {}
-    for mode in ("proxy", "dsr"):
-        spec = load_spec({**lab_stack_values(), "mode": mode, "domainType": "qemu"})
-        p = plan(spec)
-        for host in p.hosts if mode == "proxy" else [p.lb]:
-            docs[f"lab-{mode}/{host.name}.user-data.yaml"] = render.user_data(spec, p, host, KEY)
-        docs[f"lab-{mode}/lb.network-config.yaml"] = render.network_config(p, p.lb)
     spec = load_spec({**lab_stack_values(), "domainType": "qemu"})
     p = plan(spec)
-    docs["lab-proxy/web01.network-config.yaml"] = render.network_config(p, p.webs[0])
     docs["libvirt/network.xml"] = network_xml(network_def("lab", p))
     docs["libvirt/web01.domain.xml"] = domain_xml(
         DomainDef(
@@ -212,7 +247,7 @@ def golden_documents() -> dict[str, str]:
             disk_volume="l2dsr-lab-web01.qcow2",
             seed_volume="l2dsr-lab-web01-seed-0123456789.iso",
             network="l2dsr-lab",
-            mac=render.mac_address(p.webs[0]),
+            mac=mac_address(p.webs[0]),
             kernel="/images/vmlinuz",
             initrd="/images/initrd.img",
             cmdline="root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud",
@@ -238,10 +273,10 @@ def test_roles_start_their_services_last_and_stop_at_the_first_failure():
     from hypervisor import image
 
     started: dict[str, list[str]] = {}
-    for mode in ("proxy", "dsr"):
+    for mode in lbmodes.names():
         spec = load_spec({**lab_stack_values(), "mode": mode})
         p = plan(spec)
-        for host in p.hosts:
+        for host in p.guests:
             _, commands = render.role_files(spec, p, host)
             assert commands[0] == "set -eux"  # the first failing command ends cloud-init in error
             start = next(c for c in commands if c.startswith("systemctl start "))
@@ -251,7 +286,9 @@ def test_roles_start_their_services_last_and_stop_at_the_first_failure():
             assert sum("daemon-reload" in c for c in commands) == 1  # each reload costs seconds under TCG
             started[f"{mode}/{host.role}"] = units
     assert started["proxy/web"] == ["l2dsr-net.service", "nginx.service"]
-    assert started["proxy/lb"] == ["haproxy.service"] and started["dsr/lb"] == ["l2dsr-ipvs.service"]
+    assert started["proxy/lb"] == ["haproxy.service"]
+    assert started["dsr/lb"] == started["l3dsr/lb"] == started["nat/lb"] == ["l2dsr-ipvs.service"]
+    assert started["nat/web"] == started["l3dsr/web"] == started["proxy/web"]
     assert started["proxy/client"] == ["l2dsr-net.service"]
     # Every packaged unit a role starts is one the image ships masked, and the role unmasks it.
     packaged = {u for units in started.values() for u in units if not u.startswith("l2dsr-")}

@@ -54,8 +54,8 @@ def test_memory_estimate_follows_the_configuration():
 def test_lab_stack_is_the_small_lab():
     spec = load_spec(lab_stack_values())
     p = plan(spec)
-    assert [h.name for h in p.hosts] == ["client01", "lb", "web01", "web02"]
-    assert sum(spec.memory_mib[h.role] for h in p.hosts) <= 2048  # guests' memory for one small host
+    assert [h.name for h in p.guests] == ["client01", "lb", "web01", "web02"]
+    assert sum(spec.memory_mib[h.role] for h in p.guests) <= 2048  # guests' memory for one small host
 
 
 def test_lb_holds_the_vip_and_both_subnets():
@@ -85,7 +85,7 @@ def test_matrix_values_expand_like_the_seeds_table():
 
 def test_all_problems_are_reported_at_once():
     with pytest.raises(ConfigError) as err:
-        load_spec({"mode": "nat", "webCount": 500, "webMemoryMiB": 1})
+        load_spec({"mode": "maglev", "webCount": 500, "webMemoryMiB": 1})
     keys = sorted(p.split(":")[1] for p in err.value.problems)
     assert keys == ["mode", "webCount", "webMemoryMiB"]
     assert str(err.value).startswith("invalid l2dsr configuration (3 problem(s))")

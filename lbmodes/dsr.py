@@ -1,0 +1,31 @@
+"""dsr (L2DSR): LVS/IPVS direct routing, as in the seed.
+
+The LB only rewrites the destination MAC (`ipvsadm -a ... -g`); the webs hold the VIP on lo without
+answering ARP for it and reply to the client directly, so responses never cross the LB.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from guest.files import RoleSetup
+from lbmodes.base import bypassing, vip_on_lo_web
+from lbmodes.ipvs import IpvsMode
+
+if TYPE_CHECKING:
+    from lab.addressing import AddressPlan, Guest
+    from lab.config import LabSpec
+
+
+class Dsr(IpvsMode):
+    name = "dsr"
+    title = "L2DSR (IPVS direct routing)"
+    order = 1
+    method = "-g"
+    shares = bypassing("responses are not bypassing it, so this is not direct server return")
+
+    def web(self, spec: LabSpec, plan: AddressPlan, guest: Guest) -> RoleSetup:
+        return vip_on_lo_web(plan)
+
+
+MODE = Dsr()

@@ -1,0 +1,38 @@
+"""nat: LVS/IPVS masquerading (`ipvsadm -a ... -m`).
+
+The LB rewrites each request's destination to a web, and the web's reply, routed back through the
+LB, gets the VIP as its source again. Responses cross the LB as under the proxy, but no proxy
+process runs: the kernel does it. The webs hold no VIP; their route to the clients is via the LB.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from guest.files import RoleSetup, WriteFile, fill
+from lbmodes.base import through
+from lbmodes.ipvs import IpvsMode
+
+if TYPE_CHECKING:
+    from lab.addressing import AddressPlan, Guest
+    from lab.config import LabSpec
+
+
+class Nat(IpvsMode):
+    name = "nat"
+    title = "LVS-NAT (IPVS masquerading)"
+    order = 3
+    method = "-m"
+    shares = through("responses are bypassing the LB: a web replies to the client directly (its route?)")
+
+    def lb_files(self, spec: LabSpec, plan: AddressPlan) -> tuple[WriteFile, ...]:
+        return (WriteFile("/etc/sysctl.d/62-l2dsr-nat.conf", fill("nat/lb-forward.conf")),)
+
+    def web(self, spec: LabSpec, plan: AddressPlan, guest: Guest) -> RoleSetup:
+        return RoleSetup(
+            files=(WriteFile("/etc/sysctl.d/61-l2dsr-nat.conf", fill("nat/web-route.conf")),),
+            net=(f"ip route replace {plan.front} via {plan.lb_server_address} dev eth0",),
+        )
+
+
+MODE = Nat()

@@ -1,0 +1,97 @@
+"""proxy: HAProxy terminates the client's TCP and opens its own to a web (the seed's baseline).
+
+Every response crosses the LB. The benchmark steps through HAProxy's thread counts (the seed's
+nbthread 1-8) by re-rendering haproxy.cfg and reloading. With `l2dsr:https` the frontend also binds
+:443 with the seed's self-signed certificate, and `l2dsr:benchScheme: https` benchmarks it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from guest.files import Retune, RoleSetup, WriteFile, fill
+from lab import memory
+from lbmodes.base import Mode, through, vip_on_lo_web
+
+if TYPE_CHECKING:
+    from lab.addressing import AddressPlan, Guest
+    from lab.config import LabSpec
+
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+HAPROXY_CERT = "/etc/haproxy/certs/server.pem"
+SEED_CERT_SUBJECT = "/C=KR/ST=GeongGi/L=PhanGyo/O=Test/OU=CloudDev/CN={vip}"
+
+
+def cpu_list(cpus: int) -> str:
+    """HAProxy's cpu-map target: every vCPU of the LB (the seed mapped its threads onto all cores)."""
+    return "0" if cpus == 1 else f"0-{cpus - 1}"
+
+
+def haproxy_cfg(spec: LabSpec, plan: AddressPlan, threads: int | None = None, cert: str = HAPROXY_CERT) -> str:
+    """The seed's haproxy.cfg for this lab; `threads` overrides l2dsr:haproxyThreads (benchmark steps)."""
+    servers = "\n".join(f"    server {w.name} {w.address}:80 check" for w in plan.webs)
+    https = f"    bind {plan.vip}:443 ssl crt {cert}\n" if spec.https else ""
+    return fill(
+        "proxy/haproxy.cfg",
+        nbthread=threads or spec.haproxy_threads,
+        cpu_list=cpu_list(spec.vcpus["lb"]),
+        vip=plan.vip,
+        https_bind=https,
+        servers=servers,
+    )
+
+
+class Proxy(Mode):
+    name = "proxy"
+    title = "proxy (HAProxy)"
+    order = 0
+    shares = through("responses are bypassing the proxy")
+    terminates_tls = True
+    tunes_threads = True
+
+    def lb(self, spec: LabSpec, plan: AddressPlan) -> RoleSetup:
+        commands: tuple[str, ...] = ()
+        if spec.https:
+            subject = SEED_CERT_SUBJECT.format(vip=plan.vip)
+            commands = (
+                "mkdir -p /etc/haproxy/certs",
+                "openssl req -x509 -nodes -newkey rsa:2048 -days 3650 -subj "
+                f"'{subject}' -keyout /etc/haproxy/certs/server.key -out /etc/haproxy/certs/server.crt",
+                f"cat /etc/haproxy/certs/server.crt /etc/haproxy/certs/server.key > {HAPROXY_CERT}",
+                f"chmod 600 {HAPROXY_CERT}",
+            )
+        return RoleSetup(
+            files=(
+                WriteFile(HAPROXY_CFG, haproxy_cfg(spec, plan)),
+                WriteFile("/etc/systemd/system/haproxy.service.d/l2dsr.conf", fill("proxy/haproxy.service.conf")),
+            ),
+            commands=commands,
+            units=("haproxy.service",),
+            packages=("haproxy", "openssl"),
+        )
+
+    def web(self, spec: LabSpec, plan: AddressPlan, guest: Guest) -> RoleSetup:
+        # The same webs as dsr: a switch between the two replaces only the LB.
+        return vip_on_lo_web(plan)
+
+    def lb_memory(self, spec: LabSpec) -> tuple[str, int]:
+        threads = max((spec.haproxy_threads, *spec.bench_threads))
+        conns = max(spec.bench_concurrency or (1,))
+        return f"HAProxy {threads} threads, {conns} connections", memory.haproxy_mib(threads, conns)
+
+    def lb_threads(self, spec: LabSpec) -> int:
+        return spec.haproxy_threads
+
+    def lb_steps(self, spec: LabSpec) -> tuple[int, ...]:
+        return spec.bench_threads or (spec.haproxy_threads,)
+
+    def retune(self, spec: LabSpec, plan: AddressPlan, threads: int) -> Retune:
+        return Retune(
+            files=(WriteFile(HAPROXY_CFG, haproxy_cfg(spec, plan, threads)),),
+            apply=f"haproxy -c -q -f {HAPROXY_CFG} && systemctl reload haproxy",
+            check="ps -o nlwp= -C haproxy",  # the worker's threads (the master has one)
+            expect=str(threads),
+        )
+
+
+MODE = Proxy()

@@ -1,0 +1,79 @@
+"""The load-balancer mode contract (lbmodes/): every mode meets it, and no other layer names a mode."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+import lbmodes
+from guest import render
+from guest.files import Retune, RoleSetup
+from lab.addressing import plan
+from lab.config import load_spec
+from tests.program import PROJECT_DIR
+from tests.test_spec import lab_stack_values
+
+
+@pytest.mark.parametrize("name", lbmodes.names())
+def test_every_mode_meets_the_contract(name):
+    mode = lbmodes.get(name)
+    spec = load_spec({**lab_stack_values(), "mode": name})
+    p = plan(spec)
+    lb, web = mode.lb(spec, p), mode.web(spec, p, p.webs[0])
+    assert isinstance(lb, RoleSetup) and isinstance(web, RoleSetup)
+    assert lb.units, "the LB of every mode runs something, under systemd"
+    assert mode.shares.low < mode.shares.high and mode.shares.expected and mode.shares.otherwise
+    what, mib = mode.lb_memory(spec)
+    assert what and mib > 0
+    steps = mode.lb_steps(spec)
+    assert steps and mode.lb_threads(spec) >= 1
+    for threads in {*steps, mode.lb_threads(spec)}:
+        change = mode.retune(spec, p, threads)
+        # A mode that steps through several thread counts must be able to change them.
+        assert change is not None or set(steps) == {mode.lb_threads(spec)}
+        if change is not None:
+            assert isinstance(change, Retune) and change.expect == str(threads)
+            # The retune writes the same file the LB was deployed with (one writer): only its threads differ.
+            deployed = {f.path: f.content for f in lb.files}
+            for f in change.files:
+                assert f.path in deployed
+                if threads == mode.lb_threads(spec):
+                    assert f.content == deployed[f.path]
+
+
+def test_modes_are_found_by_their_modules():
+    assert lbmodes.names() == ("proxy", "dsr", "l3dsr", "nat")  # proxy, the baseline, first
+    assert {m.__class__.__module__ for m in lbmodes.MODES.values()} == {f"lbmodes.{n}" for n in lbmodes.names()}
+
+
+def test_responses_bypass_the_lb_exactly_in_the_dsr_modes():
+    bypass = {name for name, m in lbmodes.MODES.items() if m.shares.high < 0.5}
+    assert bypass == {"dsr", "l3dsr"}
+
+
+MODE_NAME = re.compile(r"^(proxy|dsr|l3dsr|nat)$")
+
+
+def test_no_layer_outside_lbmodes_compares_a_mode_name():
+    """Every other layer asks the mode (containerlab's node contract); a new mode touches no other layer."""
+    found = []
+    for path in PROJECT_DIR.rglob("*.py"):
+        rel = path.relative_to(PROJECT_DIR)
+        if rel.parts[0] in ("lbmodes", "tests", ".venv", ".state") or "site-packages" in rel.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and MODE_NAME.match(node.value):
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not found, found
+
+
+def test_the_webs_are_the_same_under_proxy_and_dsr_and_differ_where_the_path_does():
+    def web(mode: str) -> str:
+        spec = load_spec({**lab_stack_values(), "mode": mode})
+        p = plan(spec)
+        return render.user_data(spec, p, p.webs[0], "ssh-ed25519 AAAA test")
+
+    assert web("proxy") == web("dsr")  # a switch between them replaces only the LB
+    assert len({web("dsr"), web("l3dsr"), web("nat")}) == 3

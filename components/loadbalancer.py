@@ -1,15 +1,26 @@
-"""The load balancer VM: HAProxy (proxy) or LVS/IPVS direct routing (dsr), per guest.render.LB_MODES."""
+"""The load balancer VM, as its mode (lbmodes/) builds it: HAProxy, or LVS/IPVS routing, tunnelling or NAT."""
 
 from __future__ import annotations
 
 import pulumi
 
+import lbmodes
 from components.context import LabContext
 
 
 class LoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, ctx: LabContext, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LoadBalancer", name, None, opts)
-        self.mode = ctx.spec.mode
+        mode = lbmodes.get(ctx.spec.mode)
+        self.mode = mode.name
         self.vm = ctx.vm(f"{name}-vm", ctx.plan.lb, self)
-        self.register_outputs({"mode": self.mode, "name": self.vm.name, "address": self.vm.address})
+        self.register_outputs(
+            {
+                "mode": mode.name,
+                "title": mode.title,
+                "vip": str(ctx.plan.vip),
+                "services": list(mode.lb(ctx.spec, ctx.plan).units),
+                "name": self.vm.name,
+                "address": self.vm.address,
+            }
+        )

@@ -5,8 +5,8 @@ and every web server is reached through it; then each load run is measured with 
 clients' and the webs' interface byte counters and nginx's access logs around it. The bytes prove
 the mode: under dsr the LB receives the requests but sends well under 10% of what the clients
 receive (the replies bypass it); under proxy it sends about all of it. The bounds are the mode's
-(lbmodes/, passed in as `shares`); a run outside them fails, with the likely cause. An out-of-memory kill on any VM's console during the run fails
-it, naming the VM (a result from an OOM-killed web is not a result). Cancelling (Ctrl-C in
+(lbmodes/, passed in as `shares`); a run outside them fails, with the likely cause. An
+out-of-memory kill on any VM's console during the run fails it, naming the VM (a result from an OOM-killed web is not a result). Cancelling (Ctrl-C in
 `pulumi up`) stops the local SSH sessions and the load tools on the clients within seconds. Raw
 output is kept under results/<stack>/<time>/; a run that fails leaves a FAILED note there.
 """

@@ -312,3 +312,37 @@ def test_ssh_stops_on_cancel_but_clean_up_still_runs(tmp_path, monkeypatch):
         assert ssh.run("192.0.2.1", "pkill -x ab", cancellable=False).stdout.strip() == "done"
     finally:
         runtime.cancelled.clear()
+
+
+def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it():
+    """One writer per guest file: the runner ships what lbmodes/proxy.py rendered, it edits nothing."""
+    import base64
+    import subprocess
+
+    from bench.runner import retune
+    from components.benchmark import bench_params
+    from lab.addressing import plan
+    from lab.config import load_spec
+    from lbmodes.proxy import haproxy_cfg
+
+    spec = load_spec({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 1, "lbVcpus": 2})
+    props = bench_params("t", spec, plan(spec))
+    assert sorted(props["retunes"]) == ["1", "2"] and props["lb_steps"] == [1, 2]
+    params = BenchParams.from_props(props, "/tmp/results")
+    ran: list[str] = []
+
+    class FakeSsh:
+        def run(self, address, command, **_):
+            ran.append(command)
+            out = "1\n2\n" if command.startswith("ps ") else ""
+            return subprocess.CompletedProcess([], 0, out, "")
+
+    retune(FakeSsh(), params, 2)
+    written = base64.b64decode(ran[0].split()[1]).decode()
+    assert written == haproxy_cfg(spec, plan(spec), 2) and "nbthread 2" in written and "cpu-map 1/1-2 0-1" in written
+    assert ran[0].endswith("/etc/haproxy/haproxy.cfg")
+    assert ran[1] == "sudo sh -c 'haproxy -c -q -f /etc/haproxy/haproxy.cfg && systemctl reload haproxy'"
+    assert not any("sed " in c for c in ran)
+    # IPVS has nothing to change: one row per point, no retunes.
+    dsr = bench_params("t", load_spec({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]}), plan(spec))
+    assert dsr["lb_steps"] == [1] and dsr["retunes"] == {} and dsr["lb_threads"] == 1

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.lab
 STACK = "e2e"
 # 2 concurrency levels x 2 repeats; under proxy also at 1 and 2 HAProxy threads (changed on the running LB).
 MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2, "benchThreads": [1, 2]}
+HTTPS_MATRIX = {"benchConcurrency": [10], "benchRequests": [400], "benchRepeats": 1, "benchThreads": [1, 2]}
 BYPASS = {"dsr", "l3dsr"}  # the modes whose responses go around the LB; under the others they cross it
 
 
@@ -36,26 +37,35 @@ def outputs(cli) -> dict:
     return json.loads(cli("stack", "output", "--json", "--show-secrets").stdout)
 
 
-def check_results(out: dict, mode: str, scheme: str = "http") -> None:
+def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "http") -> None:
     assert out["mode"] == mode
     summary, runs = out["summary"], out["results"]
-    threads = [1, 2] if mode == "proxy" else [1]  # IPVS is the kernel's: one row per point
+    threads = matrix["benchThreads"] if mode == "proxy" else [1]  # IPVS is the kernel's: one row per point
+    repeats = matrix["benchRepeats"]
     assert {r["scheme"] for r in runs} == {scheme}
     assert [(int(r["lb_threads"]), int(r["concurrency"]), int(r["repeats"])) for r in summary] == [
-        (t, c, 2) for t in threads for c in (10, 20)
+        (t, c, repeats) for t in threads for c in matrix["benchConcurrency"]
     ]
-    assert len(runs) == 4 * len(threads)
+    assert len(runs) == len(matrix["benchConcurrency"]) * repeats * len(threads)
+    # The share estimate assumes the LB forwards what the clients send; an HTTPS proxy does not (it
+    # ends the TLS handshakes), so there it reads about 0.89 although every reply crosses the LB.
+    through = 0.85 if scheme == "https" else 0.9
     for run in runs:
-        assert int(run["total_requests"]) == 1000, run
+        assert int(run["total_requests"]) == matrix["benchRequests"][0], run
         assert int(run["failed_requests"]) == 0 and int(run["non_2xx_responses"]) == 0, run
         assert run["requests_per_second"] > 0
         if mode in BYPASS:
             assert run["lb_response_share"] < 0.10, run  # the replies bypass the LB
         else:
-            assert 0.9 < run["lb_response_share"] < 1.2, run  # every reply crosses the LB (proxy or NAT)
+            assert through < run["lb_response_share"] < 1.2, run  # every reply crosses the LB (proxy or NAT)
     served = out["requestsPerWeb"]
     assert sorted(served) == ["web01", "web02"] and all(v > 0 for v in served.values()), served
     assert "| Mode | Thread | Concurrency |" in out["resultsTable"]
+
+
+def set_matrix(cli, matrix: dict) -> None:
+    for key, value in matrix.items():
+        cli("config", "set", f"l2dsr:{key}", json.dumps(value) if isinstance(value, list) else str(value))
 
 
 def rps_ratios(proxy: list[dict], dsr: list[dict]) -> dict[str, float]:
@@ -271,14 +281,17 @@ def test_up_switch_unchanged_destroy(tmp_path):
             check_lifecycle(cli, virsh, tmp_path, times, seen)
 
             # The seed's HTTPS frontend, benchmarked: the LB already has it (l2dsr:https), so only the benchmark reruns.
+            # A smaller matrix: every request is a TLS handshake, about 35/s under emulation.
+            set_matrix(cli, HTTPS_MATRIX)
             cli("config", "set", "l2dsr:benchScheme", "https")
             assert replaced_in_plan(cli) == ["bench-run"]
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_bench_https_s"] = round(time.monotonic() - start, 1)
             results["proxy-https"] = outputs(cli)
-            check_results(results["proxy-https"], "proxy", scheme="https")
+            check_results(results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https")
 
+            set_matrix(cli, MATRIX)
             cli("config", "set", "l2dsr:benchScheme", "http")
             cli("config", "set", "l2dsr:mode", "dsr")
             assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]

@@ -17,6 +17,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 import lbmodes
 from bench.ssh import KeyFile, Ssh
@@ -64,8 +65,12 @@ def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "ht
 
 
 def set_matrix(cli, matrix: dict) -> None:
-    for key, value in matrix.items():
-        cli("config", "set", f"l2dsr:{key}", json.dumps(value) if isinstance(value, list) else str(value))
+    """Typed lists go into the stack file itself (`pulumi config set` stores strings, and the
+    project's typed config refuses a string where it declares an array)."""
+    stack_file = cli.project_dir / f"Pulumi.{cli.stack}.yaml"
+    doc = yaml.safe_load(stack_file.read_text())
+    doc["config"].update({f"l2dsr:{key}": value for key, value in matrix.items()})
+    stack_file.write_text(yaml.safe_dump(doc))
 
 
 def rps_ratios(proxy: list[dict], dsr: list[dict]) -> dict[str, float]:

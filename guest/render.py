@@ -1,4 +1,4 @@
-"""Everything that goes into a VM, rendered by plain Python from the real config files beside this.
+"""Everything that goes into a VM, rendered by plain Python from the real config files in cloudinit/.
 
 Templates are the files a human diffs against the seed, with `{{name}}` holes; pyyaml emits the
 cloud-config. A role's user-data is a pure function of the spec, the address plan and the SSH key,

@@ -77,7 +77,10 @@ def side_by_side(results: list[dict]) -> str:
         if mode != baseline:
             continue
         for other in others:
-            o = next((r for (m, _, c), r in rows.items() if m == other and c == conc), None)
+            # At the same thread count where the other mode has one (proxy over https), else its only row.
+            o = rows.get((other, threads, conc)) or next(
+                (r for (m, _, c), r in rows.items() if m == other and c == conc), None
+            )
             if o is None:
                 continue
             lines.append(

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import lbmodes
+
 
 def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
@@ -48,12 +50,6 @@ def load_results(paths_: list[Path]) -> list[dict]:
     return found
 
 
-def _mode(name: str):
-    import lbmodes
-
-    return lbmodes.MODES.get(name)
-
-
 def _label(r: dict) -> str:
     return r["mode"] + (" https" if r.get("scheme") == "https" else "")
 
@@ -65,8 +61,8 @@ def side_by_side(results: list[dict]) -> str:
     for res in results:
         for r in res["summary"]:
             rows[(_label(r), int(r["lb_threads"]), int(r["concurrency"]))] = r
-    order = {name: i for i, name in enumerate(_known_modes())}
-    baseline = _known_modes()[0]
+    order = {name: i for i, name in enumerate(lbmodes.names())}
+    baseline = lbmodes.names()[0]
     others = sorted({k[0] for k in rows if k[0] != baseline}, key=lambda m: (order.get(m.split()[0], 99), m))
     lines = [
         f"| Concurrency | {baseline} threads | {baseline} req/s | Mode | Mode req/s | Mode / {baseline} | "
@@ -91,12 +87,6 @@ def side_by_side(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _known_modes() -> list[str]:
-    import lbmodes
-
-    return list(lbmodes.names())
-
-
 def charts(results: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
@@ -106,7 +96,7 @@ def charts(results: list[dict], out: Path) -> list[Path]:
     lines: dict[str, list[dict]] = {}
     for res in results:
         for r in res["summary"]:
-            mode = _mode(r["mode"])
+            mode = lbmodes.MODES.get(r["mode"])
             label = mode.title if mode else r["mode"]
             if mode is None or mode.tunes_threads:
                 label += f", {int(r['lb_threads'])} thread(s)"
@@ -188,8 +178,9 @@ def write_report(results: list[dict], out: Path, scale: dict | None = None) -> P
             f"## {res['mode']} ({res['tool']})\n\nRaw output: `{res['raw_dir']}`\n\n{results_table(res['summary'])}"
         )
     modes = {r["mode"] for res in results for r in res["summary"]}
-    if _known_modes()[0] in modes and len(modes) > 1:
-        parts.append(f"## Each mode against {_known_modes()[0]}\n\n{side_by_side(results)}")
+    baseline = lbmodes.names()[0]
+    if baseline in modes and len(modes) > 1:
+        parts.append(f"## Each mode against {baseline}\n\n{side_by_side(results)}")
     if results:
         for png in charts(results, out):
             parts.append(f"![{png.stem}]({png.name})\n")

@@ -19,7 +19,6 @@ class LoadBalancer(pulumi.ComponentResource):
                 "mode": mode.name,
                 "title": mode.title,
                 "vip": str(ctx.plan.vip),
-                "services": list(mode.lb(ctx.spec, ctx.plan).units),
                 "name": self.vm.name,
                 "address": self.vm.address,
             }

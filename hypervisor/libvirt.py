@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hypervisor.progress import StepFailed, run_logged, say
-from virt.hostfacts import RECORD, RUN_DIR, HostRecord, read_record, write_record
+from virt.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, read_record, write_record
 from virt.virsh import Virsh
 
 NAMESPACE = "l2dsr"
@@ -61,7 +61,7 @@ def choose_mode(system_libvirtd_answers: bool, ours_running: bool) -> str:
 
 
 def choose_domain_type(configured: str, kvm_runs_guests: bool | None) -> str:
-    if configured in ("kvm", "qemu"):
+    if configured in DOMAIN_TYPES:
         return configured
     if kvm_runs_guests is None:
         raise ValueError("domainType auto needs the KVM probe result")

@@ -75,10 +75,6 @@ class Mode:
         """What the benchmark does to run a step with `threads`; None: nothing to change."""
         return None
 
-    def config_problems(self, spec: LabSpec) -> list[str]:
-        """What this mode cannot do with the stack's settings, as config errors naming key and fix."""
-        return []
-
 
 # ---- what several modes share --------------------------------------------------------------------
 

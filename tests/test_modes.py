@@ -29,6 +29,8 @@ def test_every_mode_meets_the_contract(name):
     assert what and mib > 0
     steps = mode.lb_steps(spec)
     assert steps and mode.lb_threads(spec) >= 1
+    # The declared flag (what the report reads without a spec) agrees with what the mode does.
+    assert mode.tunes_threads == (mode.retune(spec, p, mode.lb_threads(spec)) is not None)
     for threads in {*steps, mode.lb_threads(spec)}:
         change = mode.retune(spec, p, threads)
         # A mode that steps through several thread counts must be able to change them.

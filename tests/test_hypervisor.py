@@ -117,6 +117,16 @@ def test_the_image_runs_a_cloud_init_module_for_every_key_the_lab_writes():
     needed = {MODULE_OF_KEY[k] for k in keys} - {None}
     assert needed <= modules, f"user-data keys whose module the image does not run: {needed - modules}"
     assert "PasswordAuthentication no" in image.ROOTFS_FILES["etc/ssh/sshd_config.d/50-l2dsr.conf"]
+    # A stage whose service the image masks never runs: a module listed there would be silently skipped.
+    stage_service = {
+        "cloud_init_modules": "cloud-init.service",
+        "cloud_config_modules": "cloud-config.service",
+        "cloud_final_modules": "cloud-final.service",
+    }
+    skipped = {
+        stage: mods for stage, mods in modules_cfg.items() if mods and stage_service[stage] in image.MASKED_UNITS
+    }
+    assert not skipped, f"modules in a stage the image masks: {skipped}"
 
 
 def test_subnet_collision_names_the_other_network():

@@ -240,14 +240,9 @@ def _customise(rootfs: Path, recipe: Recipe) -> None:
         key.unlink()
     system = rootfs / "etc/systemd/system"
     for unit in (*recipe.masked, *recipe.role_units):
-        link = system / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
-    generators = rootfs / "etc/systemd/system-generators"
-    generators.mkdir(parents=True, exist_ok=True)
+        _mask(system / unit)
     for generator in recipe.masked_generators:
-        (generators / generator).unlink(missing_ok=True)
-        (generators / generator).symlink_to("/dev/null")
+        _mask(rootfs / "etc/systemd/system-generators" / generator)
     for unit in recipe.role_units:
         for wants in _wanted_by(system, unit):
             wants.unlink()
@@ -257,6 +252,13 @@ def _customise(rootfs: Path, recipe: Recipe) -> None:
         deb.unlink()
     for lists in (rootfs / "var/lib/apt/lists").glob("*_*"):
         lists.unlink()
+
+
+def _mask(link: Path) -> None:
+    """systemd's mask, for a unit or a generator: a link to /dev/null in /etc overrides the package's."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to("/dev/null")
 
 
 def units_started_at_boot(rootfs: Path, units: tuple[str, ...]) -> list[str]:

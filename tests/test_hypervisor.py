@@ -73,6 +73,9 @@ def test_no_role_service_starts_at_boot_of_the_built_tree(tmp_path):
     image._customise(root, image.Recipe(files={}))
     assert image.units_started_at_boot(root, image.ROLE_UNITS) == []
     assert (wants / "ssh.service").is_symlink() and (rc2 / "S01ssh").is_symlink()  # the OS's own stay
+    masked = [root / "etc/systemd/system" / u for u in image.MASKED_UNITS]
+    masked += [root / "etc/systemd/system-generators" / g for g in image.MASKED_GENERATORS]
+    assert [str(m.relative_to(root)) for m in masked if os.readlink(m) != "/dev/null"] == []
 
 
 def test_the_image_has_every_roles_tool():

@@ -6,10 +6,10 @@ It runs the Python SDK's dynamic-provider servicer (pulumi/dynamic/__main__.py, 
 
 1. more worker threads (the SDK has 4): every VM's readiness waits at once, and no other call may
    queue behind those waits;
-2. Cancel passed on (the engine calls it on Ctrl-C): engine.runtime.cancelled is set, and waits and
+2. Cancel passed on (the engine calls it on Ctrl-C): runtime.cancelled is set, and waits and
    benchmark runs stop within seconds instead of running to their end;
 3. readable failures: a LabFailure reaches the CLI as its message, not as a Python traceback; and
-   engine.runtime.log() lines appear under the resource being worked on, in `pulumi up` itself.
+   runtime.log() lines appear under the resource being worked on, in `pulumi up` itself.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import grpc
 import pulumi.dynamic
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc
 
-from engine import runtime
+import runtime
 
 WORKERS = 64
 _SEVERITY = {

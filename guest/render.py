@@ -1,8 +1,9 @@
 """Everything that goes into a VM, rendered by plain Python from the real config files in cloudinit/.
 
 Templates are the files a human diffs against the seed, with `{{name}}` holes; pyyaml emits the
-cloud-config. A role's user-data is a pure function of the spec, the address plan and the SSH key,
-so a change to any of them changes the seed disk's content, and that replaces the VM.
+cloud-config. A role's user-data is a pure function of the spec, the load-balancer mode (the object,
+resolved once by lbmodes.load_lab), the address plan and the SSH key, so a change to any of them
+changes the seed disk's content, and that replaces the VM.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from dataclasses import replace
 
 import yaml
 
-import lbmodes
-from guest.files import RoleSetup, WriteFile, fill
 from lab.addressing import AddressPlan, Guest, mac_address
-from lab.config import LabSpec
+from lab.files import RoleSetup, WriteFile, fill
+from lab.spec import LabSpec
+from lbmodes import Mode
 
 LOGIN_USER = "lab"
 NGINX_ROOT = "/usr/share/nginx/html"
@@ -75,9 +76,8 @@ def start_units(units: list[str]) -> list[str]:
     return commands
 
 
-def role_setup(spec: LabSpec, plan: AddressPlan, guest: Guest) -> RoleSetup:
+def role_setup(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> RoleSetup:
     """What a VM's role needs; the load-balancer mode decides the LB's and the webs' part."""
-    mode = lbmodes.get(spec.mode)
     if guest.role == "lb":
         return mode.lb(spec, plan)  # the LB holds both subnets and the VIP on eth0 itself
     if guest.role == "web":
@@ -99,14 +99,14 @@ def role_setup(spec: LabSpec, plan: AddressPlan, guest: Guest) -> RoleSetup:
 # ---- cloud-init documents ----------------------------------------------------------------------
 
 
-def role_files(spec: LabSpec, plan: AddressPlan, guest: Guest) -> tuple[list[WriteFile], list[str]]:
+def role_files(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[list[WriteFile], list[str]]:
     """The files and commands of one VM's role, in the order cloud-init applies them.
 
     The commands run as one shell script that stops at the first failure (`set -e`), so a role that
     cannot start its service ends cloud-init in `status: error` with the failing command in
     /var/log/cloud-init-output.log (`-x` traces each command there).
     """
-    setup = role_setup(spec, plan, guest)
+    setup = role_setup(spec, mode, plan, guest)
     profile = "client" if guest.role == "client" else "server"
     modules = ("nf_conntrack", *setup.modules)
     files = [
@@ -136,15 +136,15 @@ def final_message(guest: Guest) -> str:
     return f"l2dsr {guest.name} ({guest.role}) ready after"
 
 
-def role_packages(spec: LabSpec, plan: AddressPlan, guest: Guest) -> list[str]:
+def role_packages(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> list[str]:
     if spec.image_is_builtin:
         return []
     family = PACKAGES[spec.image_family]
-    return family["common"] + family.get(guest.role, []) + list(role_setup(spec, plan, guest).packages)
+    return family["common"] + family.get(guest.role, []) + list(role_setup(spec, mode, plan, guest).packages)
 
 
-def user_data(spec: LabSpec, plan: AddressPlan, guest: Guest, ssh_public_key: str) -> str:
-    files, commands = role_files(spec, plan, guest)
+def user_data(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest, ssh_public_key: str) -> str:
+    files, commands = role_files(spec, mode, plan, guest)
     doc: dict[str, object] = {
         "hostname": guest.name,
         "manage_etc_hosts": True,
@@ -167,7 +167,7 @@ def user_data(spec: LabSpec, plan: AddressPlan, guest: Guest, ssh_public_key: st
         "runcmd": commands,
         "final_message": f"{final_message(guest)} $UPTIME s",
     }
-    packages = role_packages(spec, plan, guest)
+    packages = role_packages(spec, mode, plan, guest)
     if packages:
         doc["packages"] = packages
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=200)

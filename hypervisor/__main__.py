@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import report
 from hypervisor import downloads, image, libvirt, paths, pulumi_cli
 from hypervisor.progress import StepFailed, say
 
@@ -94,8 +95,6 @@ def main(argv: list[str]) -> int:
         elif command == "test":
             return test(args)
         elif command == "report":
-            from bench import report
-
             return report.main(args)
         elif command == "down":
             libvirt.teardown(force="--force" in args)

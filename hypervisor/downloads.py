@@ -8,20 +8,15 @@ program only looks for the file (download_path) and, when it is missing, says wh
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from hypervisor import paths
 from hypervisor.progress import StepFailed, say
+from lab.config import stack_values
+from runtime.hostfacts import download_path
 
 READ_TIMEOUT_S = 60  # per read: a stalled server fails the step instead of hanging it
-
-
-def download_path(url: str) -> Path:
-    return paths.cache_dir() / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{os.path.basename(url)}"
 
 
 def file_sha256(path: Path) -> str:
@@ -59,10 +54,9 @@ def fetch(url: str, sha256: str = "", timeout: float = READ_TIMEOUT_S) -> Path:
 
 
 def fetch_for_stack(stack: str, project_dir: Path = paths.PROJECT_DIR) -> Path | None:
-    """What the stack file names as its image, if that is a URL."""
-    stack_file = project_dir / f"Pulumi.{stack}.yaml"
-    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config", {}) if stack_file.exists() else {}
-    url = str(config.get("l2dsr:image", ""))
+    """What the stack file names as its image, if that is a URL (read as the program reads it: lab/config.py)."""
+    config = stack_values(stack, project_dir)
+    url = str(config.get("image", ""))
     if not url.startswith(("http://", "https://")):
         return None
-    return fetch(url, str(config.get("l2dsr:imageSha256", "")))
+    return fetch(url, str(config.get("imageSha256", "")))

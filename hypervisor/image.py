@@ -1,181 +1,27 @@
 """The offline base image: Debian bookworm by debootstrap, every role's packages baked in.
 
-Guests here cannot download anything, so cloud-init only configures. The image is named by a hash
-of everything that goes into it (`image_key`) and never rebuilt in place: overlays of running VMs
-keep pointing at the old file while a new recipe builds a new one beside it.
+Guests here cannot download anything, so cloud-init only configures. What goes into it is data
+(runtime/builtin-image.yaml: packages, files, masked units); the image is named by a hash of that
+recipe (runtime/hostfacts.py `image_key`, which the program uses to find it) and never rebuilt in
+place: overlays of running VMs keep pointing at the old file while a new recipe builds a new one
+beside it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hypervisor import paths
 from hypervisor.progress import StepFailed, run_logged, say
-
-# What every role runs (nginx on webs; haproxy or ipvsadm on the LB; ab and wrk on clients), what
-# the benchmark reads counters with (iproute2's ss and nstat, ethtool, procps), and what boots.
-PACKAGES = [
-    "linux-image-amd64",
-    "initramfs-tools",
-    "systemd-sysv",
-    "udev",
-    "kmod",
-    "dbus",
-    "iproute2",
-    "ifupdown",
-    "isc-dhcp-client",
-    "iputils-ping",
-    "procps",
-    "netbase",
-    "sudo",
-    "python3",
-    "python3-cffi-backend",
-    "cloud-init",
-    "openssh-server",
-    "nginx",
-    "haproxy",
-    "ipvsadm",
-    "apache2-utils",
-    "wrk",
-    "curl",
-    "openssl",
-    "tcpdump",
-    "ethtool",
-    "qemu-guest-agent",
-    "ca-certificates",
-    "sysstat",
-]
-
-# Files written into the root file system after debootstrap (no chroot, no network needed).
-# Clone safety: empty machine-id, no SSH host keys. Boot speed: NoCloud only, no apt timers.
-ROOTFS_FILES = {
-    "etc/fstab": "LABEL=root / ext4 defaults,noatime 0 1\n",
-    "etc/hostname": "localhost\n",
-    "etc/machine-id": "",
-    "etc/default/locale": "LANG=C.UTF-8\n",
-    "etc/network/interfaces": "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n",
-    "etc/cloud/cloud.cfg.d/90-l2dsr-datasource.cfg": "datasource_list: [NoCloud, None]\n",
-    # Only the cloud-init modules the lab's user-data uses (guest/render.py): each module is a
-    # Python import and often a subprocess, seconds under emulation. Measured, one guest alone:
-    # grub-dpkg 1.4 s, set-passwords 2.4 s (its sshd setting is in the image instead),
-    # keys-to-console 1.0 s, apt-configure 0.5 s, resizefs 0.4 s (the overlay has the base's size).
-    # The config stage's two (locale, and runcmd, which only writes the script that scripts-user
-    # runs in the final stage) run in the init stage instead, and cloud-config.service is masked:
-    # a stage is one more Python start-up with cloud-init's imports (3.2 s with a warm page cache,
-    # under emulation) for nothing.
-    "etc/cloud/cloud.cfg.d/91-l2dsr-modules.cfg": (
-        "cloud_init_modules: [migrator, seed_random, write-files, set_hostname, update_hostname,"
-        " update_etc_hosts, users-groups, ssh, locale, runcmd]\n"
-        "cloud_config_modules: []\n"
-        "cloud_final_modules: [package-update-upgrade-install, scripts-per-once, scripts-per-boot,"
-        " scripts-per-instance, scripts-user, final-message]\n"
-    ),
-    # The guests' disk is virtio and ext4 (virt/xml.py): an initramfs with only those (and what they
-    # need) instead of Debian's MODULES=most, 36 MB that every boot unpacks and probes under emulation.
-    "etc/initramfs-tools/conf.d/90-l2dsr.conf": "MODULES=list\n",
-    "etc/initramfs-tools/modules": "virtio_pci\nvirtio_blk\next4\n",
-    "etc/ssh/sshd_config.d/50-l2dsr.conf": "PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
-}
-# Nothing a lab guest needs, each a process at boot (~0.3 CPU-s each under emulation) or a timer
-# that may fire during a benchmark: sysstat's boot record (its tools stay), binfmt, modules and
-# file systems for hardware and debugging the guests do not have or use, maintenance timers.
-MASKED_UNITS = (
-    "cloud-config.service",
-    "e2scrub_reap.service",
-    "e2scrub_all.timer",
-    "fstrim.timer",
-    "dpkg-db-backup.timer",
-    "apt-daily.timer",
-    "apt-daily-upgrade.timer",
-    "sysstat.service",
-    "systemd-binfmt.service",
-    "modprobe@drm.service",
-    "modprobe@efi_pstore.service",
-    "modprobe@loop.service",
-    "modprobe@dm_mod.service",
-    "modprobe@fuse.service",
-    "sys-fs-fuse-connections.mount",
-    "sys-kernel-debug.mount",
-    "sys-kernel-tracing.mount",
-    "dev-hugepages.mount",
-)
-# systemd generators for disks and boot paths the guests do not have (encrypted, verity, GPT
-# auto-mount, hibernation, offline updates, debug shells): each runs at boot and at every
-# `daemon-reload` (one per boot, guest/render.py), ~0.25 CPU-s each under emulation; measured,
-# the reload took 4.2 s with them.
-MASKED_GENERATORS = (
-    "systemd-cryptsetup-generator",
-    "systemd-integritysetup-generator",
-    "systemd-veritysetup-generator",
-    "systemd-gpt-auto-generator",
-    "systemd-hibernate-resume-generator",
-    "systemd-system-update-generator",
-    "systemd-debug-generator",
-    "systemd-run-generator",
-)
-# Every role's services ship masked: no boot of any VM starts them by itself, whatever enables them
-# (package postinst links, the SysV scripts nginx/haproxy/ipvsadm also install, first-boot
-# `preset-all` with an empty machine-id). A VM's cloud-init unmasks and starts its own role's units
-# once their files exist (guest/render.py start_units). `ipvsadm.service` is the unit systemd
-# generates from Debian's SysV script; the lab's LB uses its own l2dsr-ipvs.service instead.
-ROLE_UNITS = ("nginx.service", "haproxy.service", "ipvsadm.service")
-
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    suite: str = "bookworm"
-    mirror: str = "http://deb.debian.org/debian"
-    packages: tuple[str, ...] = tuple(PACKAGES)
-    files: dict[str, str] = field(default_factory=lambda: dict(ROOTFS_FILES))
-    masked: tuple[str, ...] = MASKED_UNITS
-    masked_generators: tuple[str, ...] = MASKED_GENERATORS
-    role_units: tuple[str, ...] = ROLE_UNITS
-    disk_size: str = "4G"
-    builder_version: int = 3  # bump when the build steps change in a way the fields do not show
-
-
-def image_key(recipe: Recipe) -> str:
-    """Content key of an image: same inputs, same key; any change, a new image beside the old."""
-    blob = json.dumps(asdict(recipe), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class BuiltImage:
-    directory: Path
-
-    @property
-    def disk(self) -> Path:
-        return self.directory / "base.qcow2"
-
-    @property
-    def kernel(self) -> Path:
-        return self.directory / "vmlinuz"
-
-    @property
-    def initrd(self) -> Path:
-        return self.directory / "initrd.img"
-
-    def exists(self) -> bool:
-        return all(p.is_file() for p in (self.disk, self.kernel, self.initrd))
-
-
-def builtin_image(recipe: Recipe | None = None) -> BuiltImage:
-    recipe = recipe or Recipe()
-    return BuiltImage(paths.cache_dir() / "images" / f"debian-{recipe.suite}-{image_key(recipe)}")
+from runtime.hostfacts import BuiltImage, Recipe, builtin_image
 
 
 def build(recipe: Recipe | None = None) -> BuiltImage:
     """Build the image unless an image with the same key exists; returns where it is."""
-    recipe = recipe or Recipe()
+    recipe = recipe or Recipe.load()
     image = builtin_image(recipe)
     if image.exists():
         say(f"base image {image.directory.name}: cached")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hypervisor.progress import StepFailed, run_logged, say
-from virt.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, read_record, write_record
+from runtime.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, read_record, write_record
 from virt.virsh import Virsh
 
 NAMESPACE = "l2dsr"
@@ -192,7 +192,7 @@ def setup(probe_kernel: Path) -> HostRecord:
     if mode == "system":
         say("libvirt: using the running system libvirtd")
         rec = rec if rec and rec.mode == "system" else HostRecord(mode="system")
-    elif ours_running(rec):
+    elif rec is not None and ours_running(rec):
         say(f"libvirt: our libvirtd is running in namespace {rec.namespace}")
     else:
         rec = _start_sandbox()

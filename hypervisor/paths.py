@@ -8,12 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from runtime.hostfacts import PROJECT_DIR, cache_dir
 
-
-def cache_dir() -> Path:
-    """Build results (engine binaries, images). Override with L2DSR_CACHE."""
-    return Path(os.environ.get("L2DSR_CACHE") or Path.home() / ".cache" / "l2dsr")
+__all__ = ["PROJECT_DIR", "build_lock", "cache_dir", "state_dir"]
 
 
 def state_dir() -> Path:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from lab.config import LabSpec
+from lab.spec import LabSpec, Problem
 
 GATEWAY_OFFSET = 1  # the host's address in each subnet
 LB_OFFSET = 2  # the LB's address in each subnet
@@ -87,16 +85,16 @@ def plan(spec: LabSpec) -> AddressPlan:
     )
 
 
-def plan_problems(spec: LabSpec) -> list[str]:
+def plan_problems(spec: LabSpec) -> list[Problem]:
     """What makes the plan impossible, each naming the key to change."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     front, server = spec.front_subnet, spec.server_subnet
     if front.overlaps(server):
-        problems.append(f"l2dsr:serverSubnet: {server} overlaps frontSubnet {front}; use two disjoint subnets")
+        problems.append(Problem("serverSubnet", f"{server} overlaps frontSubnet {front}; use two disjoint subnets"))
         return problems
     for key, net in (("frontSubnet", front), ("serverSubnet", server)):
         if net.prefixlen > 29:
-            problems.append(f"l2dsr:{key}: {net} is too small; use a /29 or larger")
+            problems.append(Problem(key, f"{net} is too small; use a /29 or larger"))
     if problems:
         return problems
 
@@ -106,41 +104,55 @@ def plan_problems(spec: LabSpec) -> list[str]:
     if last_client > last_front:
         room = max(0, int(last_front) - int(first_client) + 1)
         problems.append(
-            f"l2dsr:clientCount: {spec.client_count} clients from {first_client} do not fit in {front} "
-            f"(room for {room}); lower clientCount or use a larger frontSubnet"
+            Problem(
+                "clientCount",
+                f"{spec.client_count} clients from {first_client} do not fit in {front} "
+                f"(room for {room}); lower clientCount or use a larger frontSubnet",
+            )
         )
 
     if spec.vip not in front:
-        problems.append(f"l2dsr:vip: {spec.vip} is outside frontSubnet {front}; pick an address inside it")
+        problems.append(Problem("vip", f"{spec.vip} is outside frontSubnet {front}; pick an address inside it"))
     elif spec.vip in (front.network_address, front.broadcast_address):
-        problems.append(f"l2dsr:vip: {spec.vip} is the network or broadcast address of {front}; pick a host address")
+        problems.append(
+            Problem("vip", f"{spec.vip} is the network or broadcast address of {front}; pick a host address")
+        )
     else:
         taken = {_nth(front, GATEWAY_OFFSET): "the host", _nth(front, LB_OFFSET): "the LB"}
         if first_client <= spec.vip <= last_client:
             taken[spec.vip] = f"client{int(spec.vip) - int(first_client) + 1:02d}"
         if spec.vip in taken:
             problems.append(
-                f"l2dsr:vip: {spec.vip} collides with {taken[spec.vip]}'s address; pick an address other than "
-                f"{front.network_address + GATEWAY_OFFSET}, {front.network_address + LB_OFFSET} and "
-                f"{first_client}-{last_client}"
+                Problem(
+                    "vip",
+                    f"{spec.vip} collides with {taken[spec.vip]}'s address; pick an address other than "
+                    f"{front.network_address + GATEWAY_OFFSET}, {front.network_address + LB_OFFSET} and "
+                    f"{first_client}-{last_client}",
+                )
             )
 
     first_web = spec.first_web_address
     if first_web not in server:
         problems.append(
-            f"l2dsr:firstWebAddress: {first_web} is outside serverSubnet {server}; pick an address inside it"
+            Problem("firstWebAddress", f"{first_web} is outside serverSubnet {server}; pick an address inside it")
         )
     elif first_web <= _nth(server, LB_OFFSET):
         problems.append(
-            f"l2dsr:firstWebAddress: {first_web} collides with the host (.{GATEWAY_OFFSET}) or the LB "
-            f"(.{LB_OFFSET}) in {server}; start at .{LB_OFFSET + 1} or later"
+            Problem(
+                "firstWebAddress",
+                f"{first_web} collides with the host (.{GATEWAY_OFFSET}) or the LB "
+                f"(.{LB_OFFSET}) in {server}; start at .{LB_OFFSET + 1} or later",
+            )
         )
     else:
         last_server = server.broadcast_address - 1
         room = int(last_server) - int(first_web) + 1
         if spec.web_count > room:
             problems.append(
-                f"l2dsr:webCount: {spec.web_count} web servers from {first_web} do not fit in {server} "
-                f"(room for {room}); lower webCount, start firstWebAddress earlier or use a larger serverSubnet"
+                Problem(
+                    "webCount",
+                    f"{spec.web_count} web servers from {first_web} do not fit in {server} "
+                    f"(room for {room}); lower webCount, start firstWebAddress earlier or use a larger serverSubnet",
+                )
             )
     return problems

@@ -1,8 +1,10 @@
-"""The lab's configuration: read once, validated up front, into one typed spec.
+"""The lab's configuration: read once, checked up front, into the typed spec (lab/spec.py).
 
 Defaults and types live in Pulumi.yaml (data, not code); this module reads them from there so the
-Pulumi program, the tests and the host tools agree. Every problem is reported at once, each line
-naming the key and the fix, before any resource is registered.
+Pulumi program, the tests and `./labctl` agree, and it is the one reader of a stack's file. Every
+problem that needs no load-balancer mode is found here, each a `Problem` naming the key and the
+fix; `lbmodes.load_lab` adds those that need the mode and raises them all at once, before any
+resource is registered.
 """
 
 from __future__ import annotations
@@ -12,18 +14,17 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import lbmodes
+from lab.addressing import plan_problems
+from lab.spec import PROJECT, ROLES, LabSpec, Problem
 
-PROJECT = "l2dsr"
-PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PULUMI_YAML = PROJECT_DIR / "Pulumi.yaml"
 
-MODES = lbmodes.names()  # one module each in lbmodes/
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
 IMAGE_FAMILIES = ("debian", "rhel")
 BENCH_TOOLS = ("ab", "wrk")
@@ -34,17 +35,11 @@ MAX_VCPUS = 64
 HAPROXY_MAX_THREADS = 64  # HAProxy 2.6 on 64-bit (MAX_THREADS): a larger nbthread stops it at start
 IPVS_MAX_THRESHOLD = 2**31 - 1  # ipvsadm reads -x and -y as 0..INT_MAX
 AB_MAX_CONCURRENCY = 20000  # ab's MAX_CONCURRENCY: ab -c per client
-_ADDRESS_KEYS = ("vip", "frontSubnet", "serverSubnet", "firstWebAddress")
-_ESTIMATE_INPUTS = ("haproxyThreads", "benchThreads", "benchConcurrency", "clientCount")
-
-
-class ConfigError(ValueError):
-    """Bad configuration: one line per problem, each naming the key and the fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid l2dsr configuration ({len(problems)} problem(s)):\n{lines}")
+ADDRESS_KEYS = frozenset({"vip", "frontSubnet", "serverSubnet", "firstWebAddress"})
+# What the memory estimates are computed from: estimated only once these are valid.
+ESTIMATE_KEYS = frozenset(
+    {"haproxyThreads", "benchThreads", "benchConcurrency", "clientCount", *(f"{r}MemoryMiB" for r in ROLES)}
+)
 
 
 def project_schema(path: Path = PULUMI_YAML) -> dict[str, dict[str, Any]]:
@@ -52,53 +47,17 @@ def project_schema(path: Path = PULUMI_YAML) -> dict[str, dict[str, Any]]:
     return yaml.safe_load(path.read_text())["config"]
 
 
-@dataclass(frozen=True)
-class LabSpec:
-    mode: str
-    web_count: int
-    client_count: int
-    vip: ipaddress.IPv4Address
-    front_subnet: ipaddress.IPv4Network
-    server_subnet: ipaddress.IPv4Network
-    first_web_address: ipaddress.IPv4Address
-    vcpus: dict[str, int]
-    memory_mib: dict[str, int]
-    libvirt_uri: str
-    domain_type: str
-    boot_concurrency: int  # 0: one per host CPU
-    storage_pool: str
-    image: str
-    image_sha256: str
-    image_family: str
-    haproxy_threads: int
-    ipvs_upper_threshold: int
-    ipvs_lower_threshold: int
-    https: bool
-    bench_tool: str
-    bench_scheme: str  # http, or https against the LB's TLS frontend
-    bench_concurrency: tuple[int, ...]  # per step, summed over the clients
-    bench_requests: tuple[int, ...]  # per step (expanded to one per concurrency value)
-    bench_threads: tuple[int, ...]  # HAProxy nbthread per matrix row (proxy); empty: haproxy_threads
-    bench_repeats: int
-    bench_file_size_kib: int
-    bench_trigger: str
-
-    @property
-    def image_is_builtin(self) -> bool:
-        return self.image == "builtin"
-
-
-def load_spec(
+def read_spec(
     values: Mapping[str, Any] | None = None, schema: Mapping[str, Mapping[str, Any]] | None = None
-) -> LabSpec:
-    """Stack values (key without the `l2dsr:` prefix; strings or typed) over Pulumi.yaml's defaults."""
+) -> tuple[LabSpec, list[Problem]]:
+    """Stack values (key with or without `l2dsr:`; strings or typed) over Pulumi.yaml's defaults: the
+    spec, and every problem found without a load-balancer mode (lbmodes.load_lab adds the rest)."""
     schema = schema if schema is not None else project_schema()
     values = {k.removeprefix(f"{PROJECT}:"): v for k, v in (values or {}).items() if v is not None}
-    problems: list[str] = []
+    problems: list[Problem] = []
 
-    unknown = sorted(set(values) - set(schema))
-    for key in unknown:
-        problems.append(f"{PROJECT}:{key}: unknown key; {did_you_mean(key, schema)}")
+    for key in sorted(set(values) - set(schema)):
+        problems.append(Problem(key, f"unknown key; {did_you_mean(key, schema)}"))
 
     raw: dict[str, Any] = {}
     for key, decl in schema.items():
@@ -107,40 +66,39 @@ def load_spec(
             raw[key] = _coerce(value, decl["type"])
         except (ValueError, TypeError):
             kind = "list of integers" if decl["type"] == "array" else decl["type"]
-            problems.append(f"{PROJECT}:{key}: {value!r} is not a {kind}; set a {kind} value")
+            problems.append(Problem(key, f"{value!r} is not a {kind}; set a {kind} value"))
             raw[key] = decl.get("default")
 
     def choice(key: str, allowed: tuple[str, ...]) -> str:
         if raw[key] not in allowed:
-            problems.append(f"{PROJECT}:{key}: {raw[key]!r} is not one of {', '.join(allowed)}; set one of them")
+            problems.append(Problem(key, f"{raw[key]!r} is not one of {', '.join(allowed)}; set one of them"))
         return raw[key]
 
     def network(key: str) -> ipaddress.IPv4Network:
         try:
             return ipaddress.IPv4Network(raw[key], strict=True)
         except ValueError as e:
-            problems.append(f"{PROJECT}:{key}: {raw[key]!r} is not an IPv4 subnet in CIDR form ({e}); e.g. 10.0.0.0/24")
+            problems.append(Problem(key, f"{raw[key]!r} is not an IPv4 subnet in CIDR form ({e}); e.g. 10.0.0.0/24"))
             return ipaddress.IPv4Network(schema[key]["default"])
 
     def address(key: str) -> ipaddress.IPv4Address:
         try:
             return ipaddress.IPv4Address(raw[key])
         except ValueError:
-            problems.append(f"{PROJECT}:{key}: {raw[key]!r} is not an IPv4 address; e.g. {schema[key]['default']}")
+            problems.append(Problem(key, f"{raw[key]!r} is not an IPv4 address; e.g. {schema[key]['default']}"))
             return ipaddress.IPv4Address(schema[key]["default"])
 
     def at_least(key: str, minimum: int, why: str) -> int:
         if raw[key] < minimum:
-            problems.append(f"{PROJECT}:{key}: {raw[key]} is below {minimum} ({why}); set {minimum} or more")
+            problems.append(Problem(key, f"{raw[key]} is below {minimum} ({why}); set {minimum} or more"))
         return raw[key]
 
     def within(key: str, minimum: int, maximum: int, why: str) -> int:
         if raw[key] > maximum:
-            problems.append(f"{PROJECT}:{key}: {raw[key]} is above {maximum} ({why}); set {maximum} or less")
+            problems.append(Problem(key, f"{raw[key]} is above {maximum} ({why}); set {maximum} or less"))
             return raw[key]
         return at_least(key, minimum, why)
 
-    mode = choice("mode", MODES)
     domain_type = choice("domainType", DOMAIN_TYPES)
     image_family = choice("imageFamily", IMAGE_FAMILIES)
     bench_tool = choice("benchTool", BENCH_TOOLS)
@@ -149,14 +107,14 @@ def load_spec(
     vip, first_web = address("vip"), address("firstWebAddress")
 
     vcpus, memory = {}, {}
-    for role in ("client", "lb", "web"):
+    for role in ROLES:
         vcpus[role] = at_least(f"{role}Vcpus", 1, "a VM needs a vCPU")
         if vcpus[role] > MAX_VCPUS:
-            problems.append(f"{PROJECT}:{role}Vcpus: {vcpus[role]} is above {MAX_VCPUS}; set fewer")
-        memory[role] = at_least(f"{role}MemoryMiB", 1, "a VM needs memory")  # and its estimate, below
+            problems.append(Problem(f"{role}Vcpus", f"{vcpus[role]} is above {MAX_VCPUS}; set fewer"))
+        memory[role] = at_least(f"{role}MemoryMiB", 1, "a VM needs memory")  # and its estimate (lbmodes)
 
     spec = LabSpec(
-        mode=mode,
+        mode=raw["mode"],  # checked against the modes by lbmodes.load_lab
         web_count=at_least("webCount", 1, "the LB needs a web server"),
         client_count=at_least("clientCount", 1, "someone has to send the requests"),
         vip=vip,
@@ -192,39 +150,43 @@ def load_spec(
         bench_trigger=raw["benchTrigger"],
     )
     problems.extend(_matrix_problems(spec))
-    # Memory is estimated from these values: only once they are valid (1000 threads is one problem, not two).
-    if not any(p.split(":")[1].endswith("MemoryMiB") or p.split(":")[1] in _ESTIMATE_INPUTS for p in problems):
-        from lab.memory import memory_problems
-
-        problems.extend(memory_problems(spec, PROJECT))
     if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
-        problems.append(f"{PROJECT}:ipvsLowerThreshold: above ipvsUpperThreshold; set it to the upper value or less")
+        problems.append(Problem("ipvsLowerThreshold", "above ipvsUpperThreshold; set it to the upper value or less"))
     elif spec.ipvs_upper_threshold == 0 < spec.ipvs_lower_threshold:
         problems.append(
-            f"{PROJECT}:ipvsUpperThreshold: 0 means no limit, so ipvsLowerThreshold "
-            f"({spec.ipvs_lower_threshold}) would do nothing; set an upper threshold (the seed's: 35000), "
-            f"or set {PROJECT}:ipvsLowerThreshold to 0 as well"
+            Problem(
+                "ipvsUpperThreshold",
+                f"0 means no limit, so ipvsLowerThreshold ({spec.ipvs_lower_threshold}) would do nothing; set an "
+                f"upper threshold (the seed's: 35000), or set {PROJECT}:ipvsLowerThreshold to 0 as well",
+            )
         )
-    if spec.mode in MODES:
-        problems.extend(_mode_problems(spec))
     if not (spec.image_is_builtin or re.match(r"^(https?://|/)", spec.image)):
-        problems.append(f"{PROJECT}:image: {spec.image!r} is not builtin, an absolute path or an http(s) URL")
+        problems.append(Problem("image", f"{spec.image!r} is not builtin, an absolute path or an http(s) URL"))
     if spec.image_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", spec.image_sha256):
         problems.append(
-            f"{PROJECT}:imageSha256: {spec.image_sha256!r} is not a SHA-256 (64 hex digits); "
-            "copy it from the image's SHA256SUMS, or leave it empty"
+            Problem(
+                "imageSha256",
+                f"{spec.image_sha256!r} is not a SHA-256 (64 hex digits); copy it from the image's SHA256SUMS, "
+                "or leave it empty",
+            )
         )
     if not re.match(r"^[a-z][a-z0-9+]*://", spec.libvirt_uri):
-        problems.append(f"{PROJECT}:libvirtUri: {spec.libvirt_uri!r} is not a libvirt URI; e.g. qemu:///system")
-
-    if not any(p.split(":")[1] in _ADDRESS_KEYS for p in problems):
-        # The address plan is checked once every address and subnet parsed.
-        from lab.addressing import plan_problems
-
+        problems.append(Problem("libvirtUri", f"{spec.libvirt_uri!r} is not a libvirt URI; e.g. qemu:///system"))
+    if not ADDRESS_KEYS & {p.key for p in problems}:  # the plan, once every address and subnet parsed
         problems.extend(plan_problems(spec))
-    if problems:
-        raise ConfigError(problems)
-    return spec
+    return spec, problems
+
+
+def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def stack_values(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
+    """The `l2dsr:` keys a stack's file sets (prefix removed): what `./labctl` reads of a stack, and how
+    the program learns which keys a stack sets (the SDK's public API reads a key, it cannot list them)."""
+    path = stack_file(stack, project_dir)
+    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {} if path.exists() else {}
+    return {k.removeprefix(f"{PROJECT}:"): v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
 
 
 def did_you_mean(key: str, schema: Mapping[str, Any]) -> str:
@@ -236,58 +198,54 @@ def did_you_mean(key: str, schema: Mapping[str, Any]) -> str:
     return "known keys are listed in Pulumi.yaml"
 
 
-def _mode_problems(spec: LabSpec) -> list[str]:
-    """What the chosen mode cannot do with the other settings (the mode says what it can)."""
-    mode = lbmodes.get(spec.mode)
-    problems = []
-    if spec.bench_scheme == "https":
-        if not mode.terminates_tls:
-            tls = [m.name for m in lbmodes.MODES.values() if m.terminates_tls]
-            problems.append(
-                f"{PROJECT}:benchScheme: https needs TLS terminated on the LB, and mode {spec.mode} does not "
-                f"(it passes TCP through to the webs, which serve http); use {PROJECT}:mode "
-                f"{' or '.join(tls)} for https, or set {PROJECT}:benchScheme to http"
-            )
-        elif not spec.https:
-            problems.append(
-                f"{PROJECT}:benchScheme: https, but the LB has no HTTPS frontend; set {PROJECT}:https to true"
-            )
-    return problems
-
-
-def _matrix_problems(spec: LabSpec) -> list[str]:
-    problems = []
+def _matrix_problems(spec: LabSpec) -> list[Problem]:
+    problems: list[Problem] = []
     conc, reqs = spec.bench_concurrency, spec.bench_requests
     if not conc:
-        problems.append(f"{PROJECT}:benchConcurrency: empty; give at least one value, e.g. [20]")
+        problems.append(Problem("benchConcurrency", "empty; give at least one value, e.g. [20]"))
     if len(reqs) not in (1, len(conc)):
         problems.append(
-            f"{PROJECT}:benchRequests: {len(reqs)} values for {len(conc)} benchConcurrency values; give one value, "
-            "or one per concurrency value"
+            Problem(
+                "benchRequests",
+                f"{len(reqs)} values for {len(conc)} benchConcurrency values; give one value, "
+                "or one per concurrency value",
+            )
         )
     elif conc:
         for c, n in zip(conc, reqs, strict=True):
             if c < spec.client_count:
                 problems.append(
-                    f"{PROJECT}:benchConcurrency: {c} is below clientCount ({spec.client_count}); every client needs a connection"
+                    Problem(
+                        "benchConcurrency",
+                        f"{c} is below clientCount ({spec.client_count}); every client needs a connection",
+                    )
                 )
             if n < c:
                 problems.append(
-                    f"{PROJECT}:benchRequests: {n} is below its concurrency ({c}); ab needs at least one request per connection"
+                    Problem(
+                        "benchRequests",
+                        f"{n} is below its concurrency ({c}); ab needs at least one request per connection",
+                    )
                 )
     if any(not 1 <= t <= HAPROXY_MAX_THREADS for t in spec.bench_threads):
         problems.append(
-            f"{PROJECT}:benchThreads: {list(spec.bench_threads)} has a value outside 1 to {HAPROXY_MAX_THREADS} "
-            "(HAProxy 2.6's nbthread); use values in that range"
+            Problem(
+                "benchThreads",
+                f"{list(spec.bench_threads)} has a value outside 1 to {HAPROXY_MAX_THREADS} "
+                "(HAProxy 2.6's nbthread); use values in that range",
+            )
         )
     per_client = [-(-c // max(1, spec.client_count)) for c in conc]
     if any(c > AB_MAX_CONCURRENCY for c in per_client) and spec.bench_tool == "ab":
         problems.append(
-            f"{PROJECT}:benchConcurrency: {max(per_client)} connections per client is above ab's limit of "
-            f"{AB_MAX_CONCURRENCY}; add clients ({PROJECT}:clientCount) or lower the concurrency"
+            Problem(
+                "benchConcurrency",
+                f"{max(per_client)} connections per client is above ab's limit of "
+                f"{AB_MAX_CONCURRENCY}; add clients ({PROJECT}:clientCount) or lower the concurrency",
+            )
         )
     if any(c < 1 for c in conc):
-        problems.append(f"{PROJECT}:benchConcurrency: {list(conc)} has a value below 1; ab needs a connection")
+        problems.append(Problem("benchConcurrency", f"{list(conc)} has a value below 1; ab needs a connection"))
     return problems
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.config import PROJECT, LabSpec
+from lab.spec import PROJECT, LabSpec, Problem
 
 # QEMU's own memory per guest, on top of the guest's: measured here a 384 MiB TCG guest at 614.5 MiB
 # RSS (its translation cache is capped at 128 MiB, virt/xml.py); KVM has no translation cache.
@@ -26,10 +26,10 @@ class HostFacts:
     memory_mib: int
 
 
-def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[list[str], list[str]]:
+def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[list[Problem], list[str]]:
     """(problems, warnings) of this lab on this host; none when libvirt did not say (its resources'
     own checks report a libvirt that does not answer)."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     warnings: list[str] = []
     if host is None:
         return problems, warnings
@@ -37,8 +37,10 @@ def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[l
     for role in ("client", "lb", "web"):
         if spec.vcpus[role] > host.cpus:
             problems.append(
-                f"{PROJECT}:{role}Vcpus: {spec.vcpus[role]} vCPUs is more than this host's {host.cpus} CPUs; "
-                f"set {host.cpus} or fewer"
+                Problem(
+                    f"{role}Vcpus",
+                    f"{spec.vcpus[role]} vCPUs is more than this host's {host.cpus} CPUs; set {host.cpus} or fewer",
+                )
             )
     overhead = QEMU_OVERHEAD_MIB.get(domain_type, QEMU_OVERHEAD_MIB["qemu"])
     need = {role: counts[role] * (spec.memory_mib[role] + overhead) for role in counts}
@@ -50,8 +52,11 @@ def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[l
     keys = f"{PROJECT}:webCount or {PROJECT}:webMemoryMiB" if biggest == "web" else f"{PROJECT}:{biggest}MemoryMiB"
     if total > host.memory_mib:
         problems.append(
-            f"{PROJECT}:{biggest}MemoryMiB: the lab needs {total} MiB ({explain}) and this host has "
-            f"{host.memory_mib} MiB; lower {keys} (Pulumi.lab.yaml is sized for a 24 GiB host)"
+            Problem(
+                f"{biggest}MemoryMiB",
+                f"the lab needs {total} MiB ({explain}) and this host has "
+                f"{host.memory_mib} MiB; lower {keys} (Pulumi.lab.yaml is sized for a 24 GiB host)",
+            )
         )
     elif total > MEMORY_WARN_SHARE * host.memory_mib:
         warnings.append(

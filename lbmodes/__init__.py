@@ -6,16 +6,25 @@ LB's memory estimate is, and what the benchmark may change between its steps (HA
 No other layer compares a mode's name: it asks the mode. A mode is found by its module: a module in
 this package that defines `MODE` is a mode, so adding one is adding a module (and its templates
 under cloudinit/<mode>/).
+
+`load_lab` is where a configuration becomes a lab: the spec read (lab/config.py), the mode's name
+resolved once into its object, and the checks that need the mode (https, the LB's memory) added,
+every problem raised at once. Everything above is handed the mode object, never its name.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
+from typing import Any
 
+from lab.config import ESTIMATE_KEYS, read_spec
+from lab.memory import memory_problems
+from lab.spec import PROJECT, ConfigError, LabSpec, Problem
 from lbmodes.base import Mode, ShareRule
 
-__all__ = ["MODES", "Mode", "ShareRule", "get", "names"]
+__all__ = ["BASELINE", "MODES", "Mode", "ShareRule", "load_lab"]
 
 
 def _discover() -> dict[str, Mode]:
@@ -29,12 +38,41 @@ def _discover() -> dict[str, Mode]:
 
 
 MODES: dict[str, Mode] = _discover()
+BASELINE: Mode = next(m for m in MODES.values() if m.baseline)
 
 
-def names() -> tuple[str, ...]:
-    return tuple(MODES)
+def load_lab(
+    values: Mapping[str, Any] | None = None, schema: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[LabSpec, Mode]:
+    """The spec and its mode, or ConfigError with every problem (each naming the key and the fix)."""
+    spec, problems = read_spec(values, schema)
+    mode = MODES.get(spec.mode)
+    if mode is None:
+        problems.append(Problem("mode", f"{spec.mode!r} is not one of {', '.join(MODES)}; set one of them"))
+    else:
+        problems.extend(_mode_problems(spec, mode))
+    # Estimated only from valid inputs (1000 threads is one problem, not two); the LB's needs its mode.
+    if not ESTIMATE_KEYS & {p.key for p in problems}:
+        problems.extend(memory_problems(spec, mode.lb_memory(spec) if mode else None))
+    if problems or mode is None:  # an unknown mode is a problem
+        raise ConfigError(problems)
+    return spec, mode
 
 
-def get(name: str) -> Mode:
-    """The mode called `name` (already validated by lab/config.py: an unknown name is a KeyError)."""
-    return MODES[name]
+def _mode_problems(spec: LabSpec, mode: Mode) -> list[Problem]:
+    """What the chosen mode cannot do with the other settings (the mode says what it can)."""
+    if spec.bench_scheme != "https":
+        return []
+    if not mode.terminates_tls:
+        tls = " or ".join(m.name for m in MODES.values() if m.terminates_tls)
+        return [
+            Problem(
+                "benchScheme",
+                f"https needs TLS terminated on the LB, and mode {mode.name} does not (it passes TCP through to "
+                f"the webs, which serve http); use {PROJECT}:mode {tls} for https, or set {PROJECT}:benchScheme "
+                "to http",
+            )
+        ]
+    if not spec.https:
+        return [Problem("benchScheme", f"https, but the LB has no HTTPS frontend; set {PROJECT}:https to true")]
+    return []

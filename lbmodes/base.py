@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guest.files import Retune, RoleSetup, WriteFile, fill
+from lab.files import Retune, RoleSetup, WriteFile, fill
 
 if TYPE_CHECKING:
     from lab.addressing import AddressPlan, Guest
-    from lab.config import LabSpec
+    from lab.spec import LabSpec
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,6 @@ class ShareRule:
     high: float
     expected: str  # "under 10%", "about 100%"
     otherwise: str  # what a run outside the bounds means, for the failure message
-
-    def as_dict(self) -> dict:
-        return {"low": self.low, "high": self.high, "expected": self.expected, "otherwise": self.otherwise}
 
 
 BYPASS = 0.10  # responses bypass the LB: at most this share crosses it
@@ -48,6 +45,7 @@ class Mode:
     name: str
     title: str  # for tables and figures
     order: int  # where it sorts in listings and reports (proxy, the baseline, first)
+    baseline: bool = False  # the mode every other is compared with in the report (proxy)
     shares: ShareRule
     terminates_tls: bool = False  # can the benchmark use https:// against the VIP?
     tunes_threads: bool = False  # does the LB run a thread count the benchmark steps through?
@@ -59,7 +57,7 @@ class Mode:
         raise NotImplementedError
 
     def lb_memory(self, spec: LabSpec) -> tuple[str, int]:
-        """(what, MiB) the LB's work takes beyond the OS, for lab/memory.py's estimate."""
+        """(what, MiB) the LB's work takes beyond the OS, for lab/memory.py's estimate (the figures are the mode's)."""
         raise NotImplementedError
 
     def lb_threads(self, spec: LabSpec) -> int:

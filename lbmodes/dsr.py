@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guest.files import RoleSetup
+from lab.files import RoleSetup
 from lbmodes.base import bypassing, vip_on_lo_web
 from lbmodes.ipvs import IpvsMode
 
 if TYPE_CHECKING:
     from lab.addressing import AddressPlan, Guest
-    from lab.config import LabSpec
+    from lab.spec import LabSpec
 
 
 class Dsr(IpvsMode):
     name = "dsr"
     title = "L2DSR (IPVS direct routing)"
     order = 1
-    method = "-g"
+    forwarding = "-g"
     shares = bypassing("responses are not bypassing it, so this is not direct server return")
 
     def web(self, spec: LabSpec, plan: AddressPlan, guest: Guest) -> RoleSetup:

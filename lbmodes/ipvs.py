@@ -8,36 +8,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guest.files import RoleSetup, WriteFile, fill
-from lab import memory
+from lab.files import RoleSetup, WriteFile, fill
+from lab.memory import mib
 from lbmodes.base import Mode
 
 if TYPE_CHECKING:
     from lab.addressing import AddressPlan
-    from lab.config import LabSpec
+    from lab.spec import LabSpec
 
 MODULES = ("ip_vs", "ip_vs_rr")
+# IPVS: a connection entry per request in flight and several more in TIME_WAIT (4 per connection,
+# assumed), a few hundred bytes each.
+IPVS_BASE_MIB = 4
+IPVS_BYTES_PER_CONNECTION = 512
 
 
-def ipvsadm_rules(spec: LabSpec, plan: AddressPlan, method: str) -> str:
-    """ipvsadm-restore input: the seed's `-A -t VIP:80 -s rr`, one `-a ... <method>` per web."""
+def ipvs_mib(connections: int) -> int:
+    return IPVS_BASE_MIB + mib(4 * connections * IPVS_BYTES_PER_CONNECTION)
+
+
+def ipvsadm_rules(spec: LabSpec, plan: AddressPlan, forwarding: str) -> str:
+    """ipvsadm-restore input: the seed's `-A -t VIP:80 -s rr`, one `-a ... <forwarding>` per web."""
     real = "\n".join(
-        f"-a -t {plan.vip}:80 -r {w.address}:80 {method} -x {spec.ipvs_upper_threshold} -y {spec.ipvs_lower_threshold}"
+        f"-a -t {plan.vip}:80 -r {w.address}:80 {forwarding} -x {spec.ipvs_upper_threshold} -y {spec.ipvs_lower_threshold}"
         for w in plan.webs
     )
     return fill("ipvs/ipvsadm.rules", vip=plan.vip, real_servers=real)
 
 
 class IpvsMode(Mode):
-    method: str  # ipvsadm's forwarding flag
+    forwarding: str  # ipvsadm's forwarding flag: -g (routing), -i (tunnelling), -m (masquerading)
 
     def lb(self, spec: LabSpec, plan: AddressPlan) -> RoleSetup:
         return RoleSetup(
             modules=MODULES,
             files=(
                 *self.lb_files(spec, plan),
-                WriteFile("/etc/l2dsr/ipvsadm.rules", ipvsadm_rules(spec, plan, self.method)),
-                WriteFile("/etc/systemd/system/l2dsr-ipvs.service", fill("ipvs/l2dsr-ipvs.service", method=self.title)),
+                WriteFile("/etc/l2dsr/ipvsadm.rules", ipvsadm_rules(spec, plan, self.forwarding)),
+                WriteFile("/etc/systemd/system/l2dsr-ipvs.service", fill("ipvs/l2dsr-ipvs.service", title=self.title)),
             ),
             units=("l2dsr-ipvs.service",),
             packages=("ipvsadm",),
@@ -47,5 +55,5 @@ class IpvsMode(Mode):
         return ()
 
     def lb_memory(self, spec: LabSpec) -> tuple[str, int]:
-        conns = max(spec.bench_concurrency or (1,))
-        return f"IPVS {conns} connections", memory.ipvs_mib(conns)
+        conns = spec.max_concurrency
+        return f"IPVS {conns} connections", ipvs_mib(conns)

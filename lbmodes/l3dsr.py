@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guest.files import RoleSetup, WriteFile, fill
+from lab.files import RoleSetup, WriteFile, fill
 from lbmodes.base import bypassing
 from lbmodes.ipvs import IpvsMode
 
 if TYPE_CHECKING:
     from lab.addressing import AddressPlan, Guest
-    from lab.config import LabSpec
+    from lab.spec import LabSpec
 
 
 class L3dsr(IpvsMode):
     name = "l3dsr"
     title = "L3DSR (IPVS tunnelling)"
     order = 2
-    method = "-i"
+    forwarding = "-i"
     shares = bypassing(
         "responses are not bypassing it, so the webs are not replying directly (tunl0 down or without the VIP?)"
     )

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guest.files import RoleSetup, WriteFile, fill
+from lab.files import RoleSetup, WriteFile, fill
 from lbmodes.base import through
 from lbmodes.ipvs import IpvsMode
 
 if TYPE_CHECKING:
     from lab.addressing import AddressPlan, Guest
-    from lab.config import LabSpec
+    from lab.spec import LabSpec
 
 
 class Nat(IpvsMode):
     name = "nat"
     title = "LVS-NAT (IPVS masquerading)"
     order = 3
-    method = "-m"
+    forwarding = "-m"
     shares = through("responses are bypassing the LB: a web replies to the client directly (its route?)")
 
     def lb_files(self, spec: LabSpec, plan: AddressPlan) -> tuple[WriteFile, ...]:

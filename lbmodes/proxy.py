@@ -9,17 +9,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guest.files import Retune, RoleSetup, WriteFile, fill
-from lab import memory
+from lab.files import Retune, RoleSetup, WriteFile, fill
+from lab.memory import mib
 from lbmodes.base import Mode, through, vip_on_lo_web
 
 if TYPE_CHECKING:
     from lab.addressing import AddressPlan, Guest
-    from lab.config import LabSpec
+    from lab.spec import LabSpec
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+# HAProxy 2.6, idle, with the seed's maxconn and ulimit-n: 36 MiB (measured); per thread a little
+# more. Per connection (not measured at the seed's scale): session and two connections hold a few
+# KiB, and a 16 KiB buffer (tune.bufsize) is taken only while data waits; assumed 8 KiB on average.
+HAPROXY_BASE_MIB = 36
+HAPROXY_THREAD_MIB = 2
+HAPROXY_BYTES_PER_CONNECTION = 8192
 HAPROXY_CERT = "/etc/haproxy/certs/server.pem"
 SEED_CERT_SUBJECT = "/C=KR/ST=GeongGi/L=PhanGyo/O=Test/OU=CloudDev/CN={vip}"
+
+
+def haproxy_mib(threads: int, connections: int) -> int:
+    return HAPROXY_BASE_MIB + threads * HAPROXY_THREAD_MIB + mib(connections * HAPROXY_BYTES_PER_CONNECTION)
 
 
 def cpu_list(cpus: int) -> str:
@@ -45,6 +55,7 @@ class Proxy(Mode):
     name = "proxy"
     title = "proxy (HAProxy)"
     order = 0
+    baseline = True
     shares = through("responses are bypassing the proxy")
     terminates_tls = True
     tunes_threads = True
@@ -76,8 +87,8 @@ class Proxy(Mode):
 
     def lb_memory(self, spec: LabSpec) -> tuple[str, int]:
         threads = max((spec.haproxy_threads, *spec.bench_threads))
-        conns = max(spec.bench_concurrency or (1,))
-        return f"HAProxy {threads} threads, {conns} connections", memory.haproxy_mib(threads, conns)
+        conns = spec.max_concurrency
+        return f"HAProxy {threads} threads, {conns} connections", haproxy_mib(threads, conns)
 
     def lb_threads(self, spec: LabSpec) -> int:
         return spec.haproxy_threads

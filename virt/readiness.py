@@ -7,25 +7,21 @@ kill on the console, a domain that stopped, cloud-init ending in error, no SSH w
 budget. A boot that stops making progress (console silent, SSH silent) is reset once, logged,
 before it is declared failed.
 
-The waits of one stack share a verdict: when one VM fails, the others stop waiting within seconds.
-Boots take turns (`BootSlots`): a bounded number of the guests an `up` creates boot at once on
-their libvirt host (slots live in the provider process), the rest wait, defined but not started,
-so 27 emulated boots do not thrash two cores.
+The waits of one stack share a verdict, and boots take turns (virt/bootslots.py); the console is
+read by runtime/console.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
-from bench.ssh import Ssh, SshError
-from engine import runtime
+import runtime
+from runtime.console import ConsoleWatch, clean, fatal_in_console, tail
+from runtime.ssh import Ssh, SshError
+from runtime.vm import VmRef
+from virt.bootslots import BOOT_SLOTS, VERDICTS, NotReady
 from virt.virsh import Virsh, VirshError
 
 # Measured here (2 cores, software emulation): one guest alone takes 80-96 s from start to
@@ -38,12 +34,7 @@ BUDGET_FIXED_S = 60.0
 POLL_S = 2.0
 SSH_PROBE_S = 45.0
 
-FATAL_CONSOLE = (
-    (re.compile(r"Kernel panic - not syncing.*"), "kernel panic"),
-    (re.compile(r"Out of memory: Killed process \d+ \(\S+\).*"), "out of memory: the kernel killed a process"),
-)
 SSHD_STARTED = "Started ssh.service"  # systemd's status line on the console
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 REPORT_COMMAND = (
     "sudo sh -c 'cloud-init status --long 2>&1; "
@@ -57,19 +48,6 @@ REPORT_COMMAND = (
 FACTS_COMMAND = "cat /proc/sys/kernel/random/boot_id; free -m | awk '/^Mem:/ {print $2, $7}'"
 
 
-class NotReady(runtime.LabFailure):
-    pass
-
-
-@dataclass(frozen=True)
-class BootingGuest:
-    name: str  # role-level name (web01)
-    domain: str
-    address: str
-    final_message: str  # what cloud-init prints on the console when it is done (render.user_data)
-    console_log: str
-
-
 @dataclass(frozen=True)
 class Ready:
     seconds: float
@@ -79,9 +57,6 @@ class Ready:
     resets: int
     cpu_seconds: float  # the domain's CPU time from start to ready (libvirt's cpu.time): a boot's cost
     waited_s: float  # time spent waiting for a boot slot before the start
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def boot_budget_s(domain_type: str, vcpus_running: int, host_cpus: int) -> float:
@@ -99,98 +74,12 @@ def stall_limit_s(budget_s: float) -> float:
     return max(120.0, budget_s / 3)
 
 
-def fatal_in_console(text: str) -> str | None:
-    """The first fatal kernel message in console text, as `what: line`."""
-    for line in clean(text).splitlines():
-        for pattern, what in FATAL_CONSOLE:
-            m = pattern.search(line)
-            if m:
-                return f"{what} ({m.group(0).strip()})"
-    return None
-
-
-def clean(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-def tail(text: str, lines: int) -> list[str]:
-    return [line for line in clean(text).splitlines() if line.strip()][-lines:]
-
-
 def cloud_init_state(status_text: str) -> str:
     """running | done | error | unknown, from `cloud-init status --long` (degraded done counts as done)."""
     m = re.search(r"^status: (\w+)", status_text, re.M)
     if not m:
         return "unknown"
     return {"done": "done", "error": "error", "running": "running", "not": "running"}.get(m.group(1), "unknown")
-
-
-class _Verdicts:
-    """The first failure of each group (a stack's VMs): the other waits of the group stop on it."""
-
-    def __init__(self) -> None:
-        self._first: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def fail(self, group: str, vm: str) -> None:
-        with self._lock:
-            self._first.setdefault(group, vm)
-
-    def failed_first(self, group: str, vm: str) -> str | None:
-        with self._lock:
-            other = self._first.get(group)
-        return other if other and other != vm else None
-
-
-VERDICTS = _Verdicts()
-
-
-class BootSlots:
-    """At most `size` guests of one libvirt host booting at once (from start to cloud-init done)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._booting: dict[str, set[str]] = {}
-
-    def booting(self, host: str) -> int:
-        with self._cond:
-            return len(self._booting.get(host, ()))
-
-    @contextmanager
-    def hold(self, host: str, size: int, vm: str, group: str) -> Iterator[float]:
-        """Wait (cancellably, and not past a failure in the group) for a slot; yields the wait."""
-        start = time.monotonic()
-        next_note = start
-        with self._cond:
-            while len(self._booting.setdefault(host, set())) >= size:
-                runtime.check_cancelled(f"{vm}: waiting for a boot slot")
-                other = VERDICTS.failed_first(group, vm)
-                if other:
-                    raise NotReady(f"{vm}: not started: {other} failed first (see its error)")
-                if time.monotonic() >= next_note:
-                    next_note = time.monotonic() + 15
-                    runtime.log(
-                        f"{vm}: waiting to boot, {len(self._booting[host])} of {size} boot slots busy, "
-                        f"{time.monotonic() - start:.0f} s",
-                        ephemeral=True,
-                    )
-                self._cond.wait(1.0)
-            self._booting[host].add(vm)
-        try:
-            yield time.monotonic() - start
-        finally:
-            with self._cond:
-                self._booting[host].discard(vm)
-                self._cond.notify_all()
-
-
-BOOT_SLOTS = BootSlots()
-
-
-def default_boot_slots(host_cpus: int) -> int:
-    """One emulated boot per host core: measured, 2 at once on 2 cores take ~90 s each, 4 at once
-    ~220 s each (more CPU per boot, not less: they contend)."""
-    return max(1, host_cpus)
 
 
 def domain_cpu_seconds(virsh: Virsh, domain: str) -> float | None:
@@ -204,7 +93,8 @@ def domain_cpu_seconds(virsh: Virsh, domain: str) -> float | None:
 
 
 def boot(
-    guest: BootingGuest,
+    guest: VmRef,
+    final_message: str,
     ssh: Ssh,
     virsh: Virsh,
     budget_s: float,
@@ -223,9 +113,9 @@ def boot(
             except VirshError as e:
                 VERDICTS.fail(group, guest.name)
                 raise NotReady(f"{guest.name} ({guest.domain}): libvirt could not start it: {e}") from None
-        ready = wait_ready(guest, ssh, virsh, budget_s, group, clock)
+        ready = wait_ready(guest, final_message, ssh, virsh, budget_s, group, clock)
     cpu = domain_cpu_seconds(virsh, guest.domain)
-    ready = Ready(**{**ready.as_dict(), "cpu_seconds": round(cpu, 1) if cpu else 0.0, "waited_s": round(waited, 1)})
+    ready = replace(ready, cpu_seconds=round(cpu, 1) if cpu else 0.0, waited_s=round(waited, 1))
     runtime.log(
         f"{guest.name} ready after {ready.seconds:.0f} s ({ready.cpu_seconds:.0f} CPU-s"
         + (f", after {ready.waited_s:.0f} s waiting to boot" if ready.waited_s >= 1 else "")
@@ -235,39 +125,17 @@ def boot(
     return ready
 
 
-class ConsoleWatch:
-    """New text of a domain's console log since the last look (the log restarts with the domain)."""
-
-    def __init__(self, path: str):
-        self.path = Path(path)
-        self.offset = 0
-        self.text = ""  # everything seen, for the final message and the report
-
-    def read(self) -> str:
-        try:
-            with self.path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:
-                    self.offset = 0
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return ""
-        self.offset += len(data)
-        new = data.decode("utf-8", "replace")
-        self.text = (self.text + new)[-200_000:]
-        return new
-
-
-def wait_ready(guest: BootingGuest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock=time.monotonic) -> Ready:
+def wait_ready(
+    guest: VmRef, final_message: str, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock=time.monotonic
+) -> Ready:
     """Wait until cloud-init is done on the guest; raise NotReady at the first certain failure."""
     try:
-        return _wait_ready(guest, ssh, virsh, budget_s, group, clock)
+        return _wait_ready(guest, final_message, ssh, virsh, budget_s, group, clock)
     except runtime.Cancelled:
         raise runtime.Cancelled(f"{guest.name}: waiting for its boot") from None
 
 
-def _wait_ready(guest: BootingGuest, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock) -> Ready:
+def _wait_ready(guest: VmRef, final_message: str, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock) -> Ready:
     start = clock()
     console = ConsoleWatch(guest.console_log)
     stall_s = stall_limit_s(budget_s)
@@ -320,7 +188,7 @@ def _wait_ready(guest: BootingGuest, ssh: Ssh, virsh: Virsh, budget_s: float, gr
             if fatal:
                 raise fail(fatal, guest_report() if "out of memory" in fatal else "")
             seen = clean(console.text)
-            final_seen = final_seen or guest.final_message in seen
+            final_seen = final_seen or final_message in seen
             sshd_seen = sshd_seen or SSHD_STARTED in seen
 
         if clock() - last_state_check > 10:
@@ -378,7 +246,7 @@ def _wait_ready(guest: BootingGuest, ssh: Ssh, virsh: Virsh, budget_s: float, gr
         runtime.sleep(POLL_S, f"{guest.name}: waiting for the boot")
 
 
-def _facts(guest: BootingGuest, ssh: Ssh, seconds: float, resets: int) -> Ready:
+def _facts(guest: VmRef, ssh: Ssh, seconds: float, resets: int) -> Ready:
     out = ssh.run(guest.address, FACTS_COMMAND, timeout=SSH_PROBE_S).stdout.split()
     ready = Ready(
         seconds=round(seconds, 1),
@@ -390,11 +258,3 @@ def _facts(guest: BootingGuest, ssh: Ssh, seconds: float, resets: int) -> Ready:
         waited_s=0.0,
     )
     return ready
-
-
-def oom_kills(console_log: str, since: int = 0) -> tuple[str | None, int]:
-    """The first OOM kill (or panic) logged on a console after byte `since`, and the log's size now."""
-    watch = ConsoleWatch(console_log)
-    watch.offset = since
-    new = watch.read()
-    return fatal_in_console(new), watch.offset

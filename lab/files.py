@@ -1,7 +1,8 @@
 """The pieces a VM's cloud-config is made of: template filling, files, and what a role sets up.
 
-Shared by guest/render.py (the roles) and lbmodes/ (the load-balancer modes), and importing
-neither, so both can build on it.
+Pure types (and the templates in cloudinit/ they are filled from): the load-balancer modes
+(lbmodes/) build them, guest/render.py turns them into cloud-config, the benchmark applies a
+`Retune`. Importing nothing else of the project, so every layer above can use them.
 """
 
 from __future__ import annotations
@@ -61,11 +62,3 @@ class Retune:
     apply: str
     check: str
     expect: str
-
-    def as_dict(self) -> dict:
-        return {
-            "files": [f.as_cloud_config() for f in self.files],
-            "apply": self.apply,
-            "check": self.check,
-            "expect": self.expect,
-        }

@@ -1,0 +1,82 @@
+"""The lab's bottom floor: the typed spec every layer reads, and the problems validation reports.
+
+Pure types, importing nothing else of the project. `lab/config.py` reads the stack's values into a
+`LabSpec`; `lbmodes.load_lab` resolves the mode and adds the checks that need one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+PROJECT = "l2dsr"
+ROLES = ("client", "lb", "web")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration: the key (without `l2dsr:`) and the text, which says the fix."""
+
+    key: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{PROJECT}:{self.key}: {self.text}"
+
+
+class ConfigError(ValueError):
+    """Bad configuration: one line per problem, each naming the key and the fix."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid {PROJECT} configuration ({len(problems)} problem(s)):\n{lines}")
+
+    @property
+    def keys(self) -> set[str]:
+        return {p.key for p in self.problems}
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    mode: str  # the LB mode's name; resolved once into its object by lbmodes.load_lab
+    web_count: int
+    client_count: int
+    vip: ipaddress.IPv4Address
+    front_subnet: ipaddress.IPv4Network
+    server_subnet: ipaddress.IPv4Network
+    first_web_address: ipaddress.IPv4Address
+    vcpus: dict[str, int]
+    memory_mib: dict[str, int]
+    libvirt_uri: str
+    domain_type: str
+    boot_concurrency: int  # 0: one per host CPU
+    storage_pool: str
+    image: str
+    image_sha256: str
+    image_family: str
+    haproxy_threads: int
+    ipvs_upper_threshold: int
+    ipvs_lower_threshold: int
+    https: bool
+    bench_tool: str
+    bench_scheme: str  # http, or https against the LB's TLS frontend
+    bench_concurrency: tuple[int, ...]  # per step, summed over the clients
+    bench_requests: tuple[int, ...]  # per step (expanded to one per concurrency value)
+    bench_threads: tuple[int, ...]  # HAProxy nbthread per matrix row (proxy); empty: haproxy_threads
+    bench_repeats: int
+    bench_file_size_kib: int
+    bench_trigger: str
+
+    @property
+    def image_is_builtin(self) -> bool:
+        return self.image == "builtin"
+
+    @property
+    def per_client_concurrency(self) -> int:
+        """The most connections one client holds in any step (the steps' totals split over the clients)."""
+        return -(-max(self.bench_concurrency or (1,)) // max(1, self.client_count))
+
+    @property
+    def max_concurrency(self) -> int:
+        return max(self.bench_concurrency or (1,))

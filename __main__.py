@@ -3,84 +3,94 @@
 from __future__ import annotations
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config_env
 
 from bench.report import results_table
-from components.benchmark import Benchmark
-from components.client import Clients
-from components.context import LabContext
-from components.image import BaseImage, ImageMissing, resolve_image
-from components.loadbalancer import LoadBalancer
-from components.network import LabNetwork
-from components.providers import SshKey, StackIdentity
-from components.webtier import WebTier
-from hypervisor import paths
+from components.benchmark import Benchmark, BenchmarkArgs, bench_plan
+from components.client import Clients, ClientsArgs
+from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
+from components.loadbalancer import LoadBalancer, LoadBalancerArgs
+from components.network import LabNetwork, LabNetworkArgs
+from components.vm import GuestConfig, VmSite
+from components.webtier import WebTier, WebTierArgs
 from lab.addressing import plan as address_plan
-from lab.config import PROJECT, ConfigError, load_spec
+from lab.config import project_schema, stack_values
 from lab.hostfit import HostFacts, host_fit
-from virt.hostfacts import DomainTypeUnknown, resolve_domain_type
+from lab.spec import PROJECT, ROLES, ConfigError
+from lbmodes import load_lab
+from resources.identity import SshKey, SshKeyArgs, StackIdentity, StackIdentityArgs
+from runtime.hostfacts import PROJECT_DIR, DomainTypeUnknown, resolve_domain_type
 from virt.virsh import Virsh
 
 # ---- configuration: read once, validated before any resource is registered ---------------------
 stack = pulumi.get_stack()
 try:
-    # Every l2dsr: key the stack sets (load_spec adds Pulumi.yaml's defaults), so a misspelt one is
-    # refused rather than silently ignored.
-    spec = load_spec({k: v for k, v in {**get_config_env(), **CONFIG.get()}.items() if k.startswith(f"{PROJECT}:")})
+    # Values through the public API; every key the stack's file sets is passed too, so a misspelt
+    # one is refused rather than silently ignored (the SDK can read a key, not list them).
+    config = pulumi.Config(PROJECT)
+    values = {key: config.get(key) for key in (*project_schema(), *stack_values(stack))}
+    spec, mode = load_lab(values)
     plan = address_plan(spec)
     domain_type = resolve_domain_type(spec.domain_type)
     node = Virsh(spec.libvirt_uri).nodeinfo()
     problems, warnings = host_fit(spec, domain_type, HostFacts(*node) if node else None)
     if problems:
         raise ConfigError(problems)
-    base_source, boot = resolve_image(spec)
+    image = resolve_image(spec)
 except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
     raise pulumi.RunError(str(e)) from None
 for warning in warnings:
     pulumi.warn(f"{PROJECT}: {warning}")
 
 # ---- the lab -----------------------------------------------------------------------------------
-identity = StackIdentity("identity", project=pulumi.get_project(), stack=stack)  # marks our libvirt objects
-key = SshKey("ssh-key", comment=f"l2dsr-{stack}")
-network = LabNetwork("network", uri=spec.libvirt_uri, stack=stack, plan=plan, owner=identity.owner)
-base = BaseImage("base", stack=stack, spec=spec, source=base_source, opts=pulumi.ResourceOptions(depends_on=[network]))
-ctx = LabContext(
+identity = StackIdentity("identity", StackIdentityArgs(project=pulumi.get_project(), stack=stack))
+key = SshKey("ssh-key", SshKeyArgs(comment=f"l2dsr-{stack}"))
+network = LabNetwork("network", LabNetworkArgs(uri=spec.libvirt_uri, stack=stack, plan=plan, owner=identity.owner))
+base = BaseImage(
+    "base",
+    BaseImageArgs(uri=spec.libvirt_uri, pool=spec.storage_pool, stack=stack, source=image),
+    pulumi.ResourceOptions(depends_on=[network]),
+)
+site = VmSite(
     stack=stack,
-    spec=spec,
-    plan=plan,
+    uri=spec.libvirt_uri,
+    pool=spec.storage_pool,
     domain_type=domain_type,
     network=network.name,
     network_run=network.run_token,
     owner=identity.owner,
     base_path=base.path,
-    boot=boot,
-    ssh_public_key=key.public_key,
-    ssh_private_key=key.private_key,
+    boot=image.boot,
+    private_key=key.private_key,
+    lab_vcpus=sum(spec.vcpus[g.role] for g in plan.guests),
+    boot_slots=spec.boot_concurrency,
 )
-webs = WebTier("web", ctx)
-lb = LoadBalancer("lb", ctx)
-clients = Clients("client", ctx)
+guest_config = GuestConfig(spec=spec, mode=mode, plan=plan, ssh_public_key=key.public_key)
+sized = {role: {"vcpus": spec.vcpus[role], "memory_mib": spec.memory_mib[role]} for role in ROLES}
+webs = WebTier("web", WebTierArgs(site=site, config=guest_config, guests=plan.webs, **sized["web"]))
+lb = LoadBalancer("lb", LoadBalancerArgs(site=site, config=guest_config, guest=plan.lb, **sized["lb"]))
+clients = Clients("client", ClientsArgs(site=site, config=guest_config, guests=plan.clients, **sized["client"]))
 all_vms = [*clients.vms, lb.vm, *webs.vms]
 
 bench = Benchmark(
     "bench",
-    stack=stack,
-    spec=spec,
-    plan=plan,
-    vms=all_vms,
-    private_key=key.private_key,
-    results_dir=str(paths.PROJECT_DIR / "results"),
+    BenchmarkArgs(
+        plan=bench_plan(stack, spec, mode, plan, {vm.ref.name: vm.ref for vm in all_vms}),
+        vms=all_vms,
+        private_key=key.private_key,
+        trigger=spec.bench_trigger,
+        results_dir=str(PROJECT_DIR / "results"),
+    ),
 )
 
-# ---- outputs: the interface users script against ------------------------------------------------
-pulumi.export("mode", spec.mode)
+# ---- outputs: the interface users script against (camelCase keys, as Pulumi's own) ----------------
+pulumi.export("mode", mode.name)
 pulumi.export("vip", str(plan.vip))
 pulumi.export("domainType", domain_type)
-pulumi.export("vms", [{"name": vm.name, "role": vm.host.role, "address": vm.address} for vm in all_vms])
+pulumi.export("vms", [{"name": vm.ref.domain, "role": vm.ref.role, "address": vm.ref.address} for vm in all_vms])
 pulumi.export(
     "boot",
     {
-        vm.host.name: {
+        vm.ref.name: {
             "seconds": vm.ready.seconds,
             "memoryAvailableMiB": vm.ready.memory_available_mib,
             "memoryTotalMiB": vm.ready.memory_total_mib,

@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
-import lbmodes
-from components.context import LabContext
+from components.vm import GuestConfig, Vm, VmArgs, VmSite
+from lab.addressing import Guest
+
+
+@dataclass(frozen=True)
+class LoadBalancerArgs:
+    site: VmSite
+    config: GuestConfig  # its mode is config.mode
+    guest: Guest
+    vcpus: int
+    memory_mib: int
 
 
 class LoadBalancer(pulumi.ComponentResource):
-    def __init__(self, name: str, ctx: LabContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LoadBalancer", name, None, opts)
-        mode = lbmodes.get(ctx.spec.mode)
-        self.mode = mode.name
-        self.vm = ctx.vm(f"{name}-vm", ctx.plan.lb, self)
+        mode, guest = args.config.mode, args.guest
+        self.vm = Vm(
+            f"{name}-vm",
+            VmArgs(
+                args.site,
+                guest,
+                args.vcpus,
+                args.memory_mib,
+                args.config.user_data(guest),
+                args.config.network_config(guest),
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
         self.register_outputs(
             {
                 "mode": mode.name,
                 "title": mode.title,
-                "vip": str(ctx.plan.vip),
-                "name": self.vm.name,
-                "address": self.vm.address,
+                "vip": str(args.config.plan.vip),
+                "name": self.vm.ref.domain,
+                "address": self.vm.ref.address,
             }
         )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import pulumi
 
-from components.providers import LibvirtNetwork
 from lab.addressing import AddressPlan
+from resources.network import Network, NetworkArgs
 from virt.xml import NetworkDef, network_xml
 
 
@@ -22,30 +23,31 @@ def network_def(stack: str, plan: AddressPlan) -> NetworkDef:
     )
 
 
+@dataclass(frozen=True)
+class LabNetworkArgs:
+    uri: str
+    stack: str
+    plan: AddressPlan
+    owner: pulumi.Output[str]
+
+
 class LabNetwork(pulumi.ComponentResource):
     name: pulumi.Output[str]
     run_token: pulumi.Output[str]
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        uri: str,
-        stack: str,
-        plan: AddressPlan,
-        owner: pulumi.Output[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ):
+    def __init__(self, name: str, args: LabNetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LabNetwork", name, None, opts)
-        net = network_def(stack, plan)
-        self.network = LibvirtNetwork(
+        net = network_def(args.stack, args.plan)
+        self.network = Network(
             f"{name}-segment",
-            uri=uri,
-            name=net.name,
-            xml=network_xml(net),
-            host_addresses=list(net.host_addresses),
-            owner=owner,
-            opts=pulumi.ResourceOptions(parent=self),
+            NetworkArgs(
+                uri=args.uri,
+                name=net.name,
+                xml=network_xml(net),
+                host_addresses=net.host_addresses,
+                owner=args.owner,
+            ),
+            pulumi.ResourceOptions(parent=self),
         )
         self.name = self.network.name
         self.run_token = self.network.run_token

@@ -1,7 +1,8 @@
-"""The VM building block: a copy-on-write overlay on the shared base, a cloud-init seed, a domain.
+"""The VM building block: a copy-on-write overlay on the shared base, a cloud-init seed, a domain,
+and its readiness.
 
-Domain names are stable (`l2dsr-<stack>-<host>`), so scripts and `virsh` find the VMs; volume
-names get a generation per creation (`l2dsr-<stack>-<host>-<gen>.qcow2`). Whatever cloud-init gets
+Domain names are stable (`l2dsr-<stack>-<guest>`), so scripts and `virsh` find the VMs; volume
+names get a generation per creation (`l2dsr-<stack>-<guest>-<gen>.qcow2`). Whatever cloud-init gets
 is hashed into the overlay's inputs: changing it replaces the whole VM (a fresh disk that cloud-init
 configures from scratch), and changing nothing replaces nothing.
 """
@@ -12,9 +13,14 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.providers import CloudInitDisk, LibvirtDomain, LibvirtVolume, VmReady, content_hash
 from guest import render
-from lab.addressing import Guest, domain_name, mac_address
+from lab.addressing import AddressPlan, Guest, domain_name, mac_address
+from lab.spec import LabSpec
+from lbmodes import Mode
+from resources.domain import Domain, DomainArgs
+from resources.readiness import VmReady, VmReadyArgs
+from resources.volume import CloudInitDisk, CloudInitDiskArgs, Volume, VolumeArgs, content_hash
+from runtime.vm import VmRef
 from virt.xml import DomainDef, console_log_path, domain_xml
 
 
@@ -28,110 +34,138 @@ class BootSpec:
 
 
 @dataclass(frozen=True)
-class VmArgs:
+class VmSite:
+    """Where and how every VM of one lab runs: what the roles' components share."""
+
     stack: str
     uri: str
     pool: str
     domain_type: str
-    host: Guest
-    vcpus: int
-    memory_mib: int
     network: pulumi.Output[str]
     network_run: pulumi.Output[str]  # the network's run token: a new network means new domains
     owner: pulumi.Output[str]  # the stack's identity: marks its domains (virt/ownership.py)
     base_path: pulumi.Output[str]
     boot: BootSpec
-    user_data: pulumi.Input[str]
-    network_config: str
-    private_key: pulumi.Input[str]  # readiness logs in with it
+    private_key: pulumi.Output[str]  # readiness logs in with it
     lab_vcpus: int  # vCPUs of the whole lab: what a boot shares the host's cores with
     boot_slots: int  # guests booting at once on the host (0: one per host CPU)
 
 
+@dataclass(frozen=True)
+class GuestConfig:
+    """What a guest's cloud-init is rendered from (guest/render.py): the spec, the mode, the plan, the key."""
+
+    spec: LabSpec
+    mode: Mode
+    plan: AddressPlan
+    ssh_public_key: pulumi.Output[str]
+
+    def user_data(self, guest: Guest) -> pulumi.Output[str]:
+        return self.ssh_public_key.apply(lambda key: render.user_data(self.spec, self.mode, self.plan, guest, key))
+
+    def network_config(self, guest: Guest) -> str:
+        return render.network_config(self.plan, guest)
+
+
+@dataclass(frozen=True)
+class VmArgs:
+    site: VmSite
+    guest: Guest
+    vcpus: int
+    memory_mib: int
+    user_data: pulumi.Input[str]
+    network_config: str
+
+
 class Vm(pulumi.ComponentResource):
-    name: str
-    address: str
+    ref: VmRef
 
     def __init__(self, name: str, args: VmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:Vm", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        self.name = domain_name(args.stack, args.host)
-        self.address = str(args.host.address)
-        self.host = args.host
-
-        config_hash = pulumi.Output.from_input(args.user_data).apply(lambda ud: content_hash(ud, args.network_config))
-        meta = pulumi.Output.from_input(args.user_data).apply(
-            lambda ud: render.meta_data(self.name, args.host, ud, args.network_config)
-        )
-        self.disk = LibvirtVolume(
+        site, guest = args.site, args.guest
+        domain = domain_name(site.stack, guest)
+        self.ref = VmRef(guest.name, guest.role, str(guest.address), domain, console_log_path(domain))
+        user_data = pulumi.Output.from_input(args.user_data)
+        self.disk = Volume(
             f"{name}-disk",
-            uri=args.uri,
-            pool=args.pool,
-            stem=self.name,
-            backing_path=args.base_path,
-            config_hash=config_hash,
-            opts=child,
+            VolumeArgs(
+                uri=site.uri,
+                pool=site.pool,
+                stem=domain,
+                backing_path=site.base_path,
+                config_hash=user_data.apply(lambda ud: content_hash(ud, args.network_config)),
+            ),
+            pulumi.ResourceOptions(parent=self),
         )
         self.seed = CloudInitDisk(
             f"{name}-seed",
-            uri=args.uri,
-            pool=args.pool,
-            stem=f"{self.name}-seed",
-            user_data=args.user_data,
-            meta_data=meta,
-            network_config=args.network_config,
+            CloudInitDiskArgs(
+                uri=site.uri,
+                pool=site.pool,
+                stem=f"{domain}-seed",
+                user_data=user_data,
+                meta_data=user_data.apply(lambda ud: render.meta_data(domain, guest, ud, args.network_config)),
+                network_config=args.network_config,
+            ),
             # After the disk, which stands on the base, which waits for the network: nothing of a
             # stack is created on the host before the network's checks (ownership, subnets) pass.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.disk]),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.disk]),
         )
-        xml = pulumi.Output.all(self.disk.name, self.seed.name, args.network).apply(
+        xml = pulumi.Output.all(self.disk.name, self.seed.name, site.network).apply(
             lambda parts: domain_xml(
                 DomainDef(
-                    name=self.name,
-                    domain_type=args.domain_type,
+                    name=domain,
+                    domain_type=site.domain_type,
                     vcpus=args.vcpus,
                     memory_mib=args.memory_mib,
-                    pool=args.pool,
+                    pool=site.pool,
                     disk_volume=parts[0],
                     seed_volume=parts[1],
                     network=parts[2],
-                    mac=mac_address(args.host),
-                    kernel=args.boot.kernel,
-                    initrd=args.boot.initrd,
-                    cmdline=args.boot.cmdline,
+                    mac=mac_address(guest),
+                    kernel=site.boot.kernel,
+                    initrd=site.boot.initrd,
+                    cmdline=site.boot.cmdline,
                 )
             )
         )
-        self.domain = LibvirtDomain(
+        self.domain = Domain(
             f"{name}-domain",
-            uri=args.uri,
-            name=self.name,
-            xml=xml,
-            owner=args.owner,
-            network_run=args.network_run,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.disk, self.seed]),
+            DomainArgs(uri=site.uri, name=domain, xml=xml, owner=site.owner, network_run=site.network_run),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.disk, self.seed]),
         )
         # Readiness is the VM's own step in `pulumi up`: it shows each VM becoming ready, with its time.
         self.ready = VmReady(
             f"{name}-ready",
-            uri=args.uri,
-            domain_type=args.domain_type,
-            guest={
-                "name": args.host.name,
-                "domain": self.name,
-                "address": self.address,
-                "final_message": render.final_message(args.host),
-                "console_log": console_log_path(self.name),
-            },
-            run_token=self.domain.run_token,
-            group=args.stack,
-            vcpus=args.vcpus,
-            lab_vcpus=args.lab_vcpus,
-            boot_slots=args.boot_slots,
-            login_user=render.LOGIN_USER,
-            private_key=args.private_key,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.domain]),
+            VmReadyArgs(
+                uri=site.uri,
+                domain_type=site.domain_type,
+                guest=self.ref,
+                final_message=render.final_message(guest),
+                run_token=self.domain.run_token,
+                group=site.stack,
+                vcpus=args.vcpus,
+                lab_vcpus=site.lab_vcpus,
+                boot_slots=site.boot_slots,
+                login_user=render.LOGIN_USER,
+                private_key=site.private_key,
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.domain]),
         )
         self.register_outputs(
-            {"name": self.name, "address": self.address, "domain": self.domain.id, "bootId": self.ready.boot_id}
+            {"name": domain, "address": self.ref.address, "domain": self.domain.id, "bootId": self.ready.boot_id}
         )
+
+
+def role_vms(
+    prefix: str, site: VmSite, config: GuestConfig, guests: tuple[Guest, ...], vcpus: int, memory_mib: int, parent
+) -> list[Vm]:
+    """One VM per guest of a role, each rendered for it and sized by the role's settings."""
+    return [
+        Vm(
+            f"{prefix}-{g.name}",
+            VmArgs(site, g, vcpus, memory_mib, config.user_data(g), config.network_config(g)),
+            pulumi.ResourceOptions(parent=parent),
+        )
+        for g in guests
+    ]

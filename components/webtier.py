@@ -4,13 +4,27 @@ proxy and dsr give them the same setup, so a switch between those two never touc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
-from components.context import LabContext
+from components.vm import GuestConfig, VmSite, role_vms
+from lab.addressing import Guest
+
+
+@dataclass(frozen=True)
+class WebTierArgs:
+    site: VmSite
+    config: GuestConfig
+    guests: tuple[Guest, ...]
+    vcpus: int
+    memory_mib: int
 
 
 class WebTier(pulumi.ComponentResource):
-    def __init__(self, name: str, ctx: LabContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: WebTierArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:WebTier", name, None, opts)
-        self.vms = [ctx.vm(f"{name}-{guest.name}", guest, self) for guest in ctx.plan.webs]
-        self.register_outputs({"names": [vm.name for vm in self.vms], "addresses": [vm.address for vm in self.vms]})
+        self.vms = role_vms(name, args.site, args.config, args.guests, args.vcpus, args.memory_mib, self)
+        self.register_outputs(
+            {"names": [vm.ref.domain for vm in self.vms], "addresses": [vm.ref.address for vm in self.vms]}
+        )

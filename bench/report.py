@@ -61,8 +61,8 @@ def side_by_side(results: list[dict]) -> str:
     for res in results:
         for r in res["summary"]:
             rows[(_label(r), int(r["lb_threads"]), int(r["concurrency"]))] = r
-    order = {name: i for i, name in enumerate(lbmodes.names())}
-    baseline = lbmodes.names()[0]
+    order = {name: i for i, name in enumerate(lbmodes.MODES)}
+    baseline = lbmodes.BASELINE.name
     others = sorted({k[0] for k in rows if k[0] != baseline}, key=lambda m: (order.get(m.split()[0], 99), m))
     lines = [
         f"| Concurrency | {baseline} threads | {baseline} req/s | Mode | Mode req/s | Mode / {baseline} | "
@@ -160,7 +160,7 @@ def scaling_chart(points: list[dict], out: Path) -> Path:
     mem.plot(x, [p["host_memory_used_mib"] / 1024 for p in curve], "g--", marker="^", label="host memory used (GiB)")
     mem.set_ylabel("GiB")
     handles = ax.get_legend_handles_labels()[0] + mem.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper left")
+    ax.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
     ax.set_title("cost of the lab vs its size")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -178,7 +178,7 @@ def write_report(results: list[dict], out: Path, scale: dict | None = None) -> P
             f"## {res['mode']} ({res['tool']})\n\nRaw output: `{res['raw_dir']}`\n\n{results_table(res['summary'])}"
         )
     modes = {r["mode"] for res in results for r in res["summary"]}
-    baseline = lbmodes.names()[0]
+    baseline = lbmodes.BASELINE.name
     if baseline in modes and len(modes) > 1:
         parts.append(f"## Each mode against {baseline}\n\n{side_by_side(results)}")
     if results:

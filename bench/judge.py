@@ -1,0 +1,51 @@
+"""Is a run a result? Its byte counters against the mode's bounds, and what distorts it. Pure.
+
+The proof of mode uses the share of the response bytes that crossed the LB:
+  (LB bytes sent - client bytes sent) / client bytes received
+The LB forwards everything the clients send in every mode (requests, ACKs); what it sends beyond
+that is responses: about 0% when the webs reply directly, about 100% when the replies pass the LB,
+whatever the file size. (LB sent / client received, also reported, includes the forwarded
+requests: about 9% for 5 KiB.) Each mode gives its bounds (lbmodes/base.py ShareRule).
+"""
+
+from __future__ import annotations
+
+from lbmodes import ShareRule
+from runtime.vm import VmRef
+
+MIN_REQUEST_SHARE = 0.50  # LB bytes received / client bytes sent, at least, in every mode
+CLIENT_CPU_SATURATED = 0.95  # a client this busy measures itself, not the LB
+LOSSES = ("listen_drops", "listen_overflows", "rx_dropped", "tx_dropped")
+
+
+def response_share(lb: dict[str, int], clients: dict[str, int]) -> float:
+    return (lb["tx_bytes"] - clients["tx_bytes"]) / max(1, clients["rx_bytes"])
+
+
+def mode_problem(mode: str, shares: ShareRule, lb: dict[str, int], clients: dict[str, int]) -> str | None:
+    """Does the traffic match the mode? Deltas of eth0 byte counters over the run, against the mode's bounds."""
+    sent_share = response_share(lb, clients)
+    request_share = lb["rx_bytes"] / max(1, clients["tx_bytes"])
+    if request_share < MIN_REQUEST_SHARE:
+        return (
+            f"the LB received only {request_share:.0%} of the bytes the clients sent: requests are not going "
+            "through it (a web answering ARP for the VIP?)"
+        )
+    if not shares.low <= sent_share <= shares.high:
+        return (
+            f"mode {mode}, but {sent_share:.0%} of the response bytes crossed the LB (expected "
+            f"{shares.expected}): {shares.otherwise}"
+        )
+    return None
+
+
+def flags_of(deltas: dict[str, dict[str, int]], cpu: dict[str, float], clients: list[VmRef]) -> list[str]:
+    """What distorts a result: a saturated client measures the client, drops lose requests."""
+    flags = [
+        f"client CPU saturated: {c.name} {cpu[c.name]:.0%}" for c in clients if cpu[c.name] >= CLIENT_CPU_SATURATED
+    ]
+    for name, d in deltas.items():
+        lost = {k: d[k] for k in LOSSES if d[k] > 0}
+        if lost:
+            flags.append(f"drops on {name}: " + ", ".join(f"{k} {v}" for k, v in lost.items()))
+    return flags

@@ -1,0 +1,26 @@
+"""The load tools the clients run, one module each (ab.py, wrk.py) behind one contract (base.py).
+
+A module that defines `TOOL` is a load tool; adding one is adding a module (and its name to
+`benchTool`'s choices in lab/config.py and its package in the image recipe).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from bench.loadtools.base import LoadTool, port, url
+
+__all__ = ["TOOLS", "LoadTool", "port", "url"]
+
+
+def _discover() -> dict[str, LoadTool]:
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        tool = getattr(importlib.import_module(f"{__name__}.{info.name}"), "TOOL", None)
+        if isinstance(tool, LoadTool):
+            found[tool.name] = tool
+    return found
+
+
+TOOLS: dict[str, LoadTool] = _discover()

@@ -40,6 +40,7 @@ class Registered:
     parent: str  # the parent's logical name ("" for the stack)
     custom: bool
     inputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: tuple[str, ...] = ()  # what its options mark secret (additional_secret_outputs)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -62,7 +63,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["run_token"] = f"run-of-{hashlib.sha256(str(inputs['xml']).encode()).hexdigest()[:8]}"
         if "guest" in inputs:  # VmReady: a new run boots anew
             outs["boot_id"] = f"boot-of-{inputs['run_token']}"
-        if "params" in inputs:  # Benchmark
+        if "create" in inputs:  # the benchmark's Command
             outs["result"] = dict(MOCK_RESULT)
         return f"{args.name}-id", outs
 
@@ -96,7 +97,9 @@ def run_program(
     def record(args: pulumi.ResourceTransformationArgs):
         parent = args.opts.parent if args.opts and args.opts.parent else None
         parent_name = parent.pulumi_resource_name if parent is not None else ""
-        seen.append(Registered(args.type_, args.name, parent_name, isinstance(args.resource, pulumi.CustomResource)))
+        secret = tuple(args.opts.additional_secret_outputs or ()) if args.opts else ()
+        custom = isinstance(args.resource, pulumi.CustomResource)
+        seen.append(Registered(args.type_, args.name, parent_name, custom, secret_outputs=secret))
         return None
 
     pulumi.runtime.register_stack_transformation(record)

@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 
 import lbmodes
-from bench.parse import ParseError, RunResult, combine, parse_ab
+from bench.judge import mode_problem, response_share
+from bench.loadtools.ab import parse as parse_ab
+from bench.loadtools.wrk import parse as parse_wrk
+from bench.parse import ParseError, RunResult, combine
 from bench.report import results_table
-from bench.runner import BenchParams, mode_problem, response_share
+from bench.runner import BenchPlan
+from components.benchmark import bench_plan
+from lab.addressing import domain_name, plan
+from resources.base import props_of, read_props
+from runtime.vm import VmRef
+from tests.conftest import lab_of
 
 DATA = Path(__file__).parent / "data"
 
@@ -72,7 +80,7 @@ def test_response_share_tells_the_modes_apart():
 
 
 def problem(mode: str, lb: dict, clients: dict) -> str | None:
-    return mode_problem(mode, lbmodes.get(mode).shares.as_dict(), lb, clients)
+    return mode_problem(mode, lbmodes.MODES[mode].shares, lb, clients)
 
 
 def test_measured_runs_match_their_modes():
@@ -137,35 +145,34 @@ def test_results_table_shows_the_spread_of_repeats_and_flags():
     )
 
 
-def test_params_survive_pulumi_number_encoding():
-    props = {
-        "stack": "lab",
-        "mode": "dsr",
-        "vip": "192.168.16.100",
-        "lb_mac": "52:54:00:68:10:02",
-        "lb": {"name": "lb", "role": "lb", "address": "192.168.16.2"},
-        "clients": [{"name": "client01", "role": "client", "address": "192.168.16.11"}],
-        "webs": [{"name": "web01", "role": "web", "address": "172.16.0.101"}],
-        "tool": "ab",
-        "scheme": "http",
-        "concurrency": [10.0, 20.0],
-        "requests": [1000.0, 1000.0],
-        "repeats": 2.0,
-        "file_size_bytes": 5120.0,
-        "lb_steps": [1.0, 2.0],
-        "lb_threads": 1.0,
-        "retunes": {},
-        "shares": lbmodes.get("dsr").shares.as_dict(),
+def refs(stack: str, p) -> dict[str, VmRef]:
+    return {
+        g.name: VmRef(g.name, g.role, str(g.address), domain_name(stack, g), f"/tmp/{g.name}.log") for g in p.guests
     }
-    p = BenchParams.from_props(props, "/tmp/results")
-    assert (p.concurrency, p.requests, p.lb_steps, p.repeats, p.file_size_bytes) == (
-        [10, 20],
-        [1000, 1000],
-        [1, 2],
-        2,
-        5120,
+
+
+def floats(value):
+    """What Pulumi's state gives back: every number a float (protobuf Struct)."""
+    if isinstance(value, dict):
+        return {k: floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [floats(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+@pytest.mark.parametrize("mode", sorted(lbmodes.MODES))
+def test_the_benchmark_plan_survives_pulumi_number_encoding(mode):
+    """Declared once: the plan the program builds is the plan the provider reads back, typed."""
+    spec, mode_ = lab_of(
+        {"mode": mode, "webCount": 2, "benchConcurrency": [10, 20], "benchRepeats": 2, "benchThreads": [1, 2]}
     )
-    assert all(isinstance(v, int) for v in p.concurrency) and p.webs[0].address == "172.16.0.101"
+    p = plan(spec)
+    built = bench_plan("lab", spec, mode_, p, refs("lab", p))
+    stored = floats(props_of(built))
+    assert stored["concurrency"] == [10.0, 20.0]
+    back = read_props(BenchPlan, stored)
+    assert back == built
+    assert all(isinstance(v, int) for v in back.concurrency) and back.shares == mode_.shares
 
 
 def _summary(mode: str, threads: int, conc: int, rps: float, bpr: float) -> dict:
@@ -255,17 +262,15 @@ def test_report_draws_the_scaling_curve(tmp_path):
 
 
 def test_settled_counts_client_connections_to_the_vip_and_orphans():
-    from bench.runner import settled_command, unsettled
+    from bench.probes import settled_command, unsettled
 
-    assert "dst 192.168.16.100:80" in settled_command("192.168.16.100")
+    assert "dst 192.168.16.100:80" in settled_command("192.168.16.100", 80)
     assert unsettled("0\n6 (estab 1, closed 0, orphaned 0, timewait 0)") == 0
     assert unsettled("3\n9 (estab 4, closed 0, orphaned 0, timewait 0)") == 3
     assert unsettled("0\n9 (estab 1, closed 2, orphaned 2, timewait 2)") == 2
 
 
 def test_parse_wrk_real_run_on_a_lab_guest():
-    from bench.parse import parse_wrk
-
     r = parse_wrk((DATA / "wrk-c10-3s.txt").read_text(), concurrency=10, document_length=5120)
     assert (r.tool, r.concurrency, r.complete_requests, r.failed_requests) == ("wrk", 10, 4690, 0)
     assert r.requests_per_second == 1557.42 and r.duration_s == pytest.approx(3.01)
@@ -275,8 +280,6 @@ def test_parse_wrk_real_run_on_a_lab_guest():
 
 
 def test_parse_wrk_counts_socket_errors_and_non_2xx():
-    from bench.parse import parse_wrk
-
     text = (
         (DATA / "wrk-c10-3s.txt")
         .read_text()
@@ -293,15 +296,15 @@ def test_ssh_stops_on_cancel_but_clean_up_still_runs(tmp_path, monkeypatch):
     """A cancel ends a running command within a second; clean-up after it (cancellable=False) still runs."""
     import time
 
-    from bench.ssh import Ssh
-    from engine import runtime
+    import runtime
+    from runtime.ssh import Ssh
 
     fake = tmp_path / "ssh"
     # One process, like ssh, standing in for a remote command that takes a while.
     fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import time; time.sleep(3); print(\"done\")'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setattr("bench.ssh.assert_in_lab_namespace", lambda: None)
+    monkeypatch.setattr("runtime.ssh.assert_in_lab_namespace", lambda: None)
     ssh = Ssh("lab", "/dev/null")
     runtime.cancelled.set()
     try:
@@ -320,15 +323,11 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     import subprocess
 
     from bench.runner import retune
-    from components.benchmark import bench_params
-    from lab.addressing import plan
-    from lab.config import load_spec
     from lbmodes.proxy import haproxy_cfg
 
-    spec = load_spec({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 1, "lbVcpus": 2})
-    props = bench_params("t", spec, plan(spec))
-    assert sorted(props["retunes"]) == ["1", "2"] and props["lb_steps"] == [1, 2]
-    params = BenchParams.from_props(props, "/tmp/results")
+    spec, mode = lab_of({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 1, "lbVcpus": 2})
+    params = bench_plan("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    assert sorted(params.retunes) == ["1", "2"] and params.lb_steps == (1, 2)
     ran: list[str] = []
 
     class FakeSsh:
@@ -344,5 +343,6 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     assert ran[1] == "sudo sh -c 'haproxy -c -q -f /etc/haproxy/haproxy.cfg && systemctl reload haproxy'"
     assert not any("sed " in c for c in ran)
     # IPVS has nothing to change: one row per point, no retunes.
-    dsr = bench_params("t", load_spec({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]}), plan(spec))
-    assert dsr["lb_steps"] == [1] and dsr["retunes"] == {} and dsr["lb_threads"] == 1
+    spec, mode = lab_of({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]})
+    dsr = bench_plan("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    assert dsr.lb_steps == (1,) and dsr.retunes == {} and dsr.lb_threads == 1

@@ -1,5 +1,6 @@
-"""Every config case in tests/cases/<name>/ (tests/cases/README.md): its config.yaml refused (or
-warned about) as its expected.yaml says, and rendered exactly as its rendered/ files show.
+"""Every config case in tests/cases/<name>/ (tests/cases/README.md): its config.yaml refused,
+warned about or accepted exactly as its expected.yaml says, and rendered exactly as its rendered/
+files show (cloud-init documents and libvirt XML alike).
 
 Regenerate rendered/ files with L2DSR_UPDATE_GOLDEN=1 after an intended change (and review the diff);
 a new (even empty) file there is filled the same way."""
@@ -12,16 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.network import network_def
 from guest import render
-from lab.addressing import plan
-from lab.config import ConfigError, LabSpec, load_spec
+from lab.addressing import domain_name, mac_address, plan
 from lab.hostfit import HostFacts, host_fit
+from lab.spec import ConfigError, LabSpec, Problem
+from lbmodes import Mode
+from tests.conftest import BIG_HOST, KEY, lab_of
+from virt.xml import DomainDef, domain_xml, network_xml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CASES = sorted(p.parent for p in (Path(__file__).resolve().parent / "cases").glob("*/config.yaml"))
 RENDERED = sorted(p.parent for p in (Path(__file__).resolve().parent / "cases").glob("*/rendered/"))
-BIG_HOST = HostFacts(cpus=64, memory_mib=256 * 1024)
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGolden l2dsr-test"
 
 
 def case_values(case: dict) -> dict:
@@ -29,10 +32,10 @@ def case_values(case: dict) -> dict:
     return {**base, **(case.get("config") or {})}
 
 
-def outcome(case: dict) -> tuple[list[str], list[str]]:
+def outcome(case: dict) -> tuple[list[Problem], list[str]]:
     """(problems, warnings), as the program gets them: the config first, then the host."""
     try:
-        spec = load_spec(case_values(case))
+        spec, _ = lab_of(case_values(case))
     except ConfigError as e:
         return e.problems, []
     host = HostFacts(case["host"]["cpus"], case["host"]["memoryMiB"]) if "host" in case else BIG_HOST
@@ -50,30 +53,54 @@ def test_there_are_cases():
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case(path: Path):
     case = yaml.safe_load((path / "config.yaml").read_text())
-    said = yaml.safe_load((path / "expected.yaml").read_text()) if (path / "expected.yaml").exists() else {}
+    assert (path / "expected.yaml").exists(), f"{path}: no expected.yaml (say `accepted: true` or what is refused)"
+    said = yaml.safe_load((path / "expected.yaml").read_text()) or {}
+    assert said.get("accepted") is True or said.get("refused"), f"{path}/expected.yaml: accepted: true, or refused:"
     problems, warnings = outcome(case)
     expected = said.get("refused") or {}
-    assert sorted({p.split(":")[1] for p in problems}) == sorted(k.split(":")[1] for k in expected), problems
+    assert sorted({p.key for p in problems}) == sorted(k.removeprefix("l2dsr:") for k in expected), problems
     for key, texts in expected.items():
-        lines = [p for p in problems if p.startswith(key + ":")]
+        lines = [str(p) for p in problems if p.key == key.removeprefix("l2dsr:")]
         for text in as_list(texts):
             assert any(text in line for line in lines), f"{key}: {text!r} not in {lines}"
-    if "warned" in said:
-        assert len(warnings) == len(said["warned"]), warnings
-        for text in said["warned"]:
-            assert any(text in w for w in warnings), f"{text!r} not in {warnings}"
+    if "warned" in said or not expected:  # an accepted case lists every warning; a refused one may
+        assert len(warnings) == len(said.get("warned") or []), warnings
+    for text in said.get("warned") or []:
+        assert any(text in w for w in warnings), f"{text!r} not in {warnings}"
 
 
-def document(spec: LabSpec, name: str) -> str:
-    """A rendered file by its name in rendered/: `<guest>.user-data.yaml` or `<guest>.network-config.yaml`."""
+def document(spec: LabSpec, mode: Mode, domain_type: str, name: str) -> str:
+    """A rendered file by its name in rendered/: `<guest>.user-data.yaml`, `<guest>.network-config.yaml`,
+    `network.xml` or `<guest>.domain.xml`."""
     p = plan(spec)
     guest_name, _, kind = name.partition(".")
+    if name == "network.xml":
+        return network_xml(network_def("lab", p))
     guest = {g.name: g for g in p.guests}[guest_name]
     if kind == "user-data.yaml":
-        return render.user_data(spec, p, guest, KEY)
+        return render.user_data(spec, mode, p, guest, KEY)
     if kind == "network-config.yaml":
         return render.network_config(p, guest)
-    raise ValueError(f"{name}: not <guest>.user-data.yaml or <guest>.network-config.yaml")
+    if kind == "domain.xml":
+        return domain_xml(
+            DomainDef(
+                name=domain_name("lab", guest),
+                domain_type=domain_type,
+                vcpus=spec.vcpus[guest.role],
+                memory_mib=spec.memory_mib[guest.role],
+                pool=spec.storage_pool,
+                disk_volume=f"{domain_name('lab', guest)}.qcow2",
+                seed_volume=f"{domain_name('lab', guest)}-seed-0123456789.iso",
+                network="l2dsr-lab",
+                mac=mac_address(guest),
+                kernel="/images/vmlinuz",
+                initrd="/images/initrd.img",
+                cmdline="root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud",
+            )
+        )
+    raise ValueError(
+        f"{name}: not <guest>.user-data.yaml, <guest>.network-config.yaml, network.xml or <guest>.domain.xml"
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +110,8 @@ def document(spec: LabSpec, name: str) -> str:
 )
 def test_rendered(path: Path):
     case = yaml.safe_load((path.parent.parent / "config.yaml").read_text())
-    text = document(load_spec(case_values(case)), path.name)
+    spec, mode = lab_of(case_values(case))
+    text = document(spec, mode, case.get("domainType", "qemu"), path.name)
     if os.environ.get("L2DSR_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text(), (

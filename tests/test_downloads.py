@@ -9,7 +9,7 @@ import pytest
 from components.image import ImageMissing, resolve_image
 from hypervisor import downloads
 from hypervisor.progress import StepFailed
-from lab.config import load_spec
+from tests.conftest import spec_of
 
 
 @pytest.fixture
@@ -19,12 +19,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_the_program_never_downloads_it_names_the_command(cache):
-    spec = load_spec({"image": "https://example.invalid/debian.qcow2"})
+    spec = spec_of({"image": "https://example.invalid/debian.qcow2"})
     with pytest.raises(ImageMissing, match=r"l2dsr:image: .* not downloaded yet: run ./labctl fetch"):
         resolve_image(spec)
     downloads.download_path(spec.image).parent.mkdir(parents=True)
     downloads.download_path(spec.image).write_bytes(b"qcow2")
-    assert resolve_image(spec)[0] == str(downloads.download_path(spec.image))
+    assert resolve_image(spec).path == str(downloads.download_path(spec.image))
 
 
 def test_fetch_checks_the_checksum_and_keeps_only_a_good_file(cache):

@@ -8,8 +8,12 @@ import subprocess
 
 import pytest
 
-from components.providers import subnet_collisions
+import lbmodes
 from hypervisor import image, libvirt, pulumi_cli
+from resources.network import subnet_collisions
+from runtime import hostfacts
+
+RECIPE = hostfacts.Recipe.load()
 
 
 def test_a_libvirtd_that_is_not_ours_is_the_system_one():
@@ -29,7 +33,7 @@ def test_domain_type_follows_the_probe_unless_configured():
 
 def test_kvm_probe_sees_a_kernel_run_under_software_emulation():
     # The probe boots the image's real kernel; under TCG it must print its banner (seconds).
-    built = image.builtin_image()
+    built = hostfacts.builtin_image()
     if not built.exists():
         pytest.fail("the base image is not built: run the tests through ./labctl test")
     assert libvirt.kvm_probe(built.kernel, accel="tcg", timeout=60) is True
@@ -41,16 +45,16 @@ def test_kvm_probe_is_false_without_dev_kvm(tmp_path, monkeypatch):
 
 
 def test_image_key_follows_every_input():
-    base = image.Recipe()
-    assert image.image_key(base) == image.image_key(image.Recipe())
+    base = hostfacts.Recipe.load()
+    assert hostfacts.image_key(base) == hostfacts.image_key(hostfacts.Recipe.load())
     changed = [
         dataclasses.replace(base, packages=(*base.packages, "htop")),
         dataclasses.replace(base, suite="trixie"),
         dataclasses.replace(base, files={**base.files, "etc/hostname": "lab\n"}),
         dataclasses.replace(base, builder_version=base.builder_version + 1),
     ]
-    keys = {image.image_key(r) for r in changed}
-    assert len(keys) == 4 and image.image_key(base) not in keys
+    keys = {hostfacts.image_key(r) for r in changed}
+    assert len(keys) == 4 and hostfacts.image_key(base) not in keys
 
 
 def test_no_role_service_starts_at_boot_of_the_built_tree(tmp_path):
@@ -65,22 +69,22 @@ def test_no_role_service_starts_at_boot_of_the_built_tree(tmp_path):
     rc2.mkdir(parents=True)
     for name in ("S01nginx", "S01haproxy", "S01ipvsadm", "S01ssh"):
         (rc2 / name).symlink_to(f"../init.d/{name[3:]}")
-    found = image.units_started_at_boot(root, image.ROLE_UNITS)
+    found = image.units_started_at_boot(root, RECIPE.role_units)
     assert "nginx.service is wanted by multi-user.target.wants" in found
     assert "ipvsadm.service has SysV start link /etc/rc2.d/S01ipvsadm" in found
     assert "haproxy.service is not masked in /etc/systemd/system" in found
 
-    image._customise(root, image.Recipe(files={}))
-    assert image.units_started_at_boot(root, image.ROLE_UNITS) == []
+    image._customise(root, hostfacts.Recipe.load(files={}))
+    assert image.units_started_at_boot(root, RECIPE.role_units) == []
     assert (wants / "ssh.service").is_symlink() and (rc2 / "S01ssh").is_symlink()  # the OS's own stay
-    masked = [root / "etc/systemd/system" / u for u in image.MASKED_UNITS]
-    masked += [root / "etc/systemd/system-generators" / g for g in image.MASKED_GENERATORS]
+    masked = [root / "etc/systemd/system" / u for u in RECIPE.masked]
+    masked += [root / "etc/systemd/system-generators" / g for g in RECIPE.masked_generators]
     assert [str(m.relative_to(root)) for m in masked if os.readlink(m) != "/dev/null"] == []
 
 
 def test_the_image_has_every_roles_tool():
     for tool in ("nginx", "haproxy", "ipvsadm", "apache2-utils", "wrk", "cloud-init", "openssh-server", "iproute2"):
-        assert tool in image.PACKAGES
+        assert tool in RECIPE.packages
 
 
 # Which cloud-init module acts on each user-data key the lab writes (cloud-init 22.4's modules).
@@ -106,29 +110,29 @@ def test_the_image_runs_a_cloud_init_module_for_every_key_the_lab_writes():
 
     from guest import render
     from lab.addressing import plan
-    from lab.config import load_spec
+    from tests.conftest import spec_of
 
-    modules_cfg = yaml.safe_load(image.ROOTFS_FILES["etc/cloud/cloud.cfg.d/91-l2dsr-modules.cfg"])
+    modules_cfg = yaml.safe_load(RECIPE.files["etc/cloud/cloud.cfg.d/91-l2dsr-modules.cfg"])
     modules = {m for stage in modules_cfg.values() for m in stage}
     assert "scripts-user" in modules  # runcmd only writes the script; scripts-user runs it
     keys = set()
     for mode in ("proxy", "dsr"):
-        spec = load_spec({"mode": mode, "webCount": 1})
+        spec = spec_of({"mode": mode, "webCount": 1})
         for host in plan(spec).guests:
-            keys |= set(yaml.safe_load(render.user_data(spec, plan(spec), host, "ssh-ed25519 AAAA k")))
+            keys |= set(
+                yaml.safe_load(render.user_data(spec, lbmodes.MODES[spec.mode], plan(spec), host, "ssh-ed25519 AAAA k"))
+            )
     assert keys <= set(MODULE_OF_KEY), f"a key without a known module: {keys - set(MODULE_OF_KEY)}"
     needed = {MODULE_OF_KEY[k] for k in keys} - {None}
     assert needed <= modules, f"user-data keys whose module the image does not run: {needed - modules}"
-    assert "PasswordAuthentication no" in image.ROOTFS_FILES["etc/ssh/sshd_config.d/50-l2dsr.conf"]
+    assert "PasswordAuthentication no" in RECIPE.files["etc/ssh/sshd_config.d/50-l2dsr.conf"]
     # A stage whose service the image masks never runs: a module listed there would be silently skipped.
     stage_service = {
         "cloud_init_modules": "cloud-init.service",
         "cloud_config_modules": "cloud-config.service",
         "cloud_final_modules": "cloud-final.service",
     }
-    skipped = {
-        stage: mods for stage, mods in modules_cfg.items() if mods and stage_service[stage] in image.MASKED_UNITS
-    }
+    skipped = {stage: mods for stage, mods in modules_cfg.items() if mods and stage_service[stage] in RECIPE.masked}
     assert not skipped, f"modules in a stage the image masks: {skipped}"
 
 
@@ -158,7 +162,7 @@ def test_ssh_refuses_to_leave_the_lab_namespace():
     rec = libvirt.read_record()
     if not (rec and rec.namespace):
         pytest.skip("the lab uses a system libvirtd here: no namespace to stay in")
-    probe = "from bench.ssh import Ssh; Ssh('lab', '/dev/null').argv('172.16.0.101', 'true'); print('built')"
+    probe = "from runtime.ssh import Ssh; Ssh('lab', '/dev/null').argv('172.16.0.101', 'true'); print('built')"
     inside = subprocess.run(
         [str(pulumi_cli.venv_python()), "-c", probe],
         capture_output=True,

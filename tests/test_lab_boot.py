@@ -14,15 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.parse import parse_ab, parse_wrk
-from bench.ssh import KeyFile, Ssh
-from components.providers import seed_iso
+from bench.loadtools.ab import parse as parse_ab
+from bench.loadtools.wrk import parse as parse_wrk
 from guest import render
-from hypervisor import image, libvirt, paths
+from hypervisor import libvirt, paths
 from lab.addressing import mac_address, plan
-from lab.config import load_spec
-from virt import hostfacts
-from virt.readiness import BootingGuest, boot_budget_s, domain_cpu_seconds, wait_ready
+from resources.volume import seed_iso
+from runtime import hostfacts
+from runtime.ssh import KeyFile, Ssh
+from runtime.vm import VmRef
+from tests.conftest import lab_of
+from virt.readiness import boot_budget_s, domain_cpu_seconds, wait_ready
 from virt.virsh import Virsh
 from virt.xml import DomainDef, NetworkDef, console_log_path, domain_xml, network_xml, volume_xml
 
@@ -51,15 +53,15 @@ def leftovers(virsh: Virsh) -> list[str]:
 
 
 def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
-    built = image.builtin_image()
+    built = hostfacts.builtin_image()
     assert built.exists(), "run through ./labctl test (it builds the image)"
     virsh = Virsh(libvirt.URI)
-    spec = load_spec(CONFIG)
+    spec, mode = lab_of(CONFIG)
     p = plan(spec)
     web = p.webs[0]
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    user_data = render.user_data(spec, p, web, (tmp_path / "id.pub").read_text())
+    user_data = render.user_data(spec, mode, p, web, (tmp_path / "id.pub").read_text())
     net_cfg = render.network_config(p, web)
     iso = tmp_path / "seed.iso"
     seed_iso(user_data, render.meta_data(NAME, web, user_data, net_cfg), net_cfg, iso)
@@ -85,7 +87,7 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
                     mac=mac_address(web),
                     kernel=str(built.kernel),
                     initrd=str(built.initrd),
-                    cmdline=image.KERNEL_CMDLINE,
+                    cmdline=hostfacts.KERNEL_CMDLINE,
                 )
             ),
             NAME,
@@ -95,8 +97,15 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
             ssh = Ssh(render.LOGIN_USER, key_file)
             # The lab's own wait (console, domain state, then cloud-init over SSH): an SSH session can end
             # empty while sshd restarts during boot, and a failure reports what the guest says.
-            guest_ = BootingGuest(web.name, NAME, str(web.address), render.final_message(web), console_log_path(NAME))
-            ready = wait_ready(guest_, ssh, virsh, boot_budget_s(domain_type, 1, os.cpu_count() or 1), group=NAME)
+            guest_ = VmRef(web.name, web.role, str(web.address), NAME, console_log_path(NAME))
+            ready = wait_ready(
+                guest_,
+                render.final_message(web),
+                ssh,
+                virsh,
+                boot_budget_s(domain_type, 1, os.cpu_count() or 1),
+                group=NAME,
+            )
             measured["seconds_to_cloud_init_done"] = round(time.monotonic() - start, 1)
             measured["memory_available_mib"] = ready.memory_available_mib
             measured["cpu_seconds_to_ready"] = domain_cpu_seconds(virsh, NAME)

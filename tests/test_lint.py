@@ -18,3 +18,9 @@ def test_ruff_format_is_clean():
         [sys.executable, "-m", "ruff", "format", "--check", "."], cwd=PROJECT_DIR, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_types_check_clean():
+    """mypy over every layer and the program (its settings in pyproject.toml)."""
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

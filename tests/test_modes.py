@@ -9,17 +9,16 @@ import pytest
 
 import lbmodes
 from guest import render
-from guest.files import Retune, RoleSetup
 from lab.addressing import plan
-from lab.config import load_spec
+from lab.files import Retune, RoleSetup
+from tests.conftest import lab_of, lab_stack_values
 from tests.program import PROJECT_DIR
-from tests.test_spec import lab_stack_values
 
 
-@pytest.mark.parametrize("name", lbmodes.names())
+@pytest.mark.parametrize("name", lbmodes.MODES)
 def test_every_mode_meets_the_contract(name):
-    mode = lbmodes.get(name)
-    spec = load_spec({**lab_stack_values(), "mode": name})
+    spec, mode = lab_of({**lab_stack_values(), "mode": name})
+    assert mode is lbmodes.MODES[name]
     p = plan(spec)
     lb, web = mode.lb(spec, p), mode.web(spec, p, p.webs[0])
     assert isinstance(lb, RoleSetup) and isinstance(web, RoleSetup)
@@ -46,8 +45,12 @@ def test_every_mode_meets_the_contract(name):
 
 
 def test_modes_are_found_by_their_modules():
-    assert lbmodes.names() == ("proxy", "dsr", "l3dsr", "nat")  # proxy, the baseline, first
-    assert {m.__class__.__module__ for m in lbmodes.MODES.values()} == {f"lbmodes.{n}" for n in lbmodes.names()}
+    """Every module of lbmodes/ that defines MODE is a mode named after it; the one baseline sorts first."""
+    with_mode = {p.stem for p in (PROJECT_DIR / "lbmodes").glob("*.py") if re.search(r"^MODE = ", p.read_text(), re.M)}
+    assert with_mode == set(lbmodes.MODES) and len(with_mode) >= 4
+    assert {m.__class__.__module__ for m in lbmodes.MODES.values()} == {f"lbmodes.{n}" for n in lbmodes.MODES}
+    assert [m for m in lbmodes.MODES.values() if m.baseline] == [lbmodes.BASELINE]
+    assert next(iter(lbmodes.MODES)) == lbmodes.BASELINE.name == "proxy"
 
 
 def test_responses_bypass_the_lb_exactly_in_the_dsr_modes():
@@ -55,7 +58,7 @@ def test_responses_bypass_the_lb_exactly_in_the_dsr_modes():
     assert bypass == {"dsr", "l3dsr"}
 
 
-MODE_NAME = re.compile(r"^(proxy|dsr|l3dsr|nat)$")
+MODE_NAME = re.compile("^(" + "|".join(map(re.escape, lbmodes.MODES)) + ")$")
 
 
 def test_no_layer_outside_lbmodes_compares_a_mode_name():
@@ -73,9 +76,9 @@ def test_no_layer_outside_lbmodes_compares_a_mode_name():
 
 def test_the_webs_are_the_same_under_proxy_and_dsr_and_differ_where_the_path_does():
     def web(mode: str) -> str:
-        spec = load_spec({**lab_stack_values(), "mode": mode})
+        spec, mode_ = lab_of({**lab_stack_values(), "mode": mode})
         p = plan(spec)
-        return render.user_data(spec, p, p.webs[0], "ssh-ed25519 AAAA test")
+        return render.user_data(spec, mode_, p, p.webs[0], "ssh-ed25519 AAAA test")
 
     assert web("proxy") == web("dsr")  # a switch between them replaces only the LB
     assert len({web("dsr"), web("l3dsr"), web("nat")}) == 3

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import provider_host, runtime
+import runtime
+from engine import provider_host
 
 
 class FakeContext:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from components.providers import DomainProvider, NetworkProvider, VolumeProvider
-from engine import runtime
+import runtime
+from resources.domain import DomainProvider
+from resources.network import NetworkProvider
+from resources.volume import VolumeProvider
 from virt import ownership
 from virt.virsh import LibvirtUnknown, Virsh
 

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import runtime
-from virt import readiness
-from virt.readiness import BootingGuest, NotReady, boot_budget_s, cloud_init_state, fatal_in_console, wait_ready
+import runtime
+from runtime.console import fatal_in_console
+from runtime.vm import VmRef
+from virt import bootslots, readiness
+from virt.bootslots import NotReady
+from virt.readiness import boot_budget_s, cloud_init_state, wait_ready
 
 FINAL = "l2dsr web01 (web) ready after"
 OOM_LINE = "[  212.412345] Out of memory: Killed process 611 (nginx) total-vm:90000kB, anon-rss:86000kB"
@@ -106,8 +109,8 @@ def guest_script(tmp_path, monkeypatch):
 
 
 def wait(script: Script, budget: float = 300, group: str = "t"):
-    guest = BootingGuest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(script.console))
-    return wait_ready(guest, script, FakeVirsh(script), budget, group, clock=script.clock)
+    guest = VmRef("web01", "web", "172.16.0.101", "l2dsr-t-web01", str(script.console))
+    return wait_ready(guest, FINAL, script, FakeVirsh(script), budget, group, clock=script.clock)
 
 
 def boot_log(final_at: float) -> list[tuple[float, str]]:
@@ -123,13 +126,15 @@ def test_a_clean_boot_is_ready_with_its_facts(guest_script):
     guest_script.ssh_up_at = 60
     guest_script.status = [(0, STATUS_RUNNING), (92, STATUS_DONE)]
     guest_script.domain_state = "shut off"  # defined by its Domain resource, started by its readiness
-    guest = BootingGuest("web01", "l2dsr-t-web01", "172.16.0.101", FINAL, str(guest_script.console))
-    ready = readiness.boot(guest, guest_script, FakeVirsh(guest_script), 300, "t", slots=2, clock=guest_script.clock)
+    guest = VmRef("web01", "web", "172.16.0.101", "l2dsr-t-web01", str(guest_script.console))
+    ready = readiness.boot(
+        guest, FINAL, guest_script, FakeVirsh(guest_script), 300, "t", slots=2, clock=guest_script.clock
+    )
     assert ("start", "l2dsr-t-web01") in guest_script.virsh_calls
     assert ready.boot_id == "0b1d-boot" and ready.memory_available_mib == 301 and ready.resets == 0
     assert 92 <= ready.seconds <= 100 and ready.cpu_seconds == 93.5
     assert any("web01 ready after 9" in m and "(94 CPU-s)" in m for _, m in guest_script.logged)
-    assert readiness.BOOT_SLOTS.booting("test:///fake") == 0  # the slot is given back
+    assert bootslots.BOOT_SLOTS.booting("test:///fake") == 0  # the slot is given back
 
 
 def test_an_oom_kill_on_the_console_fails_at_once_with_the_vm_and_the_line(guest_script):
@@ -182,7 +187,7 @@ def test_no_ssh_within_the_budget_names_the_budget(guest_script):
 
 
 def test_when_one_vm_fails_the_others_stop_waiting(guest_script):
-    readiness.VERDICTS.fail("stack-x", "lb")
+    bootslots.VERDICTS.fail("stack-x", "lb")
     guest_script.timeline = boot_log(90)
     with pytest.raises(NotReady) as err:
         wait(guest_script, group="stack-x")
@@ -219,7 +224,7 @@ def test_console_and_status_parsing():
 
 
 def test_boots_take_turns_in_the_slots_and_a_waiting_boot_stops_on_a_failure():
-    slots = readiness.BootSlots()
+    slots = bootslots.BootSlots()
     order: list[str] = []
     first_in = threading.Event()
     release = threading.Event()
@@ -248,7 +253,7 @@ def test_boots_take_turns_in_the_slots_and_a_waiting_boot_stops_on_a_failure():
     assert order[:2] == ["web01 in", "web01 out"] and order[2].startswith("web02 in after")
 
     with slots.hold("h", 1, "web01", "failing"):
-        readiness.VERDICTS.fail("failing", "web01")
+        bootslots.VERDICTS.fail("failing", "web01")
         with (
             pytest.raises(NotReady, match="web02: not started: web01 failed first"),
             slots.hold("h", 1, "web02", "failing"),

@@ -8,7 +8,6 @@ L2DSR_UPDATE_GOLDEN=1 after an intended change.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,15 +16,12 @@ import pytest
 import yaml
 
 import lbmodes
-from components.network import network_def
 from guest import render
-from guest.files import fill
-from lab.addressing import domain_name, mac_address, plan
-from lab.config import load_spec
+from lab.addressing import plan
+from lab.files import fill
 from lbmodes.ipvs import ipvsadm_rules
 from lbmodes.proxy import haproxy_cfg
-from tests.test_spec import lab_stack_values
-from virt.xml import DomainDef, domain_xml, network_xml
+from tests.conftest import lab_stack_values, spec_of
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
@@ -63,13 +59,13 @@ def test_web_arp_settings_are_the_seeds():
 
 
 def test_ipvsadm_rules_are_the_seeds_commands():
-    spec = load_spec()
+    spec = spec_of()
     seed = [line.removeprefix("ipvsadm ") for line in (DATA / "seed-ipvsadm.txt").read_text().splitlines() if line]
-    assert ipvsadm_rules(spec, plan(spec), lbmodes.get("dsr").method).splitlines() == seed
+    assert ipvsadm_rules(spec, plan(spec), lbmodes.MODES["dsr"].forwarding).splitlines() == seed
 
 
 def test_haproxy_backend_lists_every_web_with_check():
-    spec = load_spec()
+    spec = spec_of()
     cfg = haproxy_cfg(spec, plan(spec))
     servers = [line.split() for line in cfg.splitlines() if line.strip().startswith("server ")]
     assert servers == [["server", f"web{i:02d}", f"172.16.0.{100 + i}:80", "check"] for i in range(1, 26)]
@@ -77,7 +73,7 @@ def test_haproxy_backend_lists_every_web_with_check():
 
 
 def test_haproxy_cpu_map_follows_the_lb_vcpus():
-    spec = load_spec({"haproxyThreads": 8, "lbVcpus": 2})
+    spec = spec_of({"haproxyThreads": 8, "lbVcpus": 2})
     assert "cpu-map 1/1-8 0-1" in haproxy_cfg(spec, plan(spec))
 
 
@@ -86,7 +82,7 @@ def test_haproxy_cpu_map_follows_the_lb_vcpus():
 
 @pytest.mark.parametrize("values", [{}, {"https": True}, {"haproxyThreads": 1, "lbVcpus": 1, "webCount": 2}])
 def test_haproxy_accepts_the_config(tmp_path, values):
-    spec = load_spec(values)
+    spec = spec_of(values)
     cert = tmp_path / "server.pem"
     if spec.https:
         key = tmp_path / "server.key"
@@ -119,7 +115,7 @@ def test_haproxy_accepts_the_config(tmp_path, values):
 
 @pytest.mark.parametrize("family", ["debian"])
 def test_nginx_accepts_the_config(tmp_path, family):
-    spec = load_spec({"imageFamily": family})
+    spec = spec_of({"imageFamily": family})
     conf = tmp_path / "nginx.conf"
     conf.write_text(render.nginx_conf(spec))
     done = subprocess.run([need("nginx"), "-t", "-c", str(conf)], capture_output=True, text=True)
@@ -127,9 +123,9 @@ def test_nginx_accepts_the_config(tmp_path, family):
 
 
 def all_user_data(values: dict) -> dict[str, str]:
-    spec = load_spec(values)
+    spec = spec_of(values)
     p = plan(spec)
-    return {h.name: render.user_data(spec, p, h, KEY) for h in p.guests}
+    return {h.name: render.user_data(spec, lbmodes.MODES[spec.mode], p, h, KEY) for h in p.guests}
 
 
 @pytest.mark.parametrize(
@@ -161,10 +157,10 @@ def test_user_data_is_ssh_key_only_and_installs_nothing_on_the_builtin_image():
 
 
 def test_cloud_images_get_their_familys_packages():
-    spec = load_spec({"mode": "dsr", "image": "/srv/rocky.qcow2", "imageFamily": "rhel"})
+    spec = spec_of({"mode": "dsr", "image": "/srv/rocky.qcow2", "imageFamily": "rhel"})
     p = plan(spec)
-    assert "ipvsadm" in render.role_packages(spec, p, p.lb)
-    assert "httpd-tools" in render.role_packages(spec, p, p.clients[0])
+    assert "ipvsadm" in render.role_packages(spec, lbmodes.MODES[spec.mode], p, p.lb)
+    assert "httpd-tools" in render.role_packages(spec, lbmodes.MODES[spec.mode], p, p.clients[0])
     assert "user nginx;" in render.nginx_conf(spec)
 
 
@@ -176,9 +172,11 @@ def test_webs_are_identical_in_both_modes_and_the_lb_is_not():
 
 
 def net_lines(mode: str, role: str) -> tuple[str, ...]:
-    spec = load_spec({"mode": mode})
+    spec = spec_of({"mode": mode})
     p = plan(spec)
-    return render.role_setup(spec, p, {"web": p.webs[0], "client": p.clients[0], "lb": p.lb}[role]).net
+    return render.role_setup(
+        spec, lbmodes.MODES[spec.mode], p, {"web": p.webs[0], "client": p.clients[0], "lb": p.lb}[role]
+    ).net
 
 
 def test_web_holds_the_vip_on_lo_and_routes_the_front_on_link():
@@ -195,21 +193,21 @@ def test_l3dsr_web_holds_the_vip_on_the_tunnel_and_replies_on_link():
     lines = net_lines("l3dsr", "web")
     assert "ip addr replace 192.168.16.100/32 dev tunl0" in lines and "ip link set tunl0 up" in lines
     assert "ip route replace 192.168.16.0/24 dev eth0" in lines and not any("dev lo" in x for x in lines)
-    spec = load_spec({"mode": "l3dsr"})
-    files, commands = render.role_files(spec, plan(spec), plan(spec).webs[0])
+    spec = spec_of({"mode": "l3dsr"})
+    files, commands = render.role_files(spec, lbmodes.MODES[spec.mode], plan(spec), plan(spec).webs[0])
     tunnel = sysctl_pairs(next(f.content for f in files if f.path.endswith("l3dsr.conf")))
     assert tunnel["net.ipv4.conf.tunl0.rp_filter"] == "0" and tunnel["net.ipv4.conf.eth0.arp_ignore"] == "1"
     # The module (and so tunl0) exists before the sysctls that name it are applied.
     assert commands.index("modprobe -a nf_conntrack ipip") < commands.index("systemctl restart systemd-sysctl.service")
-    assert " -i " in ipvsadm_rules(spec, plan(spec), lbmodes.get("l3dsr").method)
+    assert " -i " in ipvsadm_rules(spec, plan(spec), lbmodes.MODES["l3dsr"].forwarding)
 
 
 def test_nat_webs_hold_no_vip_and_reply_through_the_lb():
     assert net_lines("nat", "web") == ("ip route replace 192.168.16.0/24 via 172.16.0.2 dev eth0",)
-    spec = load_spec({"mode": "nat"})
+    spec = spec_of({"mode": "nat"})
     p = plan(spec)
     assert str(p.lb_server_address) == "172.16.0.2" and p.lb_server_address in p.server
-    lb_files, _ = render.role_files(spec, p, p.lb)
+    lb_files, _ = render.role_files(spec, lbmodes.MODES[spec.mode], p, p.lb)
     assert (
         sysctl_pairs(next(f.content for f in lb_files if f.path.endswith("nat.conf")))[
             "net.ipv4.conf.all.send_redirects"
@@ -221,63 +219,23 @@ def test_nat_webs_hold_no_vip_and_reply_through_the_lb():
 
 
 def test_dummy_file_has_the_configured_size(tmp_path):
-    spec = load_spec({"benchFileSizeKiB": 7})
+    spec = spec_of({"benchFileSizeKiB": 7})
     p = plan(spec)
-    _, commands = render.role_files(spec, p, p.webs[0])
+    _, commands = render.role_files(spec, lbmodes.MODES[spec.mode], p, p.webs[0])
     made = next(c for c in commands if "dummy_file" in c)
     subprocess.run(["sh", "-c", made.replace(render.NGINX_ROOT, str(tmp_path))], check=True)
     assert (tmp_path / "dummy_file").stat().st_size == 7 * 1024
 
 
-# ---- golden files -------------------------------------------------------------------------------
-
-
-def golden_documents() -> dict[str, str]:
-    docs = {}
-    spec = load_spec({**lab_stack_values(), "domainType": "qemu"})
-    p = plan(spec)
-    docs["libvirt/network.xml"] = network_xml(network_def("lab", p))
-    docs["libvirt/web01.domain.xml"] = domain_xml(
-        DomainDef(
-            name=domain_name("lab", p.webs[0]),
-            domain_type="qemu",
-            vcpus=1,
-            memory_mib=384,
-            pool="default",
-            disk_volume="l2dsr-lab-web01.qcow2",
-            seed_volume="l2dsr-lab-web01-seed-0123456789.iso",
-            network="l2dsr-lab",
-            mac=mac_address(p.webs[0]),
-            kernel="/images/vmlinuz",
-            initrd="/images/initrd.img",
-            cmdline="root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud",
-        )
-    )
-    return docs
-
-
-@pytest.mark.parametrize("name", sorted(golden_documents()))
-def test_golden(name):
-    text = golden_documents()[name]
-    path = GOLDEN / name
-    if os.environ.get("L2DSR_UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with L2DSR_UPDATE_GOLDEN=1 once"
-    assert text == path.read_text(), (
-        f"{name} changed; if intended, regenerate with L2DSR_UPDATE_GOLDEN=1 and review the diff"
-    )
-
-
 def test_roles_start_their_services_last_and_stop_at_the_first_failure():
-    from hypervisor import image
+    from runtime import hostfacts
 
     started: dict[str, list[str]] = {}
-    for mode in lbmodes.names():
-        spec = load_spec({**lab_stack_values(), "mode": mode})
+    for mode in lbmodes.MODES:
+        spec = spec_of({**lab_stack_values(), "mode": mode})
         p = plan(spec)
         for host in p.guests:
-            _, commands = render.role_files(spec, p, host)
+            _, commands = render.role_files(spec, lbmodes.MODES[spec.mode], p, host)
             assert commands[0] == "set -eux"  # the first failing command ends cloud-init in error
             start = next(c for c in commands if c.startswith("systemctl start "))
             units = start.split()[2:]
@@ -292,6 +250,9 @@ def test_roles_start_their_services_last_and_stop_at_the_first_failure():
     assert started["proxy/client"] == ["l2dsr-net.service"]
     # Every packaged unit a role starts is one the image ships masked, and the role unmasks it.
     packaged = {u for units in started.values() for u in units if not u.startswith("l2dsr-")}
-    assert packaged <= set(image.ROLE_UNITS)
-    spec = load_spec(lab_stack_values())
-    assert "systemctl --no-reload unmask nginx.service" in render.role_files(spec, plan(spec), plan(spec).webs[0])[1]
+    assert packaged <= set(hostfacts.Recipe.load().role_units)
+    spec = spec_of(lab_stack_values())
+    assert (
+        "systemctl --no-reload unmask nginx.service"
+        in render.role_files(spec, lbmodes.MODES[spec.mode], plan(spec), plan(spec).webs[0])[1]
+    )

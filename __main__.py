@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from bench.report import results_table
-from components.benchmark import Benchmark, BenchmarkArgs, bench_plan
+from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
 from components.client import Clients, ClientsArgs
 from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
 from components.loadbalancer import LoadBalancer, LoadBalancerArgs
@@ -74,7 +74,7 @@ all_vms = [*clients.vms, lb.vm, *webs.vms]
 bench = Benchmark(
     "bench",
     BenchmarkArgs(
-        plan=bench_plan(stack, spec, mode, plan, {vm.ref.name: vm.ref for vm in all_vms}),
+        plan=bench_spec(stack, spec, mode, plan, {vm.ref.name: vm.ref for vm in all_vms}),
         vms=all_vms,
         private_key=key.private_key,
         trigger=spec.bench_trigger,

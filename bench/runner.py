@@ -34,11 +34,11 @@ from lbmodes import ShareRule
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 
-__all__ = ["BenchPlan", "BenchmarkFailed", "run"]
+__all__ = ["BenchSpec", "BenchmarkFailed", "run"]
 
 
 @dataclass(frozen=True)
-class BenchPlan:
+class BenchSpec:
     """Everything a benchmark run needs, resolved by the program (components/benchmark.py)."""
 
     stack: str
@@ -71,7 +71,7 @@ class BenchPlan:
         return [*self.clients, self.lb, *self.webs]
 
 
-def retune(ssh: Ssh, p: BenchPlan, threads: int) -> None:
+def retune(ssh: Ssh, p: BenchSpec, threads: int) -> None:
     """Run the LB with `threads` for the next steps: the mode's re-rendered files, applied, then checked."""
     change = p.retunes[str(threads)]
     for f in change.files:
@@ -89,13 +89,13 @@ def retune(ssh: Ssh, p: BenchPlan, threads: int) -> None:
     )
 
 
-def on_clients(p: BenchPlan, command) -> list[str]:
+def on_clients(p: BenchSpec, command) -> list[str]:
     """`command(i)` on every client at once; their outputs, in the clients' order."""
     with ThreadPoolExecutor(max_workers=len(p.clients)) as pool:
         return list(pool.map(command, range(len(p.clients))))
 
 
-def run_step(ssh: Ssh, p: BenchPlan, step: Step, out: Path) -> dict:
+def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
     tool = loadtools.TOOLS[p.tool]
     conc, reqs = split(step.concurrency, len(p.clients)), split(step.requests, len(p.clients))
     settled = probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
@@ -162,7 +162,7 @@ def stop_load_tools(ssh: Ssh, clients: tuple[VmRef, ...]) -> None:
             ssh.run(c.address, kill, timeout=20, check=False, cancellable=False)
 
 
-def run(p: BenchPlan, ssh: Ssh, results_dir: str) -> dict:
+def run(p: BenchSpec, ssh: Ssh, results_dir: str) -> dict:
     out = Path(results_dir) / p.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -174,7 +174,7 @@ def run(p: BenchPlan, ssh: Ssh, results_dir: str) -> dict:
         raise
 
 
-def _run(p: BenchPlan, ssh: Ssh, out: Path) -> dict:
+def _run(p: BenchSpec, ssh: Ssh, out: Path) -> dict:
     oom = probes.OomWatch(p.vms)
     probes.check_paths(ssh, p.url, p.vip, p.lb_mac, p.file_size_bytes, p.clients[0], list(p.webs))
     matrix = steps(p.lb_steps, p.concurrency, p.requests, p.repeats)

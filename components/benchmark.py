@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from bench.runner import BenchPlan
+from bench.runner import BenchSpec
 from components.vm import Vm
 from guest import render
 from lab.addressing import AddressPlan, mac_address
@@ -21,11 +21,11 @@ from resources.benchmark import Command, CommandArgs, Connection
 from runtime.vm import VmRef
 
 
-def bench_plan(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: dict[str, VmRef]) -> BenchPlan:
+def bench_spec(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: dict[str, VmRef]) -> BenchSpec:
     """The benchmark of this lab, resolved: the VMs, the load, and what the mode says of its runs."""
     lb_steps, lb_threads = mode.lb_steps(spec), mode.lb_threads(spec)
     retunes = {t: mode.retune(spec, plan, t) for t in sorted({*lb_steps, lb_threads})}
-    return BenchPlan(
+    return BenchSpec(
         stack=stack,
         mode=mode.name,
         vip=str(plan.vip),
@@ -48,7 +48,7 @@ def bench_plan(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: di
 
 @dataclass(frozen=True)
 class BenchmarkArgs:
-    plan: BenchPlan
+    plan: BenchSpec
     vms: list[Vm]  # what it measures: it waits for their readiness and reruns when one boots anew
     private_key: pulumi.Output[str]
     trigger: str  # l2dsr:benchTrigger

@@ -58,7 +58,7 @@ def net_script(lines: tuple[str, ...]) -> str:
 def start_units(units: list[str]) -> list[str]:
     """Start a role's services once, after their files and addresses exist.
 
-    The builtin image ships the packages' role services masked (hypervisor/image.py ROLE_UNITS), so
+    The builtin image ships the packages' role services masked (role_units in runtime/builtin-image.yaml), so
     nothing of any role starts at boot by itself; a VM unmasks and starts exactly its own (the lab's
     own `l2dsr-*` units are never masked). Enabled, so a reboot brings the same services back, after
     network-online.

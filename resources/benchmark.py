@@ -2,7 +2,7 @@
 `connection` (who logs in, with which key), what to run on `create`, nothing on `delete`, and
 `triggers` that rerun it. It runs when its inputs change, not on every `pulumi up`.
 
-Where ours differs from pulumi-command's: `create` is a benchmark plan (bench/runner.py BenchPlan)
+Where ours differs from pulumi-command's: `create` is a benchmark plan (bench/runner.py BenchSpec)
 run from the host over SSH to many VMs, not one shell command on one host, and its output is the
 structured `result`, not `stdout`. `results_dir` (where the raw output is kept on this host) is
 never compared, so moving the checkout does not rerun it.
@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult
 
-from bench.runner import BenchPlan, run
+from bench.runner import BenchSpec, run
 from resources.base import Declared, ReplaceOnChange, read_props
 from runtime.ssh import KeyFile, Ssh
 
@@ -30,7 +30,7 @@ class Connection:
 @dataclass(frozen=True)
 class CommandArgs:
     connection: Connection
-    create: BenchPlan
+    create: BenchSpec
     triggers: tuple[pulumi.Input[str], ...]  # a VM booted anew (its boot id), or l2dsr:benchTrigger: a new run
     results_dir: str
     delete: str = ""  # nothing to undo: the raw results stay on the host as the record of the run

@@ -14,8 +14,8 @@ from bench.loadtools.ab import parse as parse_ab
 from bench.loadtools.wrk import parse as parse_wrk
 from bench.parse import ParseError, RunResult, combine
 from bench.report import results_table
-from bench.runner import BenchPlan
-from components.benchmark import bench_plan
+from bench.runner import BenchSpec
+from components.benchmark import bench_spec
 from lab.addressing import domain_name, plan
 from resources.base import props_of, read_props
 from runtime.vm import VmRef
@@ -167,10 +167,10 @@ def test_the_benchmark_plan_survives_pulumi_number_encoding(mode):
         {"mode": mode, "webCount": 2, "benchConcurrency": [10, 20], "benchRepeats": 2, "benchThreads": [1, 2]}
     )
     p = plan(spec)
-    built = bench_plan("lab", spec, mode_, p, refs("lab", p))
+    built = bench_spec("lab", spec, mode_, p, refs("lab", p))
     stored = floats(props_of(built))
     assert stored["concurrency"] == [10.0, 20.0]
-    back = read_props(BenchPlan, stored)
+    back = read_props(BenchSpec, stored)
     assert back == built
     assert all(isinstance(v, int) for v in back.concurrency) and back.shares == mode_.shares
 
@@ -326,7 +326,7 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     from lbmodes.proxy import haproxy_cfg
 
     spec, mode = lab_of({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 1, "lbVcpus": 2})
-    params = bench_plan("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    params = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
     assert sorted(params.retunes) == ["1", "2"] and params.lb_steps == (1, 2)
     ran: list[str] = []
 
@@ -344,5 +344,5 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     assert not any("sed " in c for c in ran)
     # IPVS has nothing to change: one row per point, no retunes.
     spec, mode = lab_of({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]})
-    dsr = bench_plan("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    dsr = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
     assert dsr.lb_steps == (1,) and dsr.retunes == {} and dsr.lb_threads == 1

@@ -22,7 +22,7 @@ OWNER = "l2dsr/lab/0123456789abcdef"
 OTHER = "l2dsr/lab/fedcba9876543210"  # another checkout's stack of the same name
 
 
-class Guest:
+class FakeLibvirt:
     """The fake libvirt's state file: what exists, and every virsh call made."""
 
     def __init__(self, path: Path):
@@ -66,10 +66,10 @@ class Guest:
 
 
 @pytest.fixture
-def host(tmp_path, monkeypatch) -> Guest:
+def host(tmp_path, monkeypatch) -> FakeLibvirt:
     monkeypatch.setenv("FAKE_VIRSH_STATE", str(tmp_path / "libvirt.json"))
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
-    return Guest(tmp_path / "libvirt.json")
+    return FakeLibvirt(tmp_path / "libvirt.json")
 
 
 def domain_props(name: str = "l2dsr-lab-web01", owner: str = OWNER, memory: int = 512) -> dict:

@@ -2,7 +2,7 @@
 
 haproxy -c, nginx -t and `cloud-init schema` are Debian's, installed by `./labctl test`. Golden
 files make any change to what reaches a VM (tests/cases/render-*/rendered/, checked by
-tests/test_cases.py) or libvirt (tests/golden/) visible in review; regenerate them with
+tests/test_cases.py, libvirt XML included) visible in review; regenerate them with
 L2DSR_UPDATE_GOLDEN=1 after an intended change.
 """
 

@@ -157,15 +157,24 @@ class Vm(pulumi.ComponentResource):
         )
 
 
-def role_vms(
-    prefix: str, site: VmSite, config: GuestConfig, guests: tuple[Guest, ...], vcpus: int, memory_mib: int, parent
-) -> list[Vm]:
+@dataclass(frozen=True)
+class RoleArgs:
+    """What a component of several same-role VMs takes (WebTierArgs, ClientsArgs)."""
+
+    site: VmSite
+    config: GuestConfig
+    guests: tuple[Guest, ...]
+    vcpus: int
+    memory_mib: int
+
+
+def role_vms(prefix: str, args: RoleArgs, parent: pulumi.Resource) -> list[Vm]:
     """One VM per guest of a role, each rendered for it and sized by the role's settings."""
     return [
         Vm(
             f"{prefix}-{g.name}",
-            VmArgs(site, g, vcpus, memory_mib, config.user_data(g), config.network_config(g)),
+            VmArgs(args.site, g, args.vcpus, args.memory_mib, args.config.user_data(g), args.config.network_config(g)),
             pulumi.ResourceOptions(parent=parent),
         )
-        for g in guests
+        for g in args.guests
     ]

@@ -4,27 +4,19 @@ proxy and dsr give them the same setup, so a switch between those two never touc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 
-from components.vm import GuestConfig, VmSite, role_vms
-from lab.addressing import Guest
+from components.vm import RoleArgs, role_vms
 
 
-@dataclass(frozen=True)
-class WebTierArgs:
-    site: VmSite
-    config: GuestConfig
-    guests: tuple[Guest, ...]
-    vcpus: int
-    memory_mib: int
+class WebTierArgs(RoleArgs):
+    """The web tier's VMs: the address plan's webs, sized by l2dsr:webVcpus/webMemoryMiB."""
 
 
 class WebTier(pulumi.ComponentResource):
     def __init__(self, name: str, args: WebTierArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:WebTier", name, None, opts)
-        self.vms = role_vms(name, args.site, args.config, args.guests, args.vcpus, args.memory_mib, self)
+        self.vms = role_vms(name, args, self)
         self.register_outputs(
             {"names": [vm.ref.domain for vm in self.vms], "addresses": [vm.ref.address for vm in self.vms]}
         )

@@ -46,8 +46,10 @@ def as_list(texts: str | list[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else texts
 
 
-def test_there_are_cases():
-    assert len(CASES) >= 40
+def test_every_folder_is_a_case():
+    """A folder without config.yaml would be skipped without a word: it is a mistake, not a case."""
+    folders = sorted(p for p in (Path(__file__).resolve().parent / "cases").iterdir() if p.is_dir())
+    assert folders == CASES and len(CASES) >= 40
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

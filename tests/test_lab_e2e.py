@@ -23,6 +23,7 @@ import lbmodes
 from guest import render
 from hypervisor import libvirt, paths
 from runtime.ssh import KeyFile, Ssh
+from tests.conftest import stack_outputs
 from tests.stacks import lab_stack, project_copy
 from virt.virsh import Virsh
 
@@ -31,10 +32,6 @@ STACK = "e2e"
 # 2 concurrency levels x 2 repeats; under proxy also at 1 and 2 HAProxy threads (changed on the running LB).
 MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2, "benchThreads": [1, 2]}
 HTTPS_MATRIX = {"benchConcurrency": [10], "benchRequests": [400], "benchRepeats": 1, "benchThreads": [1, 2]}
-
-
-def outputs(cli) -> dict:
-    return json.loads(cli("stack", "output", "--json", "--show-secrets").stdout)
 
 
 def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "http") -> None:
@@ -120,7 +117,7 @@ def active_units(ssh: Ssh, address: str) -> set[str]:
 
 def check_guests(cli, mode: str) -> dict:
     """Inside the guests: exactly each role's services, HAProxy one supervised tree, no OOM kill."""
-    vms = {vm["name"]: vm for vm in outputs(cli)["vms"]}
+    vms = {vm["name"]: vm for vm in stack_outputs(cli)["vms"]}
     facts: dict = {}
     with KeyFile(private_key(cli)) as key:
         ssh = Ssh(render.LOGIN_USER, key)
@@ -146,7 +143,7 @@ def check_guests(cli, mode: str) -> dict:
             assert {p[0] for p in procs if p[1] == "1"} == {master}, (tree, master)
             assert [p for p in procs if p[1] == master], tree  # the worker is the master's child
         else:
-            check_ipvs_paths(ssh, vms, mode, outputs(cli)["vip"])
+            check_ipvs_paths(ssh, vms, mode, stack_outputs(cli)["vip"])
     return {name: {"total_mib": int(t), "available_mib": int(a)} for name, (t, a) in facts.items()}
 
 
@@ -244,7 +241,7 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
     after = domains(virsh)
     assert all(after[vm][1] and after[vm][0] != before[vm][0] for vm in ("web01", "web02")), after
     assert all(after[vm] == before[vm] for vm in ("client01", "lb")), after
-    check_results(outputs(cli), "proxy")
+    check_results(stack_outputs(cli), "proxy")
 
     # `up --replace` of a web's domain: the new domain stays, the lab benchmarks.
     start = time.monotonic()
@@ -253,7 +250,7 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
     replaced = domains(virsh)["web01"]
     assert replaced is not None and replaced[1] and replaced[0] != after["web01"][0], replaced
     assert last_changes(cli).get("replace") == 3  # the domain, its readiness, the benchmark
-    check_results(outputs(cli), "proxy")
+    check_results(stack_outputs(cli), "proxy")
     cli("preview", "--expect-no-changes")
 
 
@@ -270,7 +267,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_proxy_s"] = round(time.monotonic() - start, 1)
-            results["proxy"] = outputs(cli)
+            results["proxy"] = stack_outputs(cli)
             check_results(results["proxy"], "proxy")
             memory["proxy"] = check_guests(cli, "proxy")
             # The state holds the stack's private key (the key, each readiness wait, the benchmark's
@@ -297,7 +294,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_bench_https_s"] = round(time.monotonic() - start, 1)
-            results["proxy-https"] = outputs(cli)
+            results["proxy-https"] = stack_outputs(cli)
             check_results(results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https")
 
             set_matrix(cli, MATRIX)
@@ -309,7 +306,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
             times["up_switch_to_dsr_s"] = round(time.monotonic() - start, 1)
             history = last_changes(cli)
             assert history.get("replace") == 5 and "create" not in history and "delete" not in history, history
-            results["dsr"] = outputs(cli)
+            results["dsr"] = stack_outputs(cli)
             check_results(results["dsr"], "dsr")
             memory["dsr"] = check_guests(cli, "dsr")
 
@@ -328,7 +325,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 times[f"up_switch_to_{mode}_s"] = round(time.monotonic() - start, 1)
                 history = last_changes(cli)
                 assert history.get("replace") == 13 and "create" not in history and "delete" not in history, history
-                results[mode] = outputs(cli)
+                results[mode] = stack_outputs(cli)
                 check_results(results[mode], mode)
                 memory[mode] = check_guests(cli, mode)
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from hypervisor import libvirt, paths
+from tests.conftest import stack_outputs
 from tests.stacks import lab_stack
 from virt.virsh import Virsh
 
@@ -34,10 +35,6 @@ SEED25 = {
 # The curve's points before the 27-VM lab; L2DSR_SCALE_CURVE=2,7 chooses others ("" for none).
 CURVE = tuple(int(n) for n in os.environ.get("L2DSR_SCALE_CURVE", "2,7,13").split(",") if n.strip())
 SPREAD = 0.05  # every web within 5% of the mean number of requests
-
-
-def outputs(cli) -> dict:
-    return json.loads(cli("stack", "output", "--json").stdout)
 
 
 def host_memory_used_mib() -> int:
@@ -54,7 +51,7 @@ def up(cli, label: str) -> dict:
     start = time.monotonic()
     cli("up", "--yes", "--skip-preview", timeout=3 * 3600)
     up_s = round(time.monotonic() - start, 1)
-    out = outputs(cli)
+    out = stack_outputs(cli)
     boots = out["boot"]
     seconds = [b["seconds"] for b in boots.values()]
     cpu = [b["cpuSeconds"] for b in boots.values() if b["cpuSeconds"]]

@@ -146,7 +146,7 @@ def test_missing_builtin_image_says_what_to_run(tmp_path, monkeypatch):
         run_program({"domainType": "qemu"})
 
 
-def test_outputs_name_every_vm(lab_graph):
+def test_outputs_name_every_vm():
     _, ns = run_program({**FAKE_IMAGE, **lab_stack_values()})
     names = [vm.ref.domain for vm in ns["all_vms"]]
     assert names == ["l2dsr-lab-client01", "l2dsr-lab-lb", "l2dsr-lab-web01", "l2dsr-lab-web02"]

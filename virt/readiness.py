@@ -136,114 +136,151 @@ def wait_ready(
 
 
 def _wait_ready(guest: VmRef, final_message: str, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock) -> Ready:
-    start = clock()
-    console = ConsoleWatch(guest.console_log)
-    stall_s = stall_limit_s(budget_s)
-    last_progress = start
-    resets = 0
-    final_seen = sshd_seen = False
-    last_state_check = 0.0
-    last_status = 0.0
-    next_note = start
+    watch = BootWatch(guest, final_message, ssh, virsh, budget_s, group, clock)
+    while True:
+        runtime.check_cancelled(f"{guest.name}: waiting for the boot")
+        watch.check_verdict()
+        watch.check_console()
+        watch.check_domain()
+        ready = watch.check_cloud_init()
+        if ready is not None:
+            return ready
+        watch.check_progress()
+        watch.check_budget()
+        watch.note()
+        runtime.sleep(POLL_S, f"{guest.name}: waiting for the boot")
 
-    def elapsed() -> float:
-        return clock() - start
 
-    def fail(what: str, report: str = "") -> NotReady:
-        VERDICTS.fail(group, guest.name)
-        lines = [f"{guest.name} ({guest.domain}, {guest.address}): {what} after {elapsed():.0f} s"]
+class BootWatch:
+    """One guest's boot as seen from the host; each check raises NotReady at a certain failure.
+
+    What it watches, in the order of one poll: the group's verdict (another VM failed first), the
+    console (fatal kernel messages; the final message; sshd started), the domain's state, cloud-init
+    over SSH (rarely before the final message: each login costs an emulated guest seconds of CPU),
+    progress (a silent console and no SSH answer: reset once, then fail), and the budget.
+    """
+
+    def __init__(
+        self, guest: VmRef, final_message: str, ssh: Ssh, virsh: Virsh, budget_s: float, group: str, clock
+    ) -> None:
+        self.guest, self.final_message, self.ssh, self.virsh = guest, final_message, ssh, virsh
+        self.budget_s, self.group, self.clock = budget_s, group, clock
+        self.start = self.last_progress = self.next_note = clock()
+        self.console = ConsoleWatch(guest.console_log)
+        self.stall_s = stall_limit_s(budget_s)
+        self.resets = 0
+        self.final_seen = self.sshd_seen = False
+        self.last_state_check = self.last_status = 0.0
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def fail(self, what: str, report: str = "") -> NotReady:
+        g = self.guest
+        VERDICTS.fail(self.group, g.name)
+        lines = [f"{g.name} ({g.domain}, {g.address}): {what} after {self.elapsed():.0f} s"]
         if report.strip():
             lines += ["  in the guest:"] + [f"    {line}" for line in tail(report, 30)]
-        lines += [f"  last lines of the console ({guest.console_log}):"]
-        lines += [f"    {line}" for line in tail(console.text, 6 if report.strip() else 12)] or ["    (empty)"]
+        lines += [f"  last lines of the console ({g.console_log}):"]
+        lines += [f"    {line}" for line in tail(self.console.text, 6 if report.strip() else 12)] or ["    (empty)"]
         return NotReady("\n".join(lines))
 
-    def guest_report() -> str:
+    def guest_report(self) -> str:
         try:
-            return ssh.run(guest.address, REPORT_COMMAND, timeout=SSH_PROBE_S, check=False).stdout
+            return self.ssh.run(self.guest.address, REPORT_COMMAND, timeout=SSH_PROBE_S, check=False).stdout
         except SshError as e:
             return f"(no SSH: {e})"
 
-    def status() -> str | None:
+    def status(self) -> str | None:
         """cloud-init's status over SSH, or None when SSH does not answer."""
         try:
-            done = ssh.run(guest.address, "cloud-init status --long", timeout=SSH_PROBE_S, check=False)
+            done = self.ssh.run(self.guest.address, "cloud-init status --long", timeout=SSH_PROBE_S, check=False)
         except SshError:
             return None
         # An SSH session can end empty while sshd restarts during boot: that is "ask again".
         return done.stdout if done.returncode in (0, 1, 2) and done.stdout.strip() else None
 
-    while True:
-        runtime.check_cancelled(f"{guest.name}: waiting for the boot")
-        other = VERDICTS.failed_first(group, guest.name)
+    def check_verdict(self) -> None:
+        other = VERDICTS.failed_first(self.group, self.guest.name)
         if other:
             raise NotReady(
-                f"{guest.name}: stopped waiting after {elapsed():.0f} s: {other} failed first (see its error)"
+                f"{self.guest.name}: stopped waiting after {self.elapsed():.0f} s: {other} failed first (see its error)"
             )
 
-        new = console.read()
-        if new:
-            last_progress = clock()
-            fatal = fatal_in_console(new)
-            if fatal:
-                raise fail(fatal, guest_report() if "out of memory" in fatal else "")
-            seen = clean(console.text)
-            final_seen = final_seen or final_message in seen
-            sshd_seen = sshd_seen or SSHD_STARTED in seen
+    def check_console(self) -> None:
+        new = self.console.read()
+        if not new:
+            return
+        self.last_progress = self.clock()
+        fatal = fatal_in_console(new)
+        if fatal:
+            raise self.fail(fatal, self.guest_report() if "out of memory" in fatal else "")
+        seen = clean(self.console.text)
+        self.final_seen = self.final_seen or self.final_message in seen
+        self.sshd_seen = self.sshd_seen or SSHD_STARTED in seen
 
-        if clock() - last_state_check > 10:
-            last_state_check = clock()
+    def check_domain(self) -> None:
+        if self.clock() - self.last_state_check <= 10:
+            return
+        self.last_state_check = self.clock()
+        try:
+            state = self.virsh.run("domstate", self.guest.domain, timeout=30).strip()
+        except VirshError as e:
+            raise self.fail(f"libvirt does not report the domain ({e})") from None
+        if state not in ("running", "paused", "in shutdown"):
+            raise self.fail(f"the domain is {state!r}")
+
+    def check_cloud_init(self) -> Ready | None:
+        """Often once the final message is on the console, rarely before and only once sshd runs."""
+        since_status = self.clock() - self.last_status
+        if not ((self.final_seen and since_status > 5) or (self.sshd_seen and since_status > 60)):
+            return None
+        self.last_status = self.clock()
+        state = cloud_init_state(self.status() or "")
+        if state == "done":
+            return _facts(self.guest, self.ssh, self.elapsed(), self.resets)
+        if state == "error":
+            raise self.fail("cloud-init ended in error", self.guest_report())
+        return None
+
+    def check_progress(self) -> None:
+        if self.clock() - self.last_progress <= self.stall_s:
+            return
+        text = self.status()  # a quiet console is fine while the guest answers and cloud-init runs
+        if text is not None and cloud_init_state(text) == "running":
+            self.last_progress = self.clock()
+        elif text is not None and cloud_init_state(text) in ("done", "error"):
+            self.final_seen = True  # the final message was missed (e.g. console lines interleaved)
+        elif self.resets == 0:
+            self.resets += 1
+            runtime.log(
+                f"{self.guest.name}: no progress for {self.clock() - self.last_progress:.0f} s (console silent, "
+                f"no SSH answer) {self.elapsed():.0f} s into its boot: resetting it once",
+                severity="warning",
+            )
             try:
-                state = virsh.run("domstate", guest.domain, timeout=30).strip()
+                self.virsh.run("reset", self.guest.domain, timeout=60)
             except VirshError as e:
-                raise fail(f"libvirt does not report the domain ({e})") from None
-            if state not in ("running", "paused", "in shutdown"):
-                raise fail(f"the domain is {state!r}")
-
-        # cloud-init's status over SSH: often once its final message is on the console, rarely before
-        # and only once sshd runs (each SSH login costs an emulated guest seconds of CPU).
-        since_status = clock() - last_status
-        if (final_seen and since_status > 5) or (sshd_seen and since_status > 60):
-            last_status = clock()
-            text = status()
-            state = cloud_init_state(text or "")
-            if state == "done":
-                return _facts(guest, ssh, elapsed(), resets)
-            if state == "error":
-                raise fail("cloud-init ended in error", guest_report())
-
-        if clock() - last_progress > stall_s:
-            text = status()  # a quiet console is fine while the guest answers and cloud-init runs
-            if text is not None and cloud_init_state(text) == "running":
-                last_progress = clock()
-            elif text is not None and cloud_init_state(text) in ("done", "error"):
-                final_seen = True  # the final message was missed (e.g. console lines interleaved)
-            elif resets == 0:
-                resets += 1
-                runtime.log(
-                    f"{guest.name}: no progress for {clock() - last_progress:.0f} s (console silent, no SSH "
-                    f"answer) {elapsed():.0f} s into its boot: resetting it once",
-                    severity="warning",
-                )
-                try:
-                    virsh.run("reset", guest.domain, timeout=60)
-                except VirshError as e:
-                    raise fail(f"hung in boot, and the reset failed ({e})") from None
-                last_progress = clock()
-            else:
-                raise fail(f"hung in boot again after a reset (console silent for {stall_s:.0f} s, no SSH answer)")
-
-        if elapsed() > budget_s:
-            raise fail(
-                f"not ready within its boot budget of {budget_s:.0f} s "
-                f"({'cloud-init still running' if final_seen else 'cloud-init never reported done'})",
-                guest_report(),
+                raise self.fail(f"hung in boot, and the reset failed ({e})") from None
+            self.last_progress = self.clock()
+        else:
+            raise self.fail(
+                f"hung in boot again after a reset (console silent for {self.stall_s:.0f} s, no SSH answer)"
             )
-        if clock() >= next_note:
-            next_note = clock() + 15
-            stage = "cloud-init finishing" if final_seen else "sshd up" if sshd_seen else "booting"
-            runtime.log(f"{guest.name}: {stage}, {elapsed():.0f} s (budget {budget_s:.0f} s)", ephemeral=True)
-        runtime.sleep(POLL_S, f"{guest.name}: waiting for the boot")
+
+    def check_budget(self) -> None:
+        if self.elapsed() > self.budget_s:
+            done = "cloud-init still running" if self.final_seen else "cloud-init never reported done"
+            raise self.fail(f"not ready within its boot budget of {self.budget_s:.0f} s ({done})", self.guest_report())
+
+    def note(self) -> None:
+        if self.clock() < self.next_note:
+            return
+        self.next_note = self.clock() + 15
+        stage = "cloud-init finishing" if self.final_seen else "sshd up" if self.sshd_seen else "booting"
+        runtime.log(
+            f"{self.guest.name}: {stage}, {self.elapsed():.0f} s (budget {self.budget_s:.0f} s)", ephemeral=True
+        )
 
 
 def _facts(guest: VmRef, ssh: Ssh, seconds: float, resets: int) -> Ready:

@@ -69,9 +69,14 @@ def _coerce(kind: Any, value: Any) -> Any:
     return value
 
 
+def field_types(cls: type) -> dict[str, Any]:
+    """A declaration's field types, resolved (`pulumi.Input[X]` holds the forward reference `"Output[T]"`)."""
+    return typing.get_type_hints(cls, localns={"Output": pulumi.Output, "T": Any})
+
+
 def read_props(cls: type[T], props: dict[str, Any]) -> T:
     """The dataclass `cls` from a property bag (extra keys, e.g. outputs or `__provider`, ignored)."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: _coerce(hints[k], props[k]) for k in fields if k in props})
 

@@ -291,3 +291,54 @@ def test_the_hosts_cpus_and_memory_come_from_libvirt(host):
     assert Virsh(URI).nodeinfo() == (2, 24105)  # nodememstats' total, not nodeinfo's NUMA node size
     host.set(mode="down")
     assert Virsh(URI).nodeinfo() is None  # not known: the program leaves the check to the resources
+
+
+def declared_resources() -> list[type]:
+    import importlib
+    import pkgutil
+
+    import resources
+    from resources.base import Declared
+
+    for info in pkgutil.iter_modules(resources.__path__):
+        importlib.import_module(f"resources.{info.name}")
+    return sorted(Declared.__subclasses__(), key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("resource", declared_resources(), ids=lambda c: c.__name__)
+def test_every_declaration_resolves_its_types(resource):
+    """What a provider reads its properties with: every field's type resolves (nested ones too), as in
+    the provider process, where an unresolved `pulumi.Input` once failed every readiness wait."""
+    import dataclasses
+
+    from resources.base import field_types
+
+    todo = [resource.Args, resource.Outputs]
+    while todo:
+        cls = todo.pop()
+        hints = field_types(cls)
+        assert set(hints) >= {f.name for f in dataclasses.fields(cls)}
+        todo += [t for t in hints.values() if isinstance(t, type) and dataclasses.is_dataclass(t)]
+    assert len(declared_resources()) == 8
+
+
+def test_readiness_reads_its_stored_inputs_back():
+    from resources.base import props_of, read_props
+    from resources.readiness import VmReadyArgs
+    from runtime.vm import VmRef
+
+    args = VmReadyArgs(
+        uri=URI,
+        domain_type="qemu",
+        guest=VmRef("web01", "web", "172.16.0.101", "l2dsr-lab-web01", "/tmp/console.log"),
+        final_message="l2dsr web01 (web) ready after",
+        run_token="t",
+        group="lab",
+        vcpus=1,
+        lab_vcpus=4,
+        boot_slots=0,
+        login_user="lab",
+        private_key="key",
+    )
+    stored = json.loads(json.dumps(props_of(args)).replace(": 1,", ": 1.0,").replace(": 4,", ": 4.0,"))
+    assert stored["vcpus"] == 1.0 and read_props(VmReadyArgs, stored) == args

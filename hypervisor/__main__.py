@@ -35,7 +35,7 @@ def setup() -> libvirt.HostRecord:
     libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
     built = image.build()
     rec = libvirt.setup(probe_kernel=built.kernel)
-    pulumi_cli.ensure_engine()
+    pulumi_cli.ensure_pulumi()
     say(f"host ready in {time.monotonic() - start:.0f} s")
     return rec
 
@@ -44,7 +44,7 @@ def pulumi(args: list[str], rec: libvirt.HostRecord | None = None, check: bool =
     """Run the pulumi CLI in the project, where the lab's addresses are (inside the namespace)."""
     rec = rec or libvirt.read_record()
     argv = [*libvirt.in_namespace(rec), str(pulumi_cli.bin_dir() / "pulumi"), *args]
-    rc = subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.engine_env())
+    rc = subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
     if check and rc != 0:
         raise StepFailed(f"pulumi {' '.join(args)} exited {rc}")
     return rc
@@ -61,9 +61,9 @@ def test(args: list[str]) -> int:
     libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"), tools_only=True)
     argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *args]
     try:
-        return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.engine_env())
+        return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
     finally:
-        if rec.mode == "sandbox" and not was_running:
+        if rec.libvirtd == "sandbox" and not was_running:
             libvirt.teardown(force=True)
 
 

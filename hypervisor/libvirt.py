@@ -55,7 +55,7 @@ TEST_PACKAGES = ("cloud-init", "haproxy", "nginx-light")  # the tools that check
 # ---- decisions (pure) --------------------------------------------------------------------------
 
 
-def choose_mode(system_libvirtd_answers: bool, ours_running: bool) -> str:
+def choose_libvirtd(system_libvirtd_answers: bool, ours_running: bool) -> str:
     """A libvirtd that answers and is not ours is the user's system service: use it."""
     return "system" if system_libvirtd_answers and not ours_running else "sandbox"
 
@@ -142,7 +142,7 @@ def _alive(pid: int) -> bool:
 
 
 def ours_running(rec: HostRecord | None) -> bool:
-    return bool(rec and rec.mode == "sandbox" and rec.pids and all(_alive(p) for p in rec.pids.values()))
+    return bool(rec and rec.libvirtd == "sandbox" and rec.pids and all(_alive(p) for p in rec.pids.values()))
 
 
 def in_namespace(rec: HostRecord | None) -> list[str]:
@@ -188,10 +188,9 @@ def setup(probe_kernel: Path) -> HostRecord:
     HOST_PACKAGES must be installed already (./labctl's setup does it first: the image needs them too).
     """
     rec = read_record()
-    mode = choose_mode(VIRSH.ok("version"), ours_running(rec))
-    if mode == "system":
+    if choose_libvirtd(VIRSH.ok("version"), ours_running(rec)) == "system":
         say("libvirt: using the running system libvirtd")
-        rec = rec if rec and rec.mode == "system" else HostRecord(mode="system")
+        rec = rec if rec and rec.libvirtd == "system" else HostRecord(libvirtd="system")
     elif rec is not None and ours_running(rec):
         say(f"libvirt: our libvirtd is running in namespace {rec.namespace}")
     else:
@@ -232,7 +231,7 @@ def _start_sandbox() -> HostRecord:
     for directory in ("/var/lib/libvirt/dnsmasq", "/var/log/libvirt/qemu", "/var/cache/libvirt/qemu", "/run/libvirt"):
         Path(directory).mkdir(parents=True, exist_ok=True)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    rec = HostRecord(mode="sandbox", namespace=NAMESPACE)
+    rec = HostRecord(libvirtd="sandbox", namespace=NAMESPACE)
     write_record(rec)  # from here on, teardown knows about the namespace
     ns = ["ip", "netns", "exec", NAMESPACE]
     for daemon in ("virtlogd", "libvirtd"):
@@ -259,7 +258,7 @@ def teardown(force: bool = False) -> None:
     if rec is None:
         say("libvirt host: nothing of ours to tear down")
         return
-    if rec.mode == "sandbox" and ours_running(rec):
+    if rec.libvirtd == "sandbox" and ours_running(rec):
         domains = [d for d in VIRSH.run("list", "--all", "--name", check=False).split() if d]
         if domains and not force:
             raise StepFailed(

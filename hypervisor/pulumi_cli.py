@@ -116,8 +116,9 @@ def venv_python() -> Path:
     return paths.PROJECT_DIR / ".venv" / "bin" / "python"
 
 
-def ensure_engine() -> bool:
-    """Make .state/bin ready; returns whether anything had to be built."""
+def ensure_pulumi() -> bool:
+    """Make .state/bin ready: the Pulumi CLI (built once into the cache) beside our language host and
+    provider launchers (engine/); returns whether anything had to be built."""
     cli = find_cli()
     built = cli is None
     if cli is None:
@@ -143,7 +144,7 @@ def ensure_engine() -> bool:
     return built
 
 
-def engine_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def pulumi_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for every pulumi call: offline, local state, no prompts, no downloads."""
     env = dict(os.environ if base is None else base)
     state = paths.state_dir()

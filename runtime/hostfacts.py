@@ -32,7 +32,7 @@ DOMAIN_TYPES = ("kvm", "qemu")
 class HostRecord:
     """What setup started, so teardown stops exactly that, and what it found."""
 
-    mode: str  # system | sandbox
+    libvirtd: str  # system (a running system libvirtd) | sandbox (ours, in a network namespace)
     namespace: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     created_pool: bool = False
@@ -42,7 +42,9 @@ class HostRecord:
 def read_record() -> HostRecord | None:
     if not RECORD.exists():
         return None
-    return HostRecord(**json.loads(RECORD.read_text()))
+    data = json.loads(RECORD.read_text())
+    data.setdefault("libvirtd", data.pop("mode", "system"))  # a record written before the field's rename
+    return HostRecord(**data)
 
 
 def write_record(rec: HostRecord) -> None:

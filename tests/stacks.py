@@ -27,7 +27,7 @@ class Cli:
     def __init__(self, backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR):
         self.stack = stack
         self.project_dir = project_dir
-        self.env = pulumi_cli.engine_env()
+        self.env = pulumi_cli.pulumi_env()
         self.env["PULUMI_BACKEND_URL"] = f"file://{backend}"
         self.env["PULUMI_CONFIG_PASSPHRASE"] = "l2dsr-test"
         self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)

@@ -17,9 +17,9 @@ RECIPE = hostfacts.Recipe.load()
 
 
 def test_a_libvirtd_that_is_not_ours_is_the_system_one():
-    assert libvirt.choose_mode(system_libvirtd_answers=True, ours_running=False) == "system"
-    assert libvirt.choose_mode(system_libvirtd_answers=True, ours_running=True) == "sandbox"
-    assert libvirt.choose_mode(system_libvirtd_answers=False, ours_running=False) == "sandbox"
+    assert libvirt.choose_libvirtd(system_libvirtd_answers=True, ours_running=False) == "system"
+    assert libvirt.choose_libvirtd(system_libvirtd_answers=True, ours_running=True) == "sandbox"
+    assert libvirt.choose_libvirtd(system_libvirtd_answers=False, ours_running=False) == "sandbox"
 
 
 def test_domain_type_follows_the_probe_unless_configured():
@@ -147,11 +147,11 @@ def test_cli_version_parsing():
     assert pulumi_cli.parse_version("") is None
 
 
-def test_engine_bootstrap_is_idempotent():
+def test_pulumi_bootstrap_is_idempotent():
     """After ./labctl setup, a second bootstrap finds everything and builds nothing."""
-    assert pulumi_cli.ensure_engine() is False
+    assert pulumi_cli.ensure_pulumi() is False
     pulumi = pulumi_cli.bin_dir() / "pulumi"
-    out = subprocess.run([str(pulumi), "version"], capture_output=True, text=True, env=pulumi_cli.engine_env())
+    out = subprocess.run([str(pulumi), "version"], capture_output=True, text=True, env=pulumi_cli.pulumi_env())
     assert out.stdout.strip() == pulumi_cli.CLI_VERSION
     for launcher in pulumi_cli.LAUNCHERS:
         assert os.access(pulumi_cli.bin_dir() / launcher, os.X_OK)
@@ -168,14 +168,14 @@ def test_ssh_refuses_to_leave_the_lab_namespace():
         capture_output=True,
         text=True,
         cwd=pulumi_cli.paths.PROJECT_DIR,
-        env=pulumi_cli.engine_env(),
+        env=pulumi_cli.pulumi_env(),
     )
     outside = subprocess.run(
         ["unshare", "--net", str(pulumi_cli.venv_python()), "-c", probe],  # any namespace but the lab's
         capture_output=True,
         text=True,
         cwd=pulumi_cli.paths.PROJECT_DIR,
-        env=pulumi_cli.engine_env(),
+        env=pulumi_cli.pulumi_env(),
     )
     assert inside.stdout.strip() == "built", inside.stderr
     assert outside.returncode != 0 and "OutsideLabNamespace" in outside.stderr

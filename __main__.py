@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-from bench.report import results_table
+from bench.report import as_outputs, results_table
 from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
 from components.client import Clients, ClientsArgs
 from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
@@ -101,8 +101,8 @@ pulumi.export(
         for vm in all_vms
     },
 )
-pulumi.export("results", bench.result.apply(lambda r: r["runs"]))
-pulumi.export("summary", bench.result.apply(lambda r: r["summary"]))
+pulumi.export("results", bench.result.apply(lambda r: as_outputs(r["runs"])))
+pulumi.export("summary", bench.result.apply(lambda r: as_outputs(r["summary"])))
 pulumi.export("resultsTable", bench.result.apply(lambda r: results_table(r["summary"])))
 pulumi.export("requestsPerWeb", bench.result.apply(lambda r: r["requests_per_web"]))
 pulumi.export(
@@ -110,8 +110,8 @@ pulumi.export(
     bench.result.apply(
         lambda r: [
             {
-                "lb": run["lb_bytes"],
-                "clients": run["client_bytes"],
+                "lb": as_outputs(run["lb_bytes"]),
+                "clients": as_outputs(run["client_bytes"]),
                 "lbSentShare": run["lb_sent_share"],
                 "lbResponseShare": run["lb_response_share"],
             }

@@ -10,6 +10,22 @@ from pathlib import Path
 import lbmodes
 
 
+def camel(key: str) -> str:
+    """requests_per_second -> requestsPerSecond: the stack outputs' one casing."""
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def as_outputs(value):
+    """Results (snake_case in the saved JSON, which the report reads) with camelCase keys, as every
+    stack output has them; keys that are names (web01) stay as they are."""
+    if isinstance(value, dict):
+        return {camel(k): as_outputs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_outputs(v) for v in value]
+    return value
+
+
 def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
 

@@ -62,7 +62,7 @@ def cycle(mode: str, busy: bool, first: bool) -> dict:
     elif record["ok"]:
         out = json.loads(labctl("pulumi", "stack", "output", "--json", "--stack", STACK).stdout)
         record["boot"] = out["boot"]
-        record["requests_per_second"] = [r["requests_per_second"] for r in out["summary"]]
+        record["requests_per_second"] = [r["requestsPerSecond"] for r in out["summary"]]
         record["results_dir"] = out["resultsDir"]
     else:
         record["error"] = (up.stdout + up.stderr)[-6000:]

@@ -346,3 +346,13 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     spec, mode = lab_of({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]})
     dsr = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
     assert dsr.lb_steps == (1,) and dsr.retunes == {} and dsr.lb_threads == 1
+
+
+def test_stack_outputs_have_one_casing():
+    """Result rows keep snake_case in result.json (the report reads it) and are camelCase as outputs."""
+    from bench.report import as_outputs
+
+    row = {"requests_per_second": 1.0, "requests_per_web": {"web01": 3}, "lb_bytes": {"rx_bytes": 1}, "flags": ["x_y"]}
+    assert as_outputs([row]) == [
+        {"requestsPerSecond": 1.0, "requestsPerWeb": {"web01": 3}, "lbBytes": {"rxBytes": 1}, "flags": ["x_y"]}
+    ]

@@ -40,7 +40,7 @@ def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "ht
     threads = matrix["benchThreads"] if mode == "proxy" else [1]  # IPVS is the kernel's: one row per point
     repeats = matrix["benchRepeats"]
     assert {r["scheme"] for r in runs} == {scheme}
-    assert [(int(r["lb_threads"]), int(r["concurrency"]), int(r["repeats"])) for r in summary] == [
+    assert [(int(r["lbThreads"]), int(r["concurrency"]), int(r["repeats"])) for r in summary] == [
         (t, c, repeats) for t in threads for c in matrix["benchConcurrency"]
     ]
     assert len(runs) == len(matrix["benchConcurrency"]) * repeats * len(threads)
@@ -48,13 +48,13 @@ def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "ht
     # ends the TLS handshakes), so there it reads about 0.89 although every reply crosses the LB.
     through = 0.85 if scheme == "https" else 0.9
     for run in runs:
-        assert int(run["total_requests"]) == matrix["benchRequests"][0], run
-        assert int(run["failed_requests"]) == 0 and int(run["non_2xx_responses"]) == 0, run
-        assert run["requests_per_second"] > 0
+        assert int(run["totalRequests"]) == matrix["benchRequests"][0], run
+        assert int(run["failedRequests"]) == 0 and int(run["non2xxResponses"]) == 0, run
+        assert run["requestsPerSecond"] > 0
         if lbmodes.MODES[mode].shares.high < 1:  # the mode's own rule: its responses go around the LB
-            assert run["lb_response_share"] < 0.10, run  # the replies bypass the LB
+            assert run["lbResponseShare"] < 0.10, run  # the replies bypass the LB
         else:
-            assert through < run["lb_response_share"] < 1.2, run  # every reply crosses the LB (proxy or NAT)
+            assert through < run["lbResponseShare"] < 1.2, run  # every reply crosses the LB (proxy or NAT)
     served = out["requestsPerWeb"]
     assert sorted(served) == ["web01", "web02"] and all(v > 0 for v in served.values()), served
     assert "| Mode | Thread | Concurrency |" in out["resultsTable"]
@@ -71,10 +71,10 @@ def set_matrix(cli, matrix: dict) -> None:
 
 def rps_ratios(proxy: list[dict], dsr: list[dict]) -> dict[str, float]:
     """A mode's requests/s over proxy's at each concurrency, per proxy thread count: {"t1-c10": 1.75, ...}."""
-    by_concurrency = {int(r["concurrency"]): r["requests_per_second"] for r in dsr}
+    by_concurrency = {int(r["concurrency"]): r["requestsPerSecond"] for r in dsr}
     return {
-        f"t{int(p['lb_threads'])}-c{int(p['concurrency'])}": round(
-            by_concurrency[int(p["concurrency"])] / p["requests_per_second"], 2
+        f"t{int(p['lbThreads'])}-c{int(p['concurrency'])}": round(
+            by_concurrency[int(p["concurrency"])] / p["requestsPerSecond"], 2
         )
         for p in proxy
         if int(p["concurrency"]) in by_concurrency

@@ -70,7 +70,7 @@ def up(cli, label: str) -> dict:
         "qemu_rss_mib_per_guest": round(statistics.mean(rss), 1) if rss else None,
         "host_memory_used_mib": host_memory_used_mib(),
         "memory_available_mib_min": min(b["memoryAvailableMiB"] for b in boots.values()),
-        "requests_per_second": [r["requests_per_second"] for r in out["summary"]],
+        "requests_per_second": [r["requestsPerSecond"] for r in out["summary"]],
         "requests_per_web": out["requestsPerWeb"],
     }
     print(f"\nscale point: {json.dumps({k: v for k, v in point.items() if k != 'requests_per_web'})}", flush=True)

@@ -54,8 +54,9 @@ def _coerce(kind: Any, value: Any) -> Any:
         concrete = [a for a in args if a is not type(None)]
         return _coerce(concrete[0], value) if len(concrete) == 1 else value
     if origin is tuple:
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v) for v in value)
+        if not args or (len(args) == 2 and args[1] is Ellipsis):  # tuple[X, ...]
+            return tuple(_coerce(args[0] if args else Any, v) for v in value)
+        return tuple(_coerce(k, v) for k, v in zip(args, value, strict=True))  # tuple[X, Y]
     if origin is list:
         return [_coerce(args[0], v) for v in value]
     if origin is dict:

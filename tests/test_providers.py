@@ -342,3 +342,12 @@ def test_readiness_reads_its_stored_inputs_back():
     )
     stored = json.loads(json.dumps(props_of(args)).replace(": 1,", ": 1.0,").replace(": 4,", ": 4.0,"))
     assert stored["vcpus"] == 1.0 and read_props(VmReadyArgs, stored) == args
+
+
+def test_a_network_reads_its_pairs_back_typed():
+    from resources.base import props_of, read_props
+    from resources.network import NetworkArgs
+
+    args = NetworkArgs(uri=URI, name="l2dsr-lab", xml="<network/>", host_addresses=(("172.16.0.1", 24),), owner=OWNER)
+    stored = json.loads(json.dumps(props_of(args)).replace("24]", "24.0]"))
+    assert stored["host_addresses"] == [["172.16.0.1", 24.0]] and read_props(NetworkArgs, stored) == args

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from lab.addressing import AddressPlan, Guest
 from lab.files import Retune, RoleSetup, WriteFile, fill
-
-if TYPE_CHECKING:
-    from lab.addressing import AddressPlan, Guest
-    from lab.spec import LabSpec
+from lab.spec import LabSpec
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,11 @@ answering ARP for it and reply to the client directly, so responses never cross 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lab.addressing import AddressPlan, Guest
 from lab.files import RoleSetup
+from lab.spec import LabSpec
 from lbmodes.base import bypassing, vip_on_lo_web
 from lbmodes.ipvs import IpvsMode
-
-if TYPE_CHECKING:
-    from lab.addressing import AddressPlan, Guest
-    from lab.spec import LabSpec
 
 
 class Dsr(IpvsMode):

@@ -6,15 +6,11 @@ webs need for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lab.addressing import AddressPlan
 from lab.files import RoleSetup, WriteFile, fill
 from lab.memory import mib
+from lab.spec import LabSpec
 from lbmodes.base import Mode
-
-if TYPE_CHECKING:
-    from lab.addressing import AddressPlan
-    from lab.spec import LabSpec
 
 MODULES = ("ip_vs", "ip_vs_rr")
 # IPVS: a connection entry per request in flight and several more in TIME_WAIT (4 per connection,

@@ -7,15 +7,11 @@ and replies to the client directly: responses bypass the LB as under L2DSR.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lab.addressing import AddressPlan, Guest
 from lab.files import RoleSetup, WriteFile, fill
+from lab.spec import LabSpec
 from lbmodes.base import bypassing
 from lbmodes.ipvs import IpvsMode
-
-if TYPE_CHECKING:
-    from lab.addressing import AddressPlan, Guest
-    from lab.spec import LabSpec
 
 
 class L3dsr(IpvsMode):

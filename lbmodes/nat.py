@@ -7,15 +7,11 @@ process runs: the kernel does it. The webs hold no VIP; their route to the clien
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lab.addressing import AddressPlan, Guest
 from lab.files import RoleSetup, WriteFile, fill
+from lab.spec import LabSpec
 from lbmodes.base import through
 from lbmodes.ipvs import IpvsMode
-
-if TYPE_CHECKING:
-    from lab.addressing import AddressPlan, Guest
-    from lab.spec import LabSpec
 
 
 class Nat(IpvsMode):

@@ -7,15 +7,11 @@ nbthread 1-8) by re-rendering haproxy.cfg and reloading. With `l2dsr:https` the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lab.addressing import AddressPlan, Guest
 from lab.files import Retune, RoleSetup, WriteFile, fill
 from lab.memory import mib
+from lab.spec import LabSpec
 from lbmodes.base import Mode, through, vip_on_lo_web
-
-if TYPE_CHECKING:
-    from lab.addressing import AddressPlan, Guest
-    from lab.spec import LabSpec
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 # HAProxy 2.6, idle, with the seed's maxconn and ulimit-n: 36 MiB (measured); per thread a little

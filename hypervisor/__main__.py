@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench import report
 from hypervisor import downloads, image, libvirt, paths, pulumi_cli
-from hypervisor.progress import StepFailed, say
+from hypervisor.progress import StepFailed, in_parallel, say
 
 DEFAULT_STACK = "lab"
 USAGE = """usage: ./labctl COMMAND [ARGS]
@@ -31,11 +31,17 @@ def log_file(name: str) -> Path:
 
 
 def setup() -> libvirt.HostRecord:
+    """The host, as a graph: the Debian packages then the image (debootstrap: network and disk) at
+    the same time as the Pulumi CLI (the Go build: CPU); libvirt once the image's kernel exists (its
+    KVM probe boots it)."""
     start = time.monotonic()
-    libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
-    built = image.build()
+
+    def packages_and_image() -> image.BuiltImage:
+        libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
+        return image.build()
+
+    built = in_parallel({"image": packages_and_image, "pulumi": pulumi_cli.ensure_pulumi})["image"]
     rec = libvirt.setup(probe_kernel=built.kernel)
-    pulumi_cli.ensure_pulumi()
     say(f"host ready in {time.monotonic() - start:.0f} s")
     return rec
 

@@ -1,16 +1,73 @@
-"""Progress lines for long host steps, with the full output of each step in a log file."""
+"""Progress lines for long host steps, with the full output of each step in a log file, and
+independent steps run at once (`in_parallel`): the first that fails stops the others."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 class StepFailed(RuntimeError):
     pass
+
+
+class StepStopped(StepFailed):
+    """A step ended because another one failed: not the error to report."""
+
+
+_stop = threading.Event()  # set when a step of an `in_parallel` group failed
+_running: set[subprocess.Popen] = set()
+_lock = threading.Lock()
+
+
+def _stop_all() -> None:
+    _stop.set()
+    with _lock:
+        for proc in list(_running):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # the step's whole process group (debootstrap, go)
+
+
+def in_parallel(steps: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run independent steps at once, each in a thread; their results by name. The first step that
+    fails stops the others (their processes are ended) and its error is the one raised."""
+    results: dict[str, Any] = {}
+    failures: list[BaseException] = []
+
+    def run(name: str, step: Callable[[], Any]) -> None:
+        try:
+            results[name] = step()
+        except BaseException as e:  # noqa: BLE001 (reported below, in the caller's thread)
+            if not isinstance(e, StepStopped):
+                failures.append(e)
+                _stop_all()
+
+    threads = [threading.Thread(target=run, args=item, name=item[0], daemon=True) for item in steps.items()]
+    _stop.clear()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        _stop_all()
+        raise
+    finally:
+        for t in threads:
+            t.join(30)
+        _stop.clear()
+    if failures:
+        raise failures[0]
+    return results
 
 
 def say(message: str) -> None:
@@ -26,14 +83,30 @@ def run_logged(
     env: Mapping[str, str] | None = None,
 ) -> float:
     """Run one long step, appending its output to `log`; one line when it starts and ends."""
+    if _stop.is_set():
+        raise StepStopped(f"{what}: not started, another step failed")
     log.parent.mkdir(parents=True, exist_ok=True)
     say(f"{what} ... (log: {log})")
     start = time.monotonic()
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(argv)}\n")
         out.flush()
-        rc = subprocess.call(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True
+        )
+        with _lock:
+            _running.add(proc)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGTERM)  # Ctrl-C: the step goes with us
+            raise
+        finally:
+            with _lock:
+                _running.discard(proc)
     took = time.monotonic() - start
+    if rc != 0 and _stop.is_set():
+        raise StepStopped(f"{what}: stopped after {took:.0f} s, another step failed")
     if rc != 0:
         raise StepFailed(f"{what} failed (exit {rc}) after {took:.0f} s; see {log}")
     say(f"{what}: done in {took:.0f} s")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +181,37 @@ def test_ssh_refuses_to_leave_the_lab_namespace():
     )
     assert inside.stdout.strip() == "built", inside.stderr
     assert outside.returncode != 0 and "OutsideLabNamespace" in outside.stderr
+
+
+def test_set_up_steps_run_at_once(tmp_path):
+    """Two independent steps of 2 s each take about 2 s together, and each returns its result."""
+    from hypervisor.progress import in_parallel, run_logged
+
+    start = time.monotonic()
+    done = in_parallel(
+        {name: (lambda n=name: (run_logged(n, ["sleep", "2"], tmp_path / f"{n}.log"), n)[1]) for name in ("a", "b")}
+    )
+    assert done == {"a": "a", "b": "b"} and time.monotonic() - start < 3.5
+
+
+def test_a_failing_set_up_step_stops_the_others_and_is_the_error(tmp_path):
+    """The step that failed is reported (with its log), the other's process is ended at once, not waited for."""
+    from hypervisor.progress import StepFailed, in_parallel, run_logged
+
+    marker = tmp_path / "slow.pid"
+    slow = ["sh", "-c", f"echo $$ > {marker}; exec sleep 60"]
+    start = time.monotonic()
+    with pytest.raises(StepFailed, match=r"^broken step failed \(exit 3\) .*broken\.log") as err:
+        in_parallel(
+            {
+                "slow": lambda: run_logged("slow step", slow, tmp_path / "slow.log"),
+                "broken": lambda: (
+                    time.sleep(0.5),
+                    run_logged("broken step", ["sh", "-c", "exit 3"], tmp_path / "broken.log"),
+                ),
+            }
+        )
+    assert time.monotonic() - start < 10, "the slow step was waited for"
+    assert "slow" not in str(err.value)
+    pid = int(marker.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -32,10 +32,6 @@ class ConfigError(ValueError):
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid {PROJECT} configuration ({len(problems)} problem(s)):\n{lines}")
 
-    @property
-    def keys(self) -> set[str]:
-        return {p.key for p in self.problems}
-
 
 @dataclass(frozen=True)
 class LabSpec:

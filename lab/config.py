@@ -235,12 +235,11 @@ def _matrix_problems(spec: LabSpec) -> list[Problem]:
                 "(HAProxy 2.6's nbthread); use values in that range",
             )
         )
-    per_client = [-(-c // max(1, spec.client_count)) for c in conc]
-    if any(c > AB_MAX_CONCURRENCY for c in per_client) and spec.bench_tool == "ab":
+    if spec.per_client_concurrency > AB_MAX_CONCURRENCY and spec.bench_tool == "ab":
         problems.append(
             Problem(
                 "benchConcurrency",
-                f"{max(per_client)} connections per client is above ab's limit of "
+                f"{spec.per_client_concurrency} connections per client is above ab's limit of "
                 f"{AB_MAX_CONCURRENCY}; add clients ({PROJECT}:clientCount) or lower the concurrency",
             )
         )

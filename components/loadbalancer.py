@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.vm import GuestConfig, Vm, VmArgs, VmSite
+from components.vm import GuestConfig, VmSite, guest_vm
 from lab.addressing import Guest
 
 
@@ -23,18 +23,7 @@ class LoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LoadBalancer", name, None, opts)
         mode, guest = args.config.mode, args.guest
-        self.vm = Vm(
-            f"{name}-vm",
-            VmArgs(
-                args.site,
-                guest,
-                args.vcpus,
-                args.memory_mib,
-                args.config.user_data(guest),
-                args.config.network_config(guest),
-            ),
-            pulumi.ResourceOptions(parent=self),
-        )
+        self.vm = guest_vm(f"{name}-vm", args.site, args.config, guest, args.vcpus, args.memory_mib, self)
         self.register_outputs(
             {
                 "mode": mode.name,

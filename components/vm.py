@@ -168,13 +168,17 @@ class RoleArgs:
     memory_mib: int
 
 
+def guest_vm(
+    name: str, site: VmSite, config: GuestConfig, guest: Guest, vcpus: int, memory_mib: int, parent: pulumi.Resource
+) -> Vm:
+    """One VM, rendered for its guest and sized by its role's settings, as a child of `parent`."""
+    args = VmArgs(site, guest, vcpus, memory_mib, config.user_data(guest), config.network_config(guest))
+    return Vm(name, args, pulumi.ResourceOptions(parent=parent))
+
+
 def role_vms(prefix: str, args: RoleArgs, parent: pulumi.Resource) -> list[Vm]:
-    """One VM per guest of a role, each rendered for it and sized by the role's settings."""
+    """One VM per guest of a role."""
     return [
-        Vm(
-            f"{prefix}-{g.name}",
-            VmArgs(args.site, g, args.vcpus, args.memory_mib, args.config.user_data(g), args.config.network_config(g)),
-            pulumi.ResourceOptions(parent=parent),
-        )
+        guest_vm(f"{prefix}-{g.name}", args.site, args.config, g, args.vcpus, args.memory_mib, parent)
         for g in args.guests
     ]

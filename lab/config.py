@@ -137,6 +137,7 @@ def read_spec(
         ipvs_lower_threshold=within("ipvsLowerThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -y takes 0 to 2147483647"),
         https=raw["https"],
         bench_tool=bench_tool,
+        bench_keepalive=raw["benchKeepAlive"],
         bench_scheme=bench_scheme,
         bench_concurrency=tuple(raw["benchConcurrency"]),
         bench_requests=tuple(

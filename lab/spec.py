@@ -56,6 +56,7 @@ class LabSpec:
     ipvs_lower_threshold: int
     https: bool
     bench_tool: str
+    bench_keepalive: bool  # false (the seed's ab): a connection per request
     bench_scheme: str  # http, or https against the LB's TLS frontend
     bench_concurrency: tuple[int, ...]  # per step, summed over the clients
     bench_requests: tuple[int, ...]  # per step (expanded to one per concurrency value)

@@ -1,11 +1,12 @@
 """What the benchmark reads on each VM around a run: CPU, eth0's bytes and drops, TCP listen drops,
-and nginx's count of served requests. One SSH command per VM; the parsing is pure."""
+and nginx's counts of served requests and accepted connections. One SSH command per VM; the parsing is pure."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from runtime.ssh import Ssh
+from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 
 SNAPSHOT = (
@@ -55,8 +56,36 @@ def bytes_of(items: list[dict[str, int]]) -> dict[str, int]:
     return {k: sum(i[k] for i in items) for k in BYTES}
 
 
+SERVED = "sudo grep -c ' /dummy_file ' /var/log/nginx/access.log || true"
+# nginx's stub_status (cloudinit/web/l2dsr-status.conf): "server accepts handled requests" then the numbers.
+ACCEPTED = "curl -s --max-time 10 http://127.0.0.1/l2dsr-status | awk 'NR == 3 {print $1}'"
+
+
 def served(ssh: Ssh, web: VmRef) -> int:
     """Requests for /dummy_file in the web's access log (nginx's `main` format)."""
-    return int(
-        ssh.run(web.address, "sudo grep -c ' /dummy_file ' /var/log/nginx/access.log || true").stdout.strip() or 0
-    )
+    return int(ssh.run(web.address, SERVED).stdout.strip() or 0)
+
+
+@dataclass(frozen=True)
+class WebCounts:
+    requests: int  # /dummy_file in the access log
+    accepted: int  # connections nginx accepted, this reading's own included
+
+    def since(self, before: WebCounts) -> WebCounts:
+        """What a run added: the reading's own connection (one per reading) taken off."""
+        return WebCounts(self.requests - before.requests, self.accepted - before.accepted - 1)
+
+
+def web_counts(ssh: Ssh, web: VmRef) -> WebCounts:
+    command = f"{SERVED}; {ACCEPTED}"
+    done = ssh.run(web.address, command)
+    out = done.stdout.split()
+    if len(out) != 2 or not all(v.isdigit() for v in out):
+        outcome = "it printed no request and connection counts (is nginx running, with l2dsr-status.conf?)"
+        raise SshError(f"{web.address}: {outcome}", web.address, command, outcome, done.stdout + done.stderr)
+    return WebCounts(int(out[0]), int(out[1]))
+
+
+def webs_counts(ssh: Ssh, webs: list[VmRef]) -> dict[str, WebCounts]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip([w.name for w in webs], pool.map(lambda w: web_counts(ssh, w), webs), strict=True))

@@ -49,3 +49,23 @@ def flags_of(deltas: dict[str, dict[str, int]], cpu: dict[str, float], clients: 
         if lost:
             flags.append(f"drops on {name}: " + ", ".join(f"{k} {v}" for k, v in lost.items()))
     return flags
+
+
+BALANCE_TOLERANCE = 0.05  # round robin: every web within +-5% of the mean (at least +-1, for small counts)
+
+
+def balance_flag(unit: str, counts: dict[str, int]) -> str | None:
+    """Round robin should give every web the same number of `unit`s (what the mode's scheduler
+    spreads: connections for IPVS, requests for a proxy); a web off the mean by more than the
+    tolerance is named, with its count. A web that served nothing is always off."""
+    if len(counts) < 2:
+        return None
+    mean = sum(counts.values()) / len(counts)
+    allowed = max(BALANCE_TOLERANCE * mean, 1.0)
+    off = {name: n for name, n in counts.items() if abs(n - mean) > allowed}
+    if not off:
+        return None
+    worst = ", ".join(
+        f"{name} {n:,} ({(n - mean) / mean:+.0%})" if mean else f"{name} {n:,}" for name, n in sorted(off.items())
+    )
+    return f"unbalanced {unit}: {worst} against a mean of {mean:,.1f} (round robin: within +-{BALANCE_TOLERANCE:.0%})"

@@ -20,6 +20,7 @@ from lbmodes import Mode
 
 LOGIN_USER = "lab"
 NGINX_ROOT = "/usr/share/nginx/html"
+STATUS_CONF = "/etc/nginx/default.d/l2dsr-status.conf"  # included by the seed's server block
 
 # Role packages for images that do not have them (a cloud image URL); the builtin image has all.
 # The LB's come from its mode (lbmodes/).
@@ -85,7 +86,11 @@ def role_setup(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> Ro
         size = spec.bench_file_size_kib * 1024
         return replace(
             part,
-            files=(*part.files, WriteFile("/etc/nginx/nginx.conf", nginx_conf(spec))),
+            files=(
+                *part.files,
+                WriteFile("/etc/nginx/nginx.conf", nginx_conf(spec)),
+                WriteFile(STATUS_CONF, fill("web/l2dsr-status.conf")),
+            ),
             commands=(
                 *part.commands,
                 f"mkdir -p {NGINX_ROOT}",

@@ -46,6 +46,9 @@ class Mode:
     shares: ShareRule
     terminates_tls: bool = False  # can the benchmark use https:// against the VIP?
     tunes_threads: bool = False  # does the LB run a thread count the benchmark steps through?
+    # What the LB's scheduler spreads over the webs, so what the benchmark judges the balance by:
+    # "connections" (IPVS picks a web per connection) or "requests" (a proxy picks one per request).
+    balances: str = "connections"
 
     def lb(self, spec: LabSpec, plan: AddressPlan) -> RoleSetup:
         raise NotImplementedError

@@ -55,6 +55,7 @@ class Proxy(Mode):
     shares = through("responses are bypassing the proxy")
     terminates_tls = True
     tunes_threads = True
+    balances = "requests"  # HAProxy's roundrobin picks a server per request, kept-alive connection or not
 
     def lb(self, spec: LabSpec, plan: AddressPlan) -> RoleSetup:
         commands: tuple[str, ...] = ()

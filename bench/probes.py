@@ -19,12 +19,10 @@ class BenchmarkFailed(runtime.LabFailure):
 
 
 def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, client: VmRef, webs: list[VmRef]) -> None:
-    """The VIP answers with the file, the LB owns the VIP's ARP entry, every web serves through it."""
+    """The LB owns the VIP's ARP entry, every web serves through the VIP (a failure names the webs
+    never reached), and the VIP answers with the file."""
     curl = "curl -s -k -o /dev/null --max-time 10"  # -k: the LB's certificate is the seed's self-signed one
-    got = ssh.run(client.address, f"{curl} -w '%{{http_code}} %{{size_download}}' {url}", check=False).stdout
-    if got.strip() != f"200 {file_size}":
-        raise BenchmarkFailed(f"{url} from {client.name}: expected '200 {file_size}', got {got.strip()!r}")
-    neigh = ssh.run(client.address, f"ip neigh show {vip}").stdout.lower()
+    neigh = ssh.run(client.address, f"{curl} {url}; ip neigh show {vip}", check=False).stdout.lower()
     if lb_mac.lower() not in neigh:
         raise BenchmarkFailed(
             f"{client.name}'s ARP entry for the VIP is {neigh.strip()!r}, not the LB's MAC {lb_mac}: "
@@ -32,12 +30,25 @@ def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, clien
         )
     before = {w.name: served(ssh, w) for w in webs}
     probes = 4 * len(webs)
-    ssh.run(client.address, f"for i in $(seq {probes}); do {curl} {url}; done", timeout=60 + 10 * probes)
+    # Every failed request says why (curl -S), so a web that lost the VIP or its route is named below.
+    said = ssh.run(
+        client.address,
+        f"for i in $(seq {probes}); do {curl} -S --max-time 5 {url} 2>&1 || true; done",
+        timeout=60 + 6 * probes,
+    ).stdout
     missed = [w.name for w in webs if served(ssh, w) == before[w.name]]
-    if missed:
+    errors = [line for line in said.splitlines() if line.startswith("curl:")]
+    if missed or errors:
         raise BenchmarkFailed(
-            f"{probes} requests to the VIP never reached {', '.join(missed)}: check the LB's backend list and health checks"
+            f"{probes} requests to {url} from {client.name}: expected every one answered and every web reached; "
+            f"{len(errors)} failed"
+            + (f" ({errors[-1]})" if errors else "")
+            + (f", and none reached {', '.join(missed)}" if missed else "")
+            + ": check that web's nginx, its VIP and its route (the mode's web set-up), and the LB's backend list"
         )
+    got = ssh.run(client.address, f"{curl} -w '%{{http_code}} %{{size_download}}' {url}", check=False).stdout
+    if got.strip() != f"200 {file_size}":
+        raise BenchmarkFailed(f"{url} from {client.name}: expected '200 {file_size}', got {got.strip()!r}")
 
 
 def settled_command(vip: str, port: int) -> str:

@@ -15,7 +15,14 @@ from runtime.hostfacts import assert_in_lab_namespace
 
 
 class SshError(RuntimeError):
-    pass
+    """A command on a VM that failed, timed out or never ran; what it printed is kept for the report."""
+
+    def __init__(self, message: str, address: str = "", command: str = "", outcome: str = "", output: str = ""):
+        super().__init__(message)
+        self.address, self.command, self.outcome, self.output = address, command, outcome, output
+
+    def last_lines(self, count: int = 6) -> list[str]:
+        return [line for line in self.output.strip().splitlines() if line.strip()][-count:]
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,17 @@ class Ssh:
                 proc.communicate()
                 if cancelled.is_set():
                     raise runtime.Cancelled(f"{address}: `{command[:80]}`") from None
-                raise SshError(f"{address}: `{command}` did not finish within {timeout:.0f} s") from None
+                outcome = f"it did not finish within {timeout:.0f} s"
+                raise SshError(f"{address}: `{command}`: {outcome}", address, command, outcome) from None
         done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if check and done.returncode != 0:
+            outcome = "SSH could not log in" if done.returncode == 255 else f"it exited {done.returncode}"
             raise SshError(
-                f"{address}: `{command}` exited {done.returncode}: {(done.stderr or done.stdout).strip()[-400:]}"
+                f"{address}: `{command}`: {outcome}: {(done.stderr or done.stdout).strip()[-400:]}",
+                address,
+                command,
+                outcome,
+                f"{done.stdout}\n{done.stderr}",
             )
         return done
 

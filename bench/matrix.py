@@ -46,7 +46,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """One row per step: requests/s and latency as median/min/max over its repeats, flags kept."""
+    """One row per step: requests/s, latency and the merged percentiles as median/min/max over its
+    repeats; completed requests (median) beside the asked; flags kept."""
     rows: dict[tuple, list[dict]] = {}
     for run in runs:
         rows.setdefault((run["lb_threads"], run["concurrency"], run["total_requests_asked"]), []).append(run)
@@ -54,14 +55,21 @@ def summarize(runs: list[dict]) -> list[dict]:
     for (threads, concurrency, asked), group in rows.items():
         rps = spread([r["requests_per_second"] for r in group])
         latency = spread([r["latency_ms"] for r in group])
+        percentiles = {
+            k: statistics.median(r["latency_percentiles_ms"][k] for r in group)
+            for k in group[0].get("latency_percentiles_ms", {})
+        }
         out.append(
             {
                 "mode": group[0]["mode"],
                 "tool": group[0]["tool"],
+                "keepalive": group[0].get("keepalive", False),
                 "scheme": group[0].get("scheme", "http"),
+                "clients": group[0].get("clients", 1),
                 "lb_threads": threads,
                 "concurrency": concurrency,
-                "total_requests": asked,
+                "total_requests": int(statistics.median(r["total_requests"] for r in group)),
+                "total_requests_asked": asked,
                 "file_size_bytes": group[0]["file_size_bytes"],
                 "repeats": len(group),
                 "requests_per_second": rps["median"],
@@ -70,6 +78,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "latency_ms": latency["median"],
                 "latency_ms_min": latency["min"],
                 "latency_ms_max": latency["max"],
+                "latency_percentiles_ms": percentiles,
                 "failed_requests": sum(r["failed_requests"] for r in group),
                 "non_2xx_responses": sum(r["non_2xx_responses"] for r in group),
                 "lb_response_share": round(statistics.median(r["lb_response_share"] for r in group), 4),

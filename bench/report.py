@@ -30,11 +30,24 @@ def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
 
 
+def _requests(r: dict) -> str:
+    """Completed requests; what was asked beside it when they differ (wrk runs for a duration)."""
+    done, asked = int(r["total_requests"]), int(r.get("total_requests_asked", r["total_requests"]))
+    return f"{done:,}" if done == asked else f"{done:,} (asked {asked:,})"
+
+
+def _kind(r: dict) -> str:
+    """The tool and its connections: rows of different kinds measure different things."""
+    return f"{r.get('tool', 'ab')}, {'keep-alive' if r.get('keepalive') else 'a connection per request'}"
+
+
 def results_table(rows: list[dict]) -> str:
-    """Markdown, one row per step, in the seed's columns; repeats as median (min-max), flags last."""
+    """Markdown, one row per step, in the seed's columns (Total Requests: completed), the tool and
+    keep-alive of the row, the merged p50/p99; repeats as median (min-max), flags last."""
     lines = [
-        "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) | Failed | Flags |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Mode | Tool | Clients | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) "
+        "| p50 (ms) | p99 (ms) | Failed | Flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         # Numbers that passed through Pulumi's state come back as floats.
@@ -42,10 +55,13 @@ def results_table(rows: list[dict]) -> str:
         if int(r.get("repeats", 1)) > 1:
             rps += f" ({r['requests_per_second_min']:,.2f}-{r['requests_per_second_max']:,.2f})"
             latency += f" ({r['latency_ms_min']:.3f}-{r['latency_ms_max']:.3f})"
+        pct = r.get("latency_percentiles_ms") or {}
+        p50, p99 = (f"{pct[k]:,.1f}" if k in pct else "-" for k in ("p50", "p99"))
         lines.append(
-            f"| {_label(r)} | {int(r['lb_threads'])} | {int(r['concurrency']):,} | {int(r['total_requests']):,} | "
-            f"{_size(int(r['file_size_bytes']))} | {rps} | {latency} | "
-            f"{int(r['failed_requests'] + r['non_2xx_responses'])} | {'; '.join(r.get('flags', [])) or '-'} |"
+            f"| {_label(r)} | {_kind(r)} | {int(r.get('clients', 1))} | {int(r['lb_threads'])} | "
+            f"{int(r['concurrency']):,} | {_requests(r)} | {_size(int(r['file_size_bytes']))} | {rps} | {latency} | "
+            f"{p50} | {p99} | {int(r['failed_requests'] + r['non_2xx_responses'])} | "
+            f"{'; '.join(r.get('flags', [])) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -53,16 +69,32 @@ def results_table(rows: list[dict]) -> str:
 # ---- the report: saved results of one or more stacks -> Markdown and PNG charts ---------------------
 
 
+def kind_of(result: dict) -> tuple[str, str, bool, str]:
+    """What a run can be compared with: its mode, tool, keep-alive and scheme."""
+    return (
+        result["mode"],
+        result.get("tool", "ab"),
+        bool(result.get("keepalive", False)),
+        result.get("scheme", "http"),
+    )
+
+
 def load_results(paths_: list[Path]) -> list[dict]:
-    """result.json files (or results/<stack>/ folders: their newest run) -> results, one per stack run."""
+    """result.json files as given; a results/<stack>/ folder gives the newest run of each kind (mode,
+    tool, keep-alive, scheme) it holds, so proxy then dsr on one stack are both in the report."""
     found = []
     for path in paths_:
-        if path.is_dir():
-            candidates = sorted(path.glob("*/result.json")) or sorted(path.glob("result.json"))
-            if not candidates:
-                raise FileNotFoundError(f"no result.json under {path}")
-            path = candidates[-1]
-        found.append(json.loads(path.read_text()))
+        if not path.is_dir():
+            found.append(json.loads(path.read_text()))
+            continue
+        runs = sorted(path.glob("*/result.json")) or sorted(path.glob("result.json"))
+        if not runs:
+            raise FileNotFoundError(f"no result.json under {path}")
+        newest: dict[tuple, dict] = {}
+        for run in runs:  # oldest first (the folders are timestamps): the newest of a kind wins
+            result = json.loads(run.read_text())
+            newest[kind_of(result)] = {**result, "stack": path.name}
+        found.extend(newest.values())
     return found
 
 
@@ -71,39 +103,45 @@ def _label(r: dict) -> str:
 
 
 def side_by_side(results: list[dict]) -> str:
-    """Every mode against the baseline (proxy, at each of its thread counts), point by point: the
-    requests/s ratio and the LB's bytes per request, which tell the forwarding paths apart."""
-    rows: dict[tuple[str, int, int], dict] = {}
+    """Every mode against the baseline (proxy, at each of its thread counts), point by point and only
+    like for like (the same tool and keep-alive): the requests/s ratio, the merged p99s and the LB's
+    bytes per request, which tell the forwarding paths apart."""
+    rows: dict[tuple[str, str, int, int], dict] = {}
     for res in results:
         for r in res["summary"]:
-            rows[(_label(r), int(r["lb_threads"]), int(r["concurrency"]))] = r
+            rows[(_kind(r), _label(r), int(r["lb_threads"]), int(r["concurrency"]))] = r
     order = {name: i for i, name in enumerate(lbmodes.MODES)}
     baseline = lbmodes.BASELINE.name
-    others = sorted({k[0] for k in rows if k[0] != baseline}, key=lambda m: (order.get(m.split()[0], 99), m))
     lines = [
-        f"| Concurrency | {baseline} threads | {baseline} req/s | Mode | Mode req/s | Mode / {baseline} | "
-        f"{baseline} LB bytes/req | Mode LB bytes/req |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| Tool | Concurrency | {baseline} threads | {baseline} req/s | Mode | Mode req/s | Mode / {baseline} | "
+        f"{baseline} p99 (ms) | Mode p99 (ms) | {baseline} LB bytes/req | Mode LB bytes/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (mode, threads, conc), base in sorted(rows.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+    for (kind, mode, threads, conc), base in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][3], kv[0][2])):
         if mode != baseline:
             continue
+        others = sorted(
+            {k[1] for k in rows if k[0] == kind and k[1] != baseline}, key=lambda m: (order.get(m.split()[0], 99), m)
+        )
         for other in others:
             # At the same thread count where the other mode has one (proxy over https), else its only row.
-            o = rows.get((other, threads, conc)) or next(
-                (r for (m, _, c), r in rows.items() if m == other and c == conc), None
+            o = rows.get((kind, other, threads, conc)) or next(
+                (r for (k, m, _, c), r in rows.items() if k == kind and m == other and c == conc), None
             )
             if o is None:
                 continue
+            p99 = [f"{(r.get('latency_percentiles_ms') or {}).get('p99', 0):,.1f}" for r in (base, o)]
             lines.append(
-                f"| {conc:,} | {threads} | {base['requests_per_second']:,.2f} | {other} | "
+                f"| {kind} | {conc:,} | {threads} | {base['requests_per_second']:,.2f} | {other} | "
                 f"{o['requests_per_second']:,.2f} | {o['requests_per_second'] / base['requests_per_second']:.2f}x | "
-                f"{base['lb_bytes_per_request']:,.0f} | {o['lb_bytes_per_request']:,.0f} |"
+                f"{p99[0]} | {p99[1]} | {base['lb_bytes_per_request']:,.0f} | {o['lb_bytes_per_request']:,.0f} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def charts(results: list[dict], out: Path) -> list[Path]:
+    """Requests/s and latency against concurrency: a line per mode (and thread count, tool, keep-alive);
+    bars when the matrix has a single concurrency, where a line would be one point on a made-up axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,22 +156,31 @@ def charts(results: list[dict], out: Path) -> list[Path]:
                 label += f", {int(r['lb_threads'])} thread(s)"
             if r.get("scheme") == "https":
                 label += ", https"
+            label += f" [{_kind(r)}]"
             lines.setdefault(label, []).append(r)
+    points = sorted({int(r["concurrency"]) for rows in lines.values() for r in rows})
     made = []
     for key, ylabel, name in (("requests_per_second", "requests/s", "rps"), ("latency_ms", "latency (ms)", "latency")):
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-        for label, rows in sorted(lines.items()):
+        fig, ax = plt.subplots(figsize=(8, 4.6), dpi=100)
+        for i, (label, rows) in enumerate(sorted(lines.items())):
             rows = sorted(rows, key=lambda r: r["concurrency"])
-            x = [r["concurrency"] for r in rows]
             y = [r[key] for r in rows]
             low = [r[key] - r.get(f"{key}_min", r[key]) for r in rows]
             high = [r.get(f"{key}_max", r[key]) - r[key] for r in rows]
-            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label)
-        ax.set_xlabel("concurrency (all clients)")
+            if len(points) == 1:
+                ax.bar([i], y, yerr=[low, high], capsize=4, label=label)
+            else:
+                ax.errorbar([r["concurrency"] for r in rows], y, yerr=[low, high], marker="o", capsize=3, label=label)
+        if len(points) == 1:
+            ax.set_xticks(range(len(lines)), [label.split(" [")[0] for label in sorted(lines)], fontsize=8)
+            ax.set_xlabel(f"concurrency {points[0]:,} (all clients)")
+        else:
+            ax.set_xticks(points)
+            ax.set_xlabel("concurrency (all clients)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{ylabel} vs concurrency (median, min-max)")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.set_title(f"{ylabel} (median, min-max)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"{name}.png"
         fig.savefig(path)
@@ -191,7 +238,8 @@ def write_report(results: list[dict], out: Path, scale: dict | None = None) -> P
     parts = ["# l2dsr benchmark report\n"]
     for res in results:
         parts.append(
-            f"## {res['mode']} ({res['tool']})\n\nRaw output: `{res['raw_dir']}`\n\n{results_table(res['summary'])}"
+            f"## {res.get('stack', '')} {res['mode']} ({_kind(res)})\n\nRaw output: `{res['raw_dir']}`\n\n"
+            f"{results_table(res['summary'])}"
         )
     modes = {r["mode"] for res in results for r in res["summary"]}
     baseline = lbmodes.BASELINE.name

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from bench import counters, judge, loadtools, probes
+from bench import clocks, counters, judge, loadtools, probes
+from bench.loadtools import Load
 from bench.matrix import Step, split, steps, summarize
-from bench.parse import combine
+from bench.parse import ParseError, Placed, combine
 from bench.probes import BenchmarkFailed
 from lab.files import Retune
 from lbmodes import ShareRule
@@ -49,6 +50,7 @@ class BenchSpec:
     clients: tuple[VmRef, ...]
     webs: tuple[VmRef, ...]
     tool: str  # a name in bench.loadtools.TOOLS
+    keepalive: bool  # l2dsr:benchKeepAlive
     scheme: str  # http | https
     concurrency: tuple[int, ...]  # per step, summed over the clients
     requests: tuple[int, ...]
@@ -61,6 +63,7 @@ class BenchSpec:
     lb_threads: int
     retunes: dict[str, Retune]
     shares: ShareRule
+    balances: str  # what the mode's scheduler spreads over the webs: "connections" or "requests"
 
     @property
     def url(self) -> str:
@@ -89,51 +92,67 @@ def retune(ssh: Ssh, p: BenchSpec, threads: int) -> None:
     )
 
 
-def on_clients(p: BenchSpec, command) -> list[str]:
+def on_clients(p: BenchSpec, command) -> list:
     """`command(i)` on every client at once; their outputs, in the clients' order."""
     with ThreadPoolExecutor(max_workers=len(p.clients)) as pool:
         return list(pool.map(command, range(len(p.clients))))
 
 
-def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
-    tool = loadtools.TOOLS[p.tool]
+def loads(p: BenchSpec, step: Step) -> list[Load]:
     conc, reqs = split(step.concurrency, len(p.clients)), split(step.requests, len(p.clients))
-    settled = probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
-    on_clients(
-        p,
-        lambda i: ssh.run(p.clients[i].address, tool.warmup(p.url, conc[i], reqs[i]), timeout=600, check=False).stdout,
-    )
-    before = counters.snapshots(ssh, p.vms)
-    served0 = {w.name: counters.served(ssh, w) for w in p.webs}
-    texts = on_clients(
-        p,
-        lambda i: (
-            ssh.run(p.clients[i].address, tool.command(p.url, conc[i], reqs[i]), timeout=3600, check=False).stdout
-        ),
-    )
-    after = counters.snapshots(ssh, p.vms)
-    per_web = {w.name: counters.served(ssh, w) - served0[w.name] for w in p.webs}
-    tag = f"t{step.threads}-c{step.concurrency}-n{step.requests}-r{step.repeat}"
-    for client, text in zip(p.clients, texts, strict=True):
-        (out / f"{tag}.{client.name}.{p.tool}.txt").write_text(text)
+    return [Load(p.url, c, n, p.keepalive) for c, n in zip(conc, reqs, strict=True)]
 
+
+def measure(ssh: Ssh, p: BenchSpec, step: Step, tag: str, out: Path) -> tuple[list[Placed], dict, dict, dict]:
+    """One run of the step on every client at once, with the counters read around it: the runs placed
+    on the host's clock, and the VMs', the webs' and the clients' counters over the run."""
+    tool, work = loadtools.TOOLS[p.tool], loads(p, step)
+    on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
+    offsets = on_clients(p, lambda i: clocks.measure(ssh, p.clients[i].address))
+    before, webs0 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
+    texts = on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.run(work[i]), timeout=3600, check=False).stdout)
+    after, webs1 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
+    placed = []
+    for client, text, load, offset in zip(p.clients, texts, work, offsets, strict=True):
+        (out / f"{tag}.{client.name}.{p.tool}.txt").write_text(text)
+        try:
+            run = tool.parse(text, load, p.file_size_bytes)
+        except ParseError as e:
+            raise BenchmarkFailed(
+                f"{client.name}: {p.tool} ({tool.run(load)[:160]}...) did not report a result: {e}. "
+                f"Its output: {out / f'{tag}.{client.name}.{p.tool}.txt'}"
+            ) from None
+        started = loadtools.clock_start(text) / 1e9 - offset.seconds
+        placed.append(Placed(run, client.name, started, offset.error_s))
+    webs = {name: webs1[name].since(webs0[name]) for name in webs1}
+    return placed, before, after, webs
+
+
+def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
+    tag = f"t{step.threads}-c{step.concurrency}-n{step.requests}-r{step.repeat}"
+    settled = probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
+    placed, before, after, webs = measure(ssh, p, step, tag, out)
     deltas = {name: counters.delta(after[name], before[name]) for name in after}
     cpu = {name: counters.busy(after[name], before[name]) for name in after}
     lb_bytes = counters.bytes_of([deltas[p.lb.name]])
     client_bytes = counters.bytes_of([deltas[c.name] for c in p.clients])
-    runs = [tool.parse(t, c, p.file_size_bytes) for t, c in zip(texts, conc, strict=True)]
-    combined = combine(runs)
+    tool = loadtools.TOOLS[p.tool]
+    combined = combine(placed, tool.rank, tool.grid_pct)
+    per_web = {name: w.requests for name, w in webs.items()}
+    connections = {name: w.accepted for name, w in webs.items()}
+    balance = judge.balance_flag(p.balances, connections if p.balances == "connections" else per_web)
     record = {
         "mode": p.mode,
-        "tool": p.tool,
         "scheme": p.scheme,
         "lb_threads": step.threads,
         "repeat": step.repeat,
         "total_requests_asked": step.requests,
         "file_size_bytes": p.file_size_bytes,
         **combined,
-        "per_client": [r.as_dict() for r in runs],
+        "balanced_by": p.balances,
+        "per_client": [{"client": pl.client, **pl.run.as_dict()} for pl in placed],
         "requests_per_web": per_web,
+        "connections_per_web": connections,
         "lb_bytes": lb_bytes,
         "client_bytes": client_bytes,
         "lb_sent_share": round(lb_bytes["tx_bytes"] / max(1, client_bytes["rx_bytes"]), 4),
@@ -145,6 +164,7 @@ def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
         "counters": deltas,
         "before_run": settled,
         "flags": judge.flags_of(deltas, cpu, list(p.clients))
+        + ([balance] if balance else [])
         + ([f"connections still open: {settled['unsettled']}"] if "unsettled" in settled else []),
     }
     (out / f"{tag}.json").write_text(json.dumps(record, indent=1))
@@ -162,19 +182,37 @@ def stop_load_tools(ssh: Ssh, clients: tuple[VmRef, ...]) -> None:
             ssh.run(c.address, kill, timeout=20, check=False, cancellable=False)
 
 
+def readable(e: SshError, p: BenchSpec, doing: str) -> BenchmarkFailed:
+    """A command that failed on a VM, as one message: the VM, the step, what was run and expected,
+    and the last lines it printed."""
+    names = {vm.address: vm.name for vm in p.vms}
+    vm = names.get(e.address, e.address)
+    lines = "\n".join(f"    {line}" for line in e.last_lines()) or "    (nothing)"
+    return BenchmarkFailed(
+        f"benchmark, {doing}: on {vm} ({e.address}), `{e.command[:200]}` was expected to succeed; "
+        f"{e.outcome or e}. Its last lines:\n{lines}"
+    )
+
+
 def run(p: BenchSpec, ssh: Ssh, results_dir: str) -> dict:
     out = Path(results_dir) / p.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
+    doing = ["checking the paths through the VIP"]  # what the run is at, for the failure's message
     try:
-        return _run(p, ssh, out)
+        return _run(p, ssh, out, doing)
     except BaseException as e:
-        (out / "FAILED").write_text(f"{type(e).__name__}: {e}\n")
+        failure: BaseException = readable(e, p, doing[0]) if isinstance(e, SshError) else e
+        if isinstance(e, BenchmarkFailed) and not str(e).startswith("benchmark"):
+            failure = BenchmarkFailed(f"benchmark, {doing[0]}: {e}")
+        (out / "FAILED").write_text(f"{type(failure).__name__}: {failure}\n")
         if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed)):
             stop_load_tools(ssh, p.clients)
-        raise
+        if failure is e:
+            raise
+        raise failure from None
 
 
-def _run(p: BenchSpec, ssh: Ssh, out: Path) -> dict:
+def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
     oom = probes.OomWatch(p.vms)
     probes.check_paths(ssh, p.url, p.vip, p.lb_mac, p.file_size_bytes, p.clients[0], list(p.webs))
     matrix = steps(p.lb_steps, p.concurrency, p.requests, p.repeats)
@@ -183,8 +221,10 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path) -> dict:
         for i, step in enumerate(matrix, 1):
             runtime.check_cancelled("benchmark")
             if step.threads != current:
+                doing[0] = f"changing the LB to {step.threads} thread(s)"
                 retune(ssh, p, step.threads)
                 current = step.threads
+            doing[0] = f"run {i} of {len(matrix)} (concurrency {step.concurrency}, repeat {step.repeat})"
             runs.append(run_step(ssh, p, step, out))
             oom.check(f"during run {i} of {len(matrix)}")
             r = runs[-1]
@@ -192,11 +232,14 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path) -> dict:
             threads = f"{step.threads} thread(s), " if p.retunes else ""
             runtime.log(
                 f"{p.mode} run {i}/{len(matrix)}: {threads}concurrency {step.concurrency}, repeat {step.repeat}: "
-                f"{r['requests_per_second']:.1f} req/s, {r['latency_ms']:.2f} ms, "
+                f"{r['total_requests']:,} requests, {r['requests_per_second']:.1f} req/s, "
+                f"p50 {r['latency_percentiles_ms'].get('p50', 0):.1f} ms, p99 {r['latency_percentiles_ms'].get('p99', 0):.1f} ms, "
                 f"{r['lb_response_share']:.0%} of the responses through the LB"
+                + (f"; flags: {'; '.join(r['flags'])}" if r["flags"] else "")
             )
     finally:
         if current != p.lb_threads and not runtime.cancelled.is_set():
+            doing[0] = f"returning the LB to {p.lb_threads} thread(s)"
             retune(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
     per_web: dict[str, int] = {}
     for r in runs:
@@ -205,6 +248,7 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path) -> dict:
     result = {
         "mode": p.mode,
         "tool": p.tool,
+        "keepalive": p.keepalive,
         "scheme": p.scheme,
         "runs": runs,
         "summary": summarize(runs),

@@ -34,6 +34,7 @@ def bench_spec(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: di
         clients=tuple(vms[c.name] for c in plan.clients),
         webs=tuple(vms[w.name] for w in plan.webs),
         tool=spec.bench_tool,
+        keepalive=spec.bench_keepalive,
         scheme=spec.bench_scheme,
         concurrency=spec.bench_concurrency,
         requests=spec.bench_requests,
@@ -43,6 +44,7 @@ def bench_spec(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: di
         lb_threads=lb_threads,
         retunes={str(t): r for t, r in retunes.items() if r is not None},
         shares=mode.shares,
+        balances=mode.balances,
     )
 
 

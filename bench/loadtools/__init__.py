@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from bench.loadtools.base import LoadTool, port, url
+from bench.loadtools.base import Load, LoadTool, clock_start, port, url
 
-__all__ = ["TOOLS", "LoadTool", "port", "url"]
+__all__ = ["TOOLS", "Load", "LoadTool", "clock_start", "port", "url"]
 
 
 def _discover() -> dict[str, LoadTool]:

@@ -1,28 +1,43 @@
-"""ApacheBench (ab), the seed's load tool: a connection per request, a fixed number of requests."""
+"""ApacheBench (ab), the seed's load tool: a fixed number of requests; a connection per request
+unless keep-alive is asked (`-k`). Its per-request data (`-g`) gives the exact latency histogram."""
 
 from __future__ import annotations
 
 import re
 
-from bench.loadtools.base import LoadTool
+from bench.loadtools.base import HISTOGRAM_END, HISTOGRAM_START, Load, LoadTool, histogram
 from bench.parse import ParseError, RunResult, number
 
 NAME = "ab"
+PER_REQUEST = "/tmp/l2dsr-ab.tsv"  # ab -g: one line per request; column 5 is its total time (ms)
 
 
-def command(url: str, concurrency: int, requests: int) -> str:
-    return f"ulimit -n 1048576; ab -c {concurrency} -n {requests} {url} 2>&1"  # the seed's command
+def command(load: Load) -> str:
+    keepalive = "-k " if load.keepalive else ""
+    return (
+        f"ulimit -n 1048576; ab {keepalive}-c {load.concurrency} -n {load.requests} -g {PER_REQUEST} {load.url} 2>&1; "
+        f"echo {HISTOGRAM_START}; "
+        f"awk -F'\\t' 'NR > 1 {{print $5}}' {PER_REQUEST} 2>/dev/null | sort -n | uniq -c | awk '{{print $2 * 1000, $1}}'; "
+        f"echo {HISTOGRAM_END}; rm -f {PER_REQUEST}"
+    )
 
 
-def parse(text: str, concurrency: int = 0, document_length: int = 0) -> RunResult:
-    """ab's report; it states the concurrency and document length itself (the arguments are unused)."""
+def rank(n: int, p: float) -> int:
+    """ab's percentile: the request at index n * p / 100 (0-based) of those sorted by total time."""
+    return min(n, int(n * p / 100) + 1)
+
+
+def parse(text: str, load: Load | None = None, document_length: int = 0) -> RunResult:
+    """ab's report; it states the concurrency and document length itself."""
     if "Requests per second" not in text:
-        tail = text.strip().splitlines()[-3:]
+        tail = text.split(HISTOGRAM_START)[0].strip().splitlines()[-3:]
         raise ParseError("ab did not finish: " + " | ".join(tail))
     non_2xx = re.search(r"^Non-2xx responses:\s+(\d+)", text, re.MULTILINE)
     percentiles = {f"p{m.group(1)}": float(m.group(2)) for m in re.finditer(r"^\s+(\d+)%\s+(\d+)", text, re.MULTILINE)}
+    keepalive = re.search(r"^Keep-Alive requests:\s+(\d+)", text, re.MULTILINE)
     return RunResult(
         tool="ab",
+        keepalive=load.keepalive if load else keepalive is not None,
         concurrency=number(r"^Concurrency Level:\s+(\d+)", text, "concurrency level", int),
         complete_requests=number(r"^Complete requests:\s+(\d+)", text, "complete requests", int),
         failed_requests=number(r"^Failed requests:\s+(\d+)", text, "failed requests", int),
@@ -36,7 +51,15 @@ def parse(text: str, concurrency: int = 0, document_length: int = 0) -> RunResul
         document_length=number(r"^Document Length:\s+(\d+)", text, "document length", int),
         duration_s=number(r"^Time taken for tests:\s+([\d.]+)", text, "time taken"),
         latency_percentiles_ms=percentiles,
+        latency_histogram_us=histogram(text),
     )
 
 
-TOOL = LoadTool(NAME, command, parse)
+TOOL = LoadTool(
+    NAME,
+    command,
+    parse,
+    rank,
+    0.0,
+    "ab: from the connect to the last byte of the response, per request, in whole milliseconds",
+)

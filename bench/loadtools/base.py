@@ -1,4 +1,12 @@
-"""The contract of a load tool: how to run it on a client, its warm-up, and how to read its output."""
+"""The contract of a load tool: how a client runs it, its warm-up, and how to read what it printed.
+
+What every tool prints, so that several clients combine into true numbers (bench/parse.py):
+- its own report (requests, duration, its own percentiles), as the seed read it;
+- `l2dsr-start <ns>`: the client's clock when the tool started (the runner maps it to the host's);
+- its latency distribution between `l2dsr-latency-us` and `l2dsr-latency-end`, `<microseconds>
+  <weight>` lines: from ab's per-request data (`-g`: every request, in whole milliseconds, exact), or
+  wrk's per-mille points weighted by its request count (wrk.py says why, and its error bound).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +16,60 @@ from dataclasses import dataclass
 from bench.parse import RunResult
 
 SCHEME_PORTS = {"http": 80, "https": 443}
+HISTOGRAM_START, HISTOGRAM_END, CLOCK_START = "l2dsr-latency-us", "l2dsr-latency-end", "l2dsr-start"
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one client is asked for in one run."""
+
+    url: str
+    concurrency: int
+    requests: int
+    keepalive: bool  # l2dsr:benchKeepAlive; false (the seed's ab): a connection per request
 
 
 @dataclass(frozen=True)
 class LoadTool:
     name: str
-    command: Callable[[str, int, int], str]  # (url, concurrency, requests) -> the shell command on a client
-    parse: Callable[[str, int, int], RunResult]  # (output, concurrency, document length) -> numbers
+    command: Callable[[Load], str]  # the tool's shell command on a client: its report, then its histogram
+    parse: Callable[[str, Load, int], RunResult]  # (output, load, document length) -> numbers
+    # The tool's own percentile rank (1-based) of p% of n samples, so that one client's merged
+    # percentiles are exactly the tool's own.
+    rank: Callable[[int, float], int]
+    grid_pct: float  # 0: the histogram is per request (exact); else its points are this many percent apart
+    latency_note: str  # what its latency covers, for the README and the results
 
-    def warmup(self, url: str, concurrency: int, requests: int) -> str:
+    def run(self, load: Load) -> str:
+        """The measured run: the client's clock at the start, then the tool."""
+        return f"echo {CLOCK_START} $(date +%s%N); {self.command(load)}"
+
+    def warmup(self, load: Load) -> str:
         """A short run before each measured one (caches, ARP, TCP state), with the tool itself, its output dropped."""
-        small = min(concurrency, 10)
-        return self.command(url, small, max(min(requests, 200), small)) + " >/dev/null"
+        small = min(load.concurrency, 10)
+        return self.command(Load(load.url, small, max(min(load.requests, 200), small), load.keepalive)) + " >/dev/null"
+
+
+def histogram(text: str) -> dict[int, int]:
+    """The `<microseconds> <count>` lines between the markers; empty when the tool printed none."""
+    _, found, rest = text.partition(HISTOGRAM_START + "\n")
+    if not found:
+        return {}
+    body, _, _ = rest.partition(HISTOGRAM_END)
+    counts: dict[int, int] = {}
+    for line in body.splitlines():
+        if line.strip():
+            value, count = line.split()
+            counts[int(float(value))] = counts.get(int(float(value)), 0) + int(count)
+    return counts
+
+
+def clock_start(text: str) -> int:
+    """The client's clock (ns) at the tool's start, from the `l2dsr-start` line; 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(CLOCK_START + " "):
+            return int(line.split()[1])
+    return 0
 
 
 def url(scheme: str, vip: str, path: str = "/dummy_file") -> str:

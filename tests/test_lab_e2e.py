@@ -29,13 +29,25 @@ from virt.virsh import Virsh
 
 pytestmark = pytest.mark.lab
 STACK = "e2e"
-# 2 concurrency levels x 2 repeats; under proxy also at 1 and 2 HAProxy threads (changed on the running LB).
+# Two clients at once, as the seed ran them; 2 concurrency levels x 2 repeats; under proxy also at 1
+# and 2 HAProxy threads (changed on the running LB).
+CLIENTS = 2
 MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2, "benchThreads": [1, 2]}
+# ab with keep-alive: the TLS handshakes (about 35/s under emulation) are not what is measured here.
 HTTPS_MATRIX = {"benchConcurrency": [10], "benchRequests": [400], "benchRepeats": 1, "benchThreads": [1, 2]}
+# The tool and keep-alive of each phase: every combination once, each mode's balance judged by its unit.
+LOAD = {
+    "proxy": {"benchTool": "ab", "benchKeepAlive": False},
+    "proxy-https": {"benchTool": "ab", "benchKeepAlive": True},
+    "dsr": {"benchTool": "ab", "benchKeepAlive": False},
+    "l3dsr": {"benchTool": "wrk", "benchKeepAlive": True},
+    "nat": {"benchTool": "wrk", "benchKeepAlive": False},
+}
 
 
-def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "http") -> None:
+def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "http", load: str = "") -> None:
     assert out["mode"] == mode
+    tool, keepalive = LOAD[load or mode]["benchTool"], LOAD[load or mode]["benchKeepAlive"]
     summary, runs = out["summary"], out["results"]
     threads = matrix["benchThreads"] if mode == "proxy" else [1]  # IPVS is the kernel's: one row per point
     repeats = matrix["benchRepeats"]
@@ -48,7 +60,20 @@ def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "ht
     # ends the TLS handshakes), so there it reads about 0.89 although every reply crosses the LB.
     through = 0.85 if scheme == "https" else 0.9
     for run in runs:
-        assert int(run["totalRequests"]) == matrix["benchRequests"][0], run
+        assert (run["tool"], run["keepalive"], int(run["clients"])) == (tool, keepalive, CLIENTS), run
+        assert int(run["totalRequestsAsked"]) == matrix["benchRequests"][0], run
+        if tool == "ab":  # a number of requests; wrk runs for a duration and the table says what completed
+            assert int(run["totalRequests"]) == matrix["benchRequests"][0], run
+        # Completed, as the webs logged them (wrk, stopped at its duration, leaves up to a request per
+        # connection served but not counted).
+        extra = sum(int(v) for v in run["requestsPerWeb"].values()) - int(run["totalRequests"])
+        assert 0 <= extra <= (0 if tool == "ab" else int(run["concurrency"])), run
+        assert sorted(run["startSkewMs"]) == ["client01", "client02"] and run["windowS"] > 0, run
+        pct = run["latencyPercentilesMs"]
+        assert 0 < pct["p50"] <= pct["p90"] <= pct["p99"], run
+        assert ("latencyPercentileBoundsMs" in run and bool(run["latencyPercentileBoundsMs"])) == (tool == "wrk")
+        # Round robin, judged by what the mode schedules: no web off the mean by more than 5%.
+        assert not [f for f in run["flags"] if f.startswith("unbalanced")], run
         assert int(run["failedRequests"]) == 0 and int(run["non2xxResponses"]) == 0, run
         assert run["requestsPerSecond"] > 0
         if lbmodes.MODES[mode].shares.high < 1:  # the mode's own rule: its responses go around the LB
@@ -57,7 +82,8 @@ def check_results(out: dict, mode: str, matrix: dict = MATRIX, scheme: str = "ht
             assert through < run["lbResponseShare"] < 1.2, run  # every reply crosses the LB (proxy or NAT)
     served = out["requestsPerWeb"]
     assert sorted(served) == ["web01", "web02"] and all(v > 0 for v in served.values()), served
-    assert "| Mode | Thread | Concurrency |" in out["resultsTable"]
+    assert "| Mode | Tool | Clients | Thread | Concurrency |" in out["resultsTable"]
+    assert f"| {tool}, {'keep-alive' if keepalive else 'a connection per request'} | {CLIENTS} |" in out["resultsTable"]
 
 
 def set_matrix(cli, matrix: dict) -> None:
@@ -254,6 +280,101 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
     cli("preview", "--expect-no-changes")
 
 
+def on_lab(cli):
+    """(ssh, the VMs by short name) of the e2e stack."""
+    vms = {vm["name"].removeprefix(f"l2dsr-{STACK}-"): vm["address"] for vm in stack_outputs(cli)["vms"]}
+    return private_key(cli), vms
+
+
+def bench_again(cli, trigger: str):
+    """Rerun only the benchmark (l2dsr:benchTrigger); the CLI's result, whatever it is."""
+    cli("config", "set", "l2dsr:benchTrigger", trigger)
+    return cli("up", "--yes", "--skip-preview", timeout=1800, check=False)
+
+
+# Faults inside the guests of the running dsr lab: (what, break it, mend it, what the error must say).
+FAULTS = [
+    (
+        "a web loses the VIP",
+        ("web02", "sudo ip addr del {vip}/32 dev lo"),
+        ("web02", "sudo ip addr replace {vip}/32 dev lo"),
+        ["checking the paths through the VIP", "none reached web02", "its VIP and its route"],
+    ),
+    (
+        "a web's nginx stops",
+        ("web01", "sudo systemctl stop nginx"),
+        ("web01", "sudo systemctl start nginx"),
+        ["checking the paths through the VIP", "web01"],
+    ),
+    (
+        "the load tool cannot run on a client",
+        ("client02", "sudo mv /usr/bin/ab /usr/bin/ab.off"),
+        ("client02", "sudo mv /usr/bin/ab.off /usr/bin/ab"),
+        ["run 1 of", "client02: ab", "did not report a result", "not found"],
+    ),
+    (
+        "a web refuses SSH",
+        # sshd comes back by itself 45 s later (a timer set first), so the lab can be mended
+        ("web02", "sudo systemd-run --on-active=45 systemctl start ssh && sudo systemctl stop ssh"),
+        ("web02", "true"),
+        ["on web02", "SSH could not log in", "Connection refused"],
+    ),
+]
+
+
+def provoke_failures(cli) -> list[str]:
+    """Each fault: the benchmark fails with one readable error naming the VM and what it saw (no
+    traceback), and after the mend the next benchmark passes."""
+    key, vms = on_lab(cli)
+    vip = stack_outputs(cli)["vip"]
+    said = []
+    with KeyFile(key) as key_file:
+        ssh = Ssh(render.LOGIN_USER, key_file)
+        for i, (what, (vm, fault), (mend_vm, mend), expected) in enumerate(FAULTS):
+            ssh.run(vms[vm], fault.format(vip=vip))
+            failed = bench_again(cli, f"fault-{i}")
+            text = failed.stdout + failed.stderr
+            error = [line.strip() for line in text.splitlines() if "benchmark, " in line]
+            said.append(f"{what}: {error[0] if error else text[-600:]}")
+            ssh.wait_reachable(vms[mend_vm], time.monotonic() + 120)
+            ssh.run(vms[mend_vm], mend.format(vip=vip))
+            assert failed.returncode != 0, f"{what}: the benchmark passed"
+            assert "Traceback" not in text, f"{what}: {text[-3000:]}"
+            assert error and all(e in text for e in expected), f"{what}: expected {expected} in:\n{text[-3000:]}"
+    assert bench_again(cli, "mended").returncode == 0
+    return said
+
+
+def provoke_flags(cli) -> dict:
+    """One run that makes the flags fire, for real: a web whose listen queue holds one connection
+    (web01: somaxconn 1, nginx restarted to take it), a client whose CPU a busy loop holds, and the LB's
+    scheduler weighting web01 three times web02 (wrr). The run passes, its rows say what happened."""
+    key, vms = on_lab(cli)
+    vip = stack_outputs(cli)["vip"]
+    with KeyFile(key) as key_file:
+        ssh = Ssh(render.LOGIN_USER, key_file)
+        ssh.run(vms["web01"], "sudo sysctl -qw net.core.somaxconn=1 && sudo systemctl restart nginx")
+        ssh.run(vms["client01"], "sudo systemd-run --unit l2dsr-busy timeout 900 sh -c 'while :; do :; done'")
+        ssh.run(
+            vms["lb"],
+            f"sudo ipvsadm -E -t {vip}:80 -s wrr && sudo ipvsadm -e -t {vip}:80 -r {vms['web01']}:80 -g -w 3",
+        )
+        try:
+            assert bench_again(cli, "flags").returncode == 0
+        finally:
+            ssh.run(vms["client01"], "sudo systemctl stop l2dsr-busy", check=False)
+            ssh.run(
+                vms["web01"], "sudo sysctl -qw net.core.somaxconn=65535 && sudo systemctl restart nginx", check=False
+            )
+    out = stack_outputs(cli)
+    flags = {f for run in out["results"] for f in run["flags"]}
+    assert any(f.startswith("client CPU saturated: client01") for f in flags), flags
+    assert any(f.startswith("unbalanced connections: web01") for f in flags), flags
+    assert any(f.startswith("drops on web01:") and "listen_overflows" in f for f in flags), flags
+    assert "unbalanced connections" in out["resultsTable"]
+    return {"flags": sorted(flags), "resultsTable": out["resultsTable"]}
+
+
 def test_up_switch_unchanged_destroy(tmp_path):
     virsh = Virsh(libvirt.URI)
     stale = lab_objects(virsh)
@@ -262,7 +383,9 @@ def test_up_switch_unchanged_destroy(tmp_path):
     results: dict[str, dict] = {}
     memory: dict[str, dict] = {}
     seen: dict[str, list[str]] = {}
-    with lab_stack(tmp_path, STACK, https=True, **MATRIX) as cli:  # the seed's HTTPS frontend on the LB
+    with lab_stack(
+        tmp_path, STACK, https=True, clientCount=CLIENTS, **MATRIX, **LOAD["proxy"]
+    ) as cli:  # the seed's HTTPS frontend on the LB
         try:
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
@@ -288,16 +411,16 @@ def test_up_switch_unchanged_destroy(tmp_path):
 
             # The seed's HTTPS frontend, benchmarked: the LB already has it (l2dsr:https), so only the benchmark reruns.
             # A smaller matrix: every request is a TLS handshake, about 35/s under emulation.
-            set_matrix(cli, HTTPS_MATRIX)
+            set_matrix(cli, {**HTTPS_MATRIX, **LOAD["proxy-https"]})
             cli("config", "set", "l2dsr:benchScheme", "https")
             assert replaced_in_plan(cli) == ["bench-run"]
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_bench_https_s"] = round(time.monotonic() - start, 1)
             results["proxy-https"] = stack_outputs(cli)
-            check_results(results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https")
+            check_results(results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https", load="proxy-https")
 
-            set_matrix(cli, MATRIX)
+            set_matrix(cli, {**MATRIX, **LOAD["dsr"]})
             cli("config", "set", "l2dsr:benchScheme", "http")
             cli("config", "set", "l2dsr:mode", "dsr")
             assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
@@ -308,7 +431,17 @@ def test_up_switch_unchanged_destroy(tmp_path):
             assert history.get("replace") == 5 and "create" not in history and "delete" not in history, history
             results["dsr"] = stack_outputs(cli)
             check_results(results["dsr"], "dsr")
+            assert all(run["flags"] == [] for run in results["dsr"]["results"]), results["dsr"]["resultsTable"]
             memory["dsr"] = check_guests(cli, "dsr")
+
+            # On the dsr lab (the next phase replaces the LB and the webs): faults inside the guests
+            # stop the benchmark with one readable error each; flags fire in a run that provokes them.
+            start = time.monotonic()
+            seen["benchmark_faults"] = provoke_failures(cli)
+            times["bench_faults_s"] = round(time.monotonic() - start, 1)
+            start = time.monotonic()
+            results["dsr-flags"] = provoke_flags(cli)
+            times["bench_flags_s"] = round(time.monotonic() - start, 1)
 
             # l3dsr and nat need other webs (a tunnel holding the VIP; a route via the LB): LB, webs
             # and benchmark are replaced, the clients and the network are not.
@@ -318,6 +451,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 + [f"web-{w}-{r}" for w in ("web01", "web02") for r in ("disk", "domain", "ready", "seed")]
             )
             for mode in ("l3dsr", "nat"):
+                set_matrix(cli, {**MATRIX, **LOAD[mode], "benchTrigger": ""})
                 cli("config", "set", "l2dsr:mode", mode)
                 assert replaced_in_plan(cli) == webs_and_lb
                 start = time.monotonic()
@@ -341,12 +475,12 @@ def test_up_switch_unchanged_destroy(tmp_path):
             for mode, out in results.items():
                 measured[f"boot_{mode}"] = out.get("boot")
             for mode, out in results.items():
-                measured[mode] = {"summary": out["summary"], "byteCounters": out["byteCounters"]}
+                measured[mode] = {"summary": out.get("summary"), "byteCounters": out.get("byteCounters")}
             if "proxy" in results:
                 measured["rps_over_proxy"] = {
                     mode: rps_ratios(results["proxy"]["summary"], out["summary"])
                     for mode, out in results.items()
-                    if mode != "proxy"
+                    if mode in LOAD and LOAD[mode] == LOAD["proxy"] and mode != "proxy"  # like for like only
                 }
             out_dir = paths.PROJECT_DIR / "results" / "measurements"
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadtools.ab import parse as parse_ab
-from bench.loadtools.wrk import parse as parse_wrk
+from bench import counters
+from bench.loadtools import TOOLS, Load
 from guest import render
 from hypervisor import libvirt, paths
 from lab.addressing import mac_address, plan
@@ -30,6 +30,7 @@ from virt.xml import DomainDef, NetworkDef, console_log_path, domain_xml, networ
 
 pytestmark = pytest.mark.lab
 NAME = "l2dsr-boottest"
+URL = "http://127.0.0.1/dummy_file"
 CONFIG = {
     "webCount": 1,
     "frontSubnet": "192.168.99.0/24",
@@ -127,11 +128,18 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
             assert "192.168.99.0/24 dev eth0" in guest("ip route")
             assert guest("curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1/dummy_file") == "5120"
             assert guest("systemctl is-enabled nginx l2dsr-net").split() == ["enabled", "enabled"]
-            # Both load tools run on the image, and their real output parses (kept as parser test data).
-            wrk = guest("wrk -t1 -c10 -d3s --latency http://127.0.0.1/dummy_file")
-            ab = guest("ab -c 10 -n 500 http://127.0.0.1/dummy_file 2>&1")
-            assert parse_wrk(wrk, 10, 5120).complete_requests > 0
-            assert parse_ab(ab).complete_requests == 500
+            # Both load tools run on the image as the benchmark runs them, and their real output parses,
+            # with its latency distribution (kept as parser test data); nginx counts their connections.
+            accepted = int(guest(f"{counters.ACCEPTED}"))
+            wrk_load, ab_load = Load(URL, 10, 600, True), Load(URL, 10, 500, False)
+            wrk = guest(TOOLS["wrk"].run(wrk_load))
+            ab = guest(TOOLS["ab"].run(ab_load))
+            wrk_run, ab_run = TOOLS["wrk"].parse(wrk, wrk_load, 5120), TOOLS["ab"].parse(ab, ab_load, 5120)
+            assert wrk_run.complete_requests > 0 and len(wrk_run.latency_histogram_us) > 10
+            # wrk's 1,000 per-mille points, each weighted by its request count
+            assert sum(wrk_run.latency_histogram_us.values()) == 1000 * wrk_run.complete_requests
+            assert ab_run.complete_requests == 500 == sum(ab_run.latency_histogram_us.values())
+            assert int(guest(f"{counters.ACCEPTED}")) - accepted >= 10 + 500  # wrk's 10, ab's 500, and the readings
             samples = paths.PROJECT_DIR / "results" / "measurements"
             samples.mkdir(parents=True, exist_ok=True)
             (samples / "wrk-sample.txt").write_text(wrk + "\n")

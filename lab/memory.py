@@ -27,6 +27,9 @@ NGINX_WORKER_MIB = 4
 # What the LB runs is its mode's to estimate (lbmodes/: HAProxy in proxy.py, IPVS in ipvs.py).
 # ab and wrk: the tool, and a buffer and state per connection.
 LOAD_TOOL_BASE_MIB = 8
+# /dummy_file up to this size fits in the page cache the OS's own estimate leaves (the seed's is 5 KiB);
+# a larger one needs room beyond the estimate, or the benchmark reads the web's disk.
+FILE_IN_OS_CACHE_MIB = 1
 LOAD_TOOL_BYTES_PER_CONNECTION = 16384
 
 
@@ -92,6 +95,17 @@ def memory_problems(spec: LabSpec, lb_work: tuple[str, int] | None) -> list[Prob
                     f"{role}MemoryMiB",
                     f"{have} MiB is below what a {role} VM needs for this configuration ({est.mib} MiB: "
                     f"{est.explain()}); set l2dsr:{role}MemoryMiB to {est.mib} or more",
+                )
+            )
+        elif role == "web" and spec.bench_file_size_kib > max(have - est.mib, FILE_IN_OS_CACHE_MIB) * 1024:
+            # Served from the page cache, or the benchmark measures the web's disk, not the LB.
+            problems.append(
+                Problem(
+                    "benchFileSizeKiB",
+                    f"{spec.bench_file_size_kib:,} KiB does not fit in a web's page cache beside nginx ({have - est.mib} "
+                    f"MiB free of webMemoryMiB {have} after {est.mib} MiB for {est.explain()}); lower it to "
+                    f"{(have - est.mib) * 1024:,} or less, or raise l2dsr:webMemoryMiB to "
+                    f"{est.mib + mib(spec.bench_file_size_kib * 1024)} or more",
                 )
             )
     return problems

@@ -19,6 +19,7 @@ class L3dsr(IpvsMode):
     title = "L3DSR (IPVS tunnelling)"
     order = 2
     forwarding = "-i"
+    lb_rate_per_vcpu = 1400.0  # IPVS wraps the request, as cheap as dsr (the webs set the pace)
     shares = bypassing(
         "responses are not bypassing it, so the webs are not replying directly (tunl0 down or without the VIP?)"
     )

@@ -19,6 +19,7 @@ class Nat(IpvsMode):
     title = "LVS-NAT (IPVS masquerading)"
     order = 3
     forwarding = "-m"
+    lb_rate_per_vcpu = 700.0  # IPVS rewrites both ways and carries the replies: half of dsr's
     shares = through("responses are bypassing the LB: a web replies to the client directly (its route?)")
 
     def lb_files(self, spec: LabSpec, plan: AddressPlan) -> tuple[WriteFile, ...]:

@@ -590,3 +590,26 @@ def test_a_load_tool_that_did_not_run_is_named_with_its_last_lines(tmp_path, mon
     message = str(failed.value)
     assert message.startswith("benchmark, run 1 of 1 (concurrency 1000, repeat 1): client01: ab (")
     assert "did not report a result: ab did not finish: l2dsr-start 1 | bash: line 1: ab: command not found" in message
+
+
+def test_the_benchmarks_cost_follows_the_mode_the_tool_and_the_host():
+    from bench.cost import estimate
+
+    values = {
+        "webCount": 2,
+        "clientCount": 1,
+        **{f"{role}Vcpus": 1 for role in ("client", "lb", "web")},
+        "haproxyThreads": 1,
+        "benchConcurrency": [20],
+        "benchRequests": [20000],
+        "benchRepeats": 2,
+    }
+    proxy = estimate(*lab_of(values), "qemu")
+    dsr = estimate(*lab_of({**values, "mode": "dsr"}), "qemu")
+    assert (proxy.runs, proxy.bound_by, proxy.requests_per_second) == (2, "the LB", 200.0)
+    assert (dsr.bound_by, dsr.requests_per_second) == ("the clients", 280.0)  # IPVS is cheap: one ab sets the pace
+    assert proxy.minutes == pytest.approx((20 + 2 * (12 + 200 / 200 + 20000 / 200)) / 60)
+    assert estimate(*lab_of(values), "kvm").minutes < proxy.minutes / 5
+    # wrk runs for its duration, whatever the rate: the same minutes under both modes
+    wrk = {**values, "benchTool": "wrk"}
+    assert estimate(*lab_of(wrk), "qemu").minutes == estimate(*lab_of({**wrk, "mode": "dsr"}), "qemu").minutes

@@ -1,0 +1,80 @@
+"""What a benchmark will cost, told at preview: its runs and their expected duration, from the
+matrix, the mode's LB rate, the webs and clients it has and the host's domain type. Pure.
+
+A rough estimate by design (it decides whether to refuse, not a result): the slowest of the LB, the
+webs and the clients sets the rate, each from per-vCPU rates measured on the lab stack under
+software emulation (lbmodes/ for the LB, here for the webs and tools); under KVM everything is
+taken as KVM_SPEEDUP times faster (an assumption, not measured here: this machine runs no KVM
+guest). wrk runs for a duration whatever the rate (bench/loadtools/wrk.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.loadtools import wrk
+from bench.matrix import split, steps
+from lab.spec import PROJECT, LabSpec, Problem
+from lbmodes import Mode
+
+WEB_RATE_PER_VCPU = 220.0  # nginx, 5 KiB: 162 req/s at 74% of one vCPU (dsr, two clients, 2 webs)
+CLIENT_RATE_PER_VCPU = {"ab": 280.0, "wrk": 700.0}  # ab: 162 req/s at 58% of one vCPU; wrk keeps connections
+KVM_SPEEDUP = 10.0
+STEP_OVERHEAD_S = {"qemu": 12.0, "kvm": 3.0}  # settle, warm-up, clocks and counters over SSH, per run
+PATH_CHECK_S = {"qemu": 20.0, "kvm": 5.0}  # the checks before the first run
+
+
+@dataclass(frozen=True)
+class Cost:
+    runs: int
+    minutes: float
+    requests_per_second: float  # the estimated rate of the slowest step
+    bound_by: str  # "the LB", "the webs" or "the clients"
+
+    def explain(self) -> str:
+        return (
+            f"{self.runs} run(s), about {self.minutes:.0f} min at an estimated {self.requests_per_second:,.0f} "
+            f"req/s or more (bound by {self.bound_by})"
+        )
+
+
+def rate(spec: LabSpec, mode: Mode, domain_type: str, threads: int) -> tuple[float, str]:
+    speed = KVM_SPEEDUP if domain_type == "kvm" else 1.0
+    limits = {
+        "the LB": mode.lb_rate(spec, threads),
+        "the webs": WEB_RATE_PER_VCPU * spec.vcpus["web"] * spec.web_count,
+        "the clients": CLIENT_RATE_PER_VCPU[spec.bench_tool] * spec.vcpus["client"] * spec.client_count,
+    }
+    bound = min(limits, key=lambda k: limits[k])
+    return limits[bound] * speed, bound
+
+
+def estimate(spec: LabSpec, mode: Mode, domain_type: str) -> Cost:
+    kind = "kvm" if domain_type == "kvm" else "qemu"
+    matrix = steps(mode.lb_steps(spec), spec.bench_concurrency, spec.bench_requests, spec.bench_repeats)
+    seconds, slowest, bound = PATH_CHECK_S[kind], float("inf"), ""
+    for step in matrix:
+        r, b = rate(spec, mode, domain_type, step.threads)
+        if r < slowest:
+            slowest, bound = r, b
+        if spec.bench_tool == "wrk":
+            run: float = max(wrk.duration_s(n) for n in split(step.requests, spec.client_count))
+            warmup = float(wrk.duration_s(200))
+        else:
+            run, warmup = step.requests / r, min(step.requests, 200) / r
+        seconds += STEP_OVERHEAD_S[kind] + warmup + run
+    return Cost(len(matrix), seconds / 60, slowest, bound)
+
+
+def cost_problems(spec: LabSpec, mode: Mode, domain_type: str) -> tuple[Cost, list[Problem]]:
+    cost = estimate(spec, mode, domain_type)
+    if cost.minutes <= spec.bench_max_minutes:
+        return cost, []
+    return cost, [
+        Problem(
+            "benchMaxMinutes",
+            f"the benchmark would take {cost.explain()}, above {spec.bench_max_minutes} min; lower "
+            f"benchRequests, benchRepeats or the steps of benchConcurrency/benchThreads, or set "
+            f"{PROJECT}:benchMaxMinutes to {int(cost.minutes) + 1} or more",
+        )
+    ]

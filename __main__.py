@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from bench.cost import cost_problems
 from bench.report import as_outputs, results_table
 from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
 from components.client import Clients, ClientsArgs
@@ -16,10 +17,12 @@ from lab.addressing import plan as address_plan
 from lab.config import project_schema, stack_values
 from lab.hostfit import HostFacts, host_fit
 from lab.spec import PROJECT, ROLES, ConfigError
+from lab.tuning import tuning_of
 from lbmodes import load_lab
 from resources.identity import SshKey, SshKeyArgs, StackIdentity, StackIdentityArgs
 from runtime.hostfacts import PROJECT_DIR, DomainTypeUnknown, resolve_domain_type
 from virt.virsh import Virsh
+from virt.xml import domain_tuning
 
 # ---- configuration: read once, validated before any resource is registered ---------------------
 stack = pulumi.get_stack()
@@ -33,6 +36,8 @@ try:
     domain_type = resolve_domain_type(spec.domain_type)
     node = Virsh(spec.libvirt_uri).nodeinfo()
     problems, warnings = host_fit(spec, domain_type, HostFacts(*node) if node else None)
+    cost, too_long = cost_problems(spec, mode, domain_type)
+    problems += too_long
     if problems:
         raise ConfigError(problems)
     image = resolve_image(spec)
@@ -40,6 +45,7 @@ except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
     raise pulumi.RunError(str(e)) from None
 for warning in warnings:
     pulumi.warn(f"{PROJECT}: {warning}")
+pulumi.log.info(f"{PROJECT}: the benchmark: {cost.explain()} (l2dsr:benchMaxMinutes {spec.bench_max_minutes})")
 
 # ---- the lab -----------------------------------------------------------------------------------
 identity = StackIdentity("identity", StackIdentityArgs(project=pulumi.get_project(), stack=stack))
@@ -67,7 +73,17 @@ site = VmSite(
 guest_config = GuestConfig(spec=spec, mode=mode, plan=plan, ssh_public_key=key.public_key)
 sized = {role: {"vcpus": spec.vcpus[role], "memory_mib": spec.memory_mib[role]} for role in ROLES}
 webs = WebTier("web", WebTierArgs(site=site, config=guest_config, guests=plan.webs, **sized["web"]))
-lb = LoadBalancer("lb", LoadBalancerArgs(site=site, config=guest_config, guest=plan.lb, **sized["lb"]))
+lb_tuning = tuning_of(spec.lb_tuning, spec.vcpus["lb"])
+lb = LoadBalancer(
+    "lb",
+    LoadBalancerArgs(
+        site=site,
+        config=guest_config,
+        guest=plan.lb,
+        **sized["lb"],
+        tuning=domain_tuning(lb_tuning, node[0] if node else None) if lb_tuning else None,
+    ),
+)
 clients = Clients("client", ClientsArgs(site=site, config=guest_config, guests=plan.clients, **sized["client"]))
 all_vms = [*clients.vms, lb.vm, *webs.vms]
 
@@ -118,5 +134,9 @@ pulumi.export(
             for run in r["runs"]
         ]
     ),
+)
+pulumi.export(
+    "benchEstimate",
+    {"runs": cost.runs, "minutes": round(cost.minutes, 1), "requestsPerSecond": round(cost.requests_per_second)},
 )
 pulumi.export("resultsDir", bench.result.apply(lambda r: r["raw_dir"]))

@@ -8,6 +8,7 @@ import pulumi
 
 from components.vm import GuestConfig, VmSite, guest_vm
 from lab.addressing import Guest
+from virt.xml import DomainTuning
 
 
 @dataclass(frozen=True)
@@ -17,13 +18,14 @@ class LoadBalancerArgs:
     guest: Guest
     vcpus: int
     memory_mib: int
+    tuning: DomainTuning | None = None  # l2dsr:lbTuning seed: host pinning, NIC queues, kernel arguments
 
 
 class LoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LoadBalancer", name, None, opts)
         mode, guest = args.config.mode, args.guest
-        self.vm = guest_vm(f"{name}-vm", args.site, args.config, guest, args.vcpus, args.memory_mib, self)
+        self.vm = guest_vm(f"{name}-vm", args.site, args.config, guest, args.vcpus, args.memory_mib, self, args.tuning)
         self.register_outputs(
             {
                 "mode": mode.name,

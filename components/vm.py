@@ -21,7 +21,7 @@ from resources.domain import Domain, DomainArgs
 from resources.readiness import VmReady, VmReadyArgs
 from resources.volume import CloudInitDisk, CloudInitDiskArgs, Volume, VolumeArgs, content_hash
 from runtime.vm import VmRef
-from virt.xml import DomainDef, console_log_path, domain_xml
+from virt.xml import DomainDef, DomainTuning, console_log_path, domain_xml
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class VmArgs:
     memory_mib: int
     user_data: pulumi.Input[str]
     network_config: str
+    tuning: DomainTuning | None = None  # the LB's, with l2dsr:lbTuning seed
 
 
 class Vm(pulumi.ComponentResource):
@@ -126,6 +127,7 @@ class Vm(pulumi.ComponentResource):
                     kernel=site.boot.kernel,
                     initrd=site.boot.initrd,
                     cmdline=site.boot.cmdline,
+                    tuning=args.tuning,
                 )
             )
         )
@@ -169,10 +171,17 @@ class RoleArgs:
 
 
 def guest_vm(
-    name: str, site: VmSite, config: GuestConfig, guest: Guest, vcpus: int, memory_mib: int, parent: pulumi.Resource
+    name: str,
+    site: VmSite,
+    config: GuestConfig,
+    guest: Guest,
+    vcpus: int,
+    memory_mib: int,
+    parent: pulumi.Resource,
+    tuning: DomainTuning | None = None,
 ) -> Vm:
     """One VM, rendered for its guest and sized by its role's settings, as a child of `parent`."""
-    args = VmArgs(site, guest, vcpus, memory_mib, config.user_data(guest), config.network_config(guest))
+    args = VmArgs(site, guest, vcpus, memory_mib, config.user_data(guest), config.network_config(guest), tuning)
     return Vm(name, args, pulumi.ResourceOptions(parent=parent))
 
 

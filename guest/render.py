@@ -16,6 +16,7 @@ import yaml
 from lab.addressing import AddressPlan, Guest, mac_address
 from lab.files import RoleSetup, WriteFile, fill
 from lab.spec import LabSpec
+from lab.tuning import TXQUEUELEN, LbTuning, tuning_of
 from lbmodes import Mode
 
 LOGIN_USER = "lab"
@@ -77,10 +78,32 @@ def start_units(units: list[str]) -> list[str]:
     return commands
 
 
+def with_tuning(setup: RoleSetup, tuning: LbTuning | None) -> RoleSetup:
+    """The LB's part in its mode (it holds both subnets and the VIP on eth0 itself), and the seed's
+    tuning when asked: its sysctls, and a unit that pins the queues' interrupts before the balancer."""
+    if tuning is None:
+        return setup
+    pins = "\n".join(
+        f"pin {kind}.{q} {tuning.irq_cpu(q)}" for q in range(tuning.queues) for kind in ("input", "output")
+    )
+    return replace(
+        setup,
+        files=(
+            *setup.files,
+            WriteFile("/etc/sysctl.d/62-l2dsr-lb-tuning.conf", tuning.sysctl_conf()),
+            WriteFile(
+                "/usr/local/sbin/l2dsr-tune", fill("tuning/l2dsr-tune", txqueuelen=TXQUEUELEN, pins=pins), "0755"
+            ),
+            WriteFile("/etc/systemd/system/l2dsr-tune.service", fill("tuning/l2dsr-tune.service")),
+        ),
+        units=("l2dsr-tune.service", *setup.units),
+    )
+
+
 def role_setup(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> RoleSetup:
     """What a VM's role needs; the load-balancer mode decides the LB's and the webs' part."""
     if guest.role == "lb":
-        return mode.lb(spec, plan)  # the LB holds both subnets and the VIP on eth0 itself
+        return with_tuning(mode.lb(spec, plan), tuning_of(spec.lb_tuning, spec.vcpus["lb"]))
     if guest.role == "web":
         part = mode.web(spec, plan, guest)
         size = spec.bench_file_size_kib * 1024

@@ -21,6 +21,7 @@ import yaml
 
 from lab.addressing import plan_problems
 from lab.spec import PROJECT, ROLES, LabSpec, Problem
+from lab.tuning import PROFILES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PULUMI_YAML = PROJECT_DIR / "Pulumi.yaml"
@@ -135,6 +136,7 @@ def read_spec(
             "ipvsUpperThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -x takes 0 (no limit) to 2147483647"
         ),
         ipvs_lower_threshold=within("ipvsLowerThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -y takes 0 to 2147483647"),
+        lb_tuning=choice("lbTuning", PROFILES),
         https=raw["https"],
         bench_tool=bench_tool,
         bench_keepalive=raw["benchKeepAlive"],
@@ -148,6 +150,7 @@ def read_spec(
         bench_threads=tuple(raw["benchThreads"]),
         bench_repeats=at_least("benchRepeats", 1, "a step needs a run"),
         bench_file_size_kib=at_least("benchFileSizeKiB", 1, "/dummy_file needs a size"),
+        bench_max_minutes=at_least("benchMaxMinutes", 1, "a benchmark takes time"),
         bench_trigger=raw["benchTrigger"],
     )
     problems.extend(_matrix_problems(spec))
@@ -159,6 +162,22 @@ def read_spec(
                 "ipvsUpperThreshold",
                 f"0 means no limit, so ipvsLowerThreshold ({spec.ipvs_lower_threshold}) would do nothing; set an "
                 f"upper threshold (the seed's: 35000), or set {PROJECT}:ipvsLowerThreshold to 0 as well",
+            )
+        )
+    if spec.lb_tuning == "seed" and spec.vcpus["lb"] < 2:
+        problems.append(
+            Problem(
+                "lbTuning",
+                f"seed isolates LB vCPUs from the OS's vCPU 0, and lbVcpus is {spec.vcpus['lb']}; set "
+                f"{PROJECT}:lbVcpus to 2 or more, or lbTuning to none",
+            )
+        )
+    if spec.lb_tuning == "seed" and not spec.image_is_builtin:
+        problems.append(
+            Problem(
+                "lbTuning",
+                "seed puts isolcpus on the LB's kernel command line, which the lab sets only when it boots the "
+                f"builtin image's kernel; set {PROJECT}:image to builtin, or lbTuning to none",
             )
         )
     if not (spec.image_is_builtin or re.match(r"^(https?://|/)", spec.image)):

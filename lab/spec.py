@@ -54,6 +54,7 @@ class LabSpec:
     haproxy_threads: int
     ipvs_upper_threshold: int
     ipvs_lower_threshold: int
+    lb_tuning: str  # none | seed (lab/tuning.py)
     https: bool
     bench_tool: str
     bench_keepalive: bool  # false (the seed's ab): a connection per request
@@ -63,6 +64,7 @@ class LabSpec:
     bench_threads: tuple[int, ...]  # HAProxy nbthread per matrix row (proxy); empty: haproxy_threads
     bench_repeats: int
     bench_file_size_kib: int
+    bench_max_minutes: int  # refused at preview above this estimate (bench/cost.py)
     bench_trigger: str
 
     @property

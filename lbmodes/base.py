@@ -49,6 +49,9 @@ class Mode:
     # What the LB's scheduler spreads over the webs, so what the benchmark judges the balance by:
     # "connections" (IPVS picks a web per connection) or "requests" (a proxy picks one per request).
     balances: str = "connections"
+    # Requests/s one LB vCPU forwards under software emulation (measured on the lab stack, 5 KiB, no
+    # keep-alive), for the benchmark's cost estimate at preview (bench/cost.py).
+    lb_rate_per_vcpu: float
 
     def lb(self, spec: LabSpec, plan: AddressPlan) -> RoleSetup:
         raise NotImplementedError
@@ -63,6 +66,10 @@ class Mode:
     def lb_threads(self, spec: LabSpec) -> int:
         """The LB's thread count as deployed (what the benchmark returns it to)."""
         return 1
+
+    def lb_rate(self, spec: LabSpec, threads: int) -> float:
+        """Requests/s the LB forwards under emulation with `threads` (IPVS: the kernel, every vCPU)."""
+        return self.lb_rate_per_vcpu * spec.vcpus["lb"]
 
     def lb_steps(self, spec: LabSpec) -> tuple[int, ...]:
         """The LB thread counts the benchmark steps through; a mode with nothing to tune reports one

@@ -11,6 +11,7 @@ from lab.addressing import AddressPlan, Guest
 from lab.files import Retune, RoleSetup, WriteFile, fill
 from lab.memory import mib
 from lab.spec import LabSpec
+from lab.tuning import cpu_range, tuning_of
 from lbmodes.base import Mode, through, vip_on_lo_web
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
@@ -28,9 +29,11 @@ def haproxy_mib(threads: int, connections: int) -> int:
     return HAPROXY_BASE_MIB + threads * HAPROXY_THREAD_MIB + mib(connections * HAPROXY_BYTES_PER_CONNECTION)
 
 
-def cpu_list(cpus: int) -> str:
-    """HAProxy's cpu-map target: every vCPU of the LB (the seed mapped its threads onto all cores)."""
-    return "0" if cpus == 1 else f"0-{cpus - 1}"
+def cpu_list(spec: LabSpec) -> str:
+    """HAProxy's cpu-map target: every vCPU of the LB (the seed mapped its threads onto all cores),
+    or with the seed's tuning the isolated ones (its `taskset -c 0-3` onto isolated cores)."""
+    tuning = tuning_of(spec.lb_tuning, spec.vcpus["lb"])
+    return cpu_range(tuning.isolated) if tuning else cpu_range(list(range(spec.vcpus["lb"])))
 
 
 def haproxy_cfg(spec: LabSpec, plan: AddressPlan, threads: int | None = None, cert: str = HAPROXY_CERT) -> str:
@@ -40,7 +43,7 @@ def haproxy_cfg(spec: LabSpec, plan: AddressPlan, threads: int | None = None, ce
     return fill(
         "proxy/haproxy.cfg",
         nbthread=threads or spec.haproxy_threads,
-        cpu_list=cpu_list(spec.vcpus["lb"]),
+        cpu_list=cpu_list(spec),
         vip=plan.vip,
         https_bind=https,
         servers=servers,
@@ -56,6 +59,10 @@ class Proxy(Mode):
     terminates_tls = True
     tunes_threads = True
     balances = "requests"  # HAProxy's roundrobin picks a server per request, kept-alive connection or not
+    lb_rate_per_vcpu = 200.0  # one HAProxy thread on one vCPU: 181-203 req/s (the e2e's proxy rows)
+
+    def lb_rate(self, spec: LabSpec, threads: int) -> float:
+        return self.lb_rate_per_vcpu * min(threads, spec.vcpus["lb"])
 
     def lb(self, spec: LabSpec, plan: AddressPlan) -> RoleSetup:
         commands: tuple[str, ...] = ()

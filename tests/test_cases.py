@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.cost import cost_problems
 from components.network import network_def
 from guest import render
 from lab.addressing import domain_name, mac_address, plan
 from lab.hostfit import HostFacts, host_fit
 from lab.spec import ConfigError, LabSpec, Problem
+from lab.tuning import tuning_of
 from lbmodes import Mode
 from tests.conftest import BIG_HOST, KEY, lab_of
-from virt.xml import DomainDef, domain_xml, network_xml
+from virt.xml import DomainDef, domain_tuning, domain_xml, network_xml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CASES = sorted(p.parent for p in (Path(__file__).resolve().parent / "cases").glob("*/config.yaml"))
@@ -35,11 +37,12 @@ def case_values(case: dict) -> dict:
 def outcome(case: dict) -> tuple[list[Problem], list[str]]:
     """(problems, warnings), as the program gets them: the config first, then the host."""
     try:
-        spec, _ = lab_of(case_values(case))
+        spec, mode = lab_of(case_values(case))
     except ConfigError as e:
         return e.problems, []
     host = HostFacts(case["host"]["cpus"], case["host"]["memoryMiB"]) if "host" in case else BIG_HOST
-    return host_fit(spec, case.get("domainType", "qemu"), host)
+    problems, warnings = host_fit(spec, case.get("domainType", "qemu"), host)
+    return problems + cost_problems(spec, mode, case.get("domainType", "qemu"))[1], warnings
 
 
 def as_list(texts: str | list[str]) -> list[str]:
@@ -71,10 +74,11 @@ def test_case(path: Path):
         assert any(text in w for w in warnings), f"{text!r} not in {warnings}"
 
 
-def document(spec: LabSpec, mode: Mode, domain_type: str, name: str) -> str:
+def document(spec: LabSpec, mode: Mode, domain_type: str, name: str, host_cpus: int = BIG_HOST.cpus) -> str:
     """A rendered file by its name in rendered/: `<guest>.user-data.yaml`, `<guest>.network-config.yaml`,
-    `network.xml` or `<guest>.domain.xml`."""
+    `network.xml` or `<guest>.domain.xml` (the LB's with its tuning on a host of `host_cpus`)."""
     p = plan(spec)
+    tuning = tuning_of(spec.lb_tuning, spec.vcpus["lb"])
     guest_name, _, kind = name.partition(".")
     if name == "network.xml":
         return network_xml(network_def("lab", p))
@@ -98,6 +102,7 @@ def document(spec: LabSpec, mode: Mode, domain_type: str, name: str) -> str:
                 kernel="/images/vmlinuz",
                 initrd="/images/initrd.img",
                 cmdline="root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ds=nocloud",
+                tuning=domain_tuning(tuning, host_cpus) if guest.role == "lb" and tuning else None,
             )
         )
     raise ValueError(
@@ -113,7 +118,8 @@ def document(spec: LabSpec, mode: Mode, domain_type: str, name: str) -> str:
 def test_rendered(path: Path):
     case = yaml.safe_load((path.parent.parent / "config.yaml").read_text())
     spec, mode = lab_of(case_values(case))
-    text = document(spec, mode, case.get("domainType", "qemu"), path.name)
+    host_cpus = case["host"]["cpus"] if "host" in case else BIG_HOST.cpus
+    text = document(spec, mode, case.get("domainType", "qemu"), path.name, host_cpus)
     if os.environ.get("L2DSR_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text(), (

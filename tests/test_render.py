@@ -261,3 +261,13 @@ def test_roles_start_their_services_last_and_stop_at_the_first_failure():
         "systemctl --no-reload unmask nginx.service"
         in render.role_files(spec, lbmodes.MODES[spec.mode], plan(spec), plan(spec).webs[0])[1]
     )
+
+
+def test_the_seeds_lb_tuning_isolates_vcpus_and_pins_every_queue_to_them():
+    from lab.tuning import LbTuning, cpu_range
+
+    four = LbTuning(4)
+    assert (four.isolated, four.queues, four.kernel_args) == ([1, 2, 3], 4, "isolcpus=1-3")
+    assert [four.irq_cpu(q) for q in range(4)] == [1, 2, 3, 1]  # round robin over the isolated vCPUs
+    assert four.host_pins(8) == [4, 5, 6, 7] and four.host_pins(2) == [0, 1, 0, 1]
+    assert cpu_range([1]) == "1" and cpu_range([1, 2]) == "1-2"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
+from lab.tuning import RX_QUEUE_SIZE, LbTuning
+
 TCG_TB_CACHE_MIB = 128  # QEMU's TCG translation cache defaults to 1 GiB per guest; 128 MiB costs no speed
 
 
@@ -32,6 +34,22 @@ def network_xml(net: NetworkDef) -> str:
 
 
 @dataclass(frozen=True)
+class DomainTuning:
+    """What a domain carries of the LB's tuning (lab/tuning.py): each vCPU pinned to a host CPU, a
+    multi-queue NIC with its receive ring, and arguments for the guest's kernel."""
+
+    vcpu_pins: tuple[int, ...]  # host CPU of vCPU 0, 1, ...; empty: not pinned
+    nic_queues: int
+    rx_queue_size: int
+    kernel_args: str
+
+
+def domain_tuning(tuning: LbTuning, host_cpus: int | None) -> DomainTuning:
+    pins = tuple(tuning.host_pins(host_cpus)) if host_cpus else ()
+    return DomainTuning(pins, tuning.queues, RX_QUEUE_SIZE, tuning.kernel_args)
+
+
+@dataclass(frozen=True)
 class DomainDef:
     name: str
     domain_type: str  # kvm | qemu
@@ -45,6 +63,7 @@ class DomainDef:
     kernel: str = ""  # direct kernel boot (the builtin image); empty: boot the disk's own loader
     initrd: str = ""
     cmdline: str = ""
+    tuning: DomainTuning | None = None
 
     @property
     def console_log(self) -> str:
@@ -61,11 +80,13 @@ def console_log_path(domain: str) -> str:
 def domain_xml(d: DomainDef) -> str:
     if d.domain_type not in ("kvm", "qemu"):
         raise ValueError(f"domain type {d.domain_type!r}: expected kvm or qemu")
+    t = d.tuning
     if d.kernel:
+        cmdline = f"{d.cmdline} {t.kernel_args}" if t and t.kernel_args else d.cmdline
         boot = (
             f"    <kernel>{escape(d.kernel)}</kernel>\n"
             f"    <initrd>{escape(d.initrd)}</initrd>\n"
-            f"    <cmdline>{escape(d.cmdline)}</cmdline>\n"
+            f"    <cmdline>{escape(cmdline)}</cmdline>\n"
         )
     else:
         boot = "    <boot dev='hd'/>\n"
@@ -76,11 +97,14 @@ def domain_xml(d: DomainDef) -> str:
     )
     cpu = "  <cpu mode='host-passthrough'/>\n" if d.domain_type == "kvm" else ""
     log = f"\n      <log file={quoteattr(d.console_log)} append='off'/>"
+    pins = "".join(f"    <vcpupin vcpu='{v}' cpuset='{c}'/>\n" for v, c in enumerate(t.vcpu_pins)) if t else ""
+    cputune = f"  <cputune>\n{pins}  </cputune>\n" if pins else ""
+    nic_driver = f"\n      <driver queues='{t.nic_queues}' rx_queue_size='{t.rx_queue_size}'/>" if t else ""
     return f"""<domain type='{d.domain_type}'>
   <name>{escape(d.name)}</name>
   <memory unit='MiB'>{d.memory_mib}</memory>
   <vcpu>{d.vcpus}</vcpu>
-  <os>
+{cputune}  <os>
     <type arch='x86_64' machine='pc'>hvm</type>
 {boot}  </os>
   <features>
@@ -105,7 +129,7 @@ def domain_xml(d: DomainDef) -> str:
     <interface type='network'>
       <source network={quoteattr(d.network)}/>
       <mac address={quoteattr(d.mac)}/>
-      <model type='virtio'/>
+      <model type='virtio'/>{nic_driver}
     </interface>
     <serial type='pty'>
       <target port='0'/>{log}

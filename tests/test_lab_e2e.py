@@ -118,7 +118,14 @@ def lab_objects(virsh: Virsh) -> list[str]:
 
 
 # Units that belong to a role; everything else running on a VM is the OS, the same on every role.
-ROLE_UNITS = {"nginx.service", "haproxy.service", "ipvsadm.service", "l2dsr-ipvs.service", "l2dsr-net.service"}
+ROLE_UNITS = {
+    "nginx.service",
+    "haproxy.service",
+    "ipvsadm.service",
+    "l2dsr-ipvs.service",
+    "l2dsr-net.service",
+    "l2dsr-tune.service",
+}
 EXPECTED_ROLE_UNITS = {
     **{("web", m): {"nginx.service", "l2dsr-net.service"} for m in lbmodes.MODES},
     **{("client", m): {"l2dsr-net.service"} for m in lbmodes.MODES},
@@ -141,7 +148,7 @@ def active_units(ssh: Ssh, address: str) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def check_guests(cli, mode: str) -> dict:
+def check_guests(cli, mode: str, tuned: bool = False) -> dict:
     """Inside the guests: exactly each role's services, HAProxy one supervised tree, no OOM kill."""
     vms = {vm["name"]: vm for vm in stack_outputs(cli)["vms"]}
     facts: dict = {}
@@ -150,7 +157,10 @@ def check_guests(cli, mode: str) -> dict:
         os_units = {}
         for name, vm in vms.items():
             active = active_units(ssh, vm["address"])
-            assert active & ROLE_UNITS == EXPECTED_ROLE_UNITS[(vm["role"], mode)], (name, sorted(active))
+            expected = EXPECTED_ROLE_UNITS[(vm["role"], mode)] | (
+                {"l2dsr-tune.service"} if tuned and vm["role"] == "lb" else set()
+            )
+            assert active & ROLE_UNITS == expected, (name, sorted(active))
             os_units[name] = active - ROLE_UNITS
             oom = ssh.run(vm["address"], "sudo dmesg | grep -c 'Out of memory' || true").stdout.strip()
             assert oom == "0", f"{name}: {oom} OOM kills"
@@ -280,6 +290,33 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
     cli("preview", "--expect-no-changes")
 
 
+TUNED = {"lbTuning": "seed", "lbVcpus": 2}
+
+
+def check_tuning(cli, virsh: Virsh) -> list[str]:
+    """The seed's tuning on the LB, as the guest and libvirt show it: vCPU 1 isolated, one queue per
+    vCPU with every queue's interrupts on it, the sysctls, txqueuelen, and the vCPUs pinned on the host."""
+    key, vms = on_lab(cli)
+    with KeyFile(key) as key_file:
+        ssh = Ssh(render.LOGIN_USER, key_file)
+        facts = ssh.run(
+            vms["lb"],
+            "cat /sys/devices/system/cpu/isolated; ls -d /sys/class/net/eth0/queues/rx-* | wc -l; "
+            "cat /sys/class/net/eth0/tx_queue_len; sysctl -n net.core.netdev_max_backlog kernel.numa_balancing; "
+            "nic=$(basename $(readlink -f /sys/class/net/eth0/device)); "
+            'for irq in $(awk -v n=$nic \'$NF ~ "^" n "-(input|output)" {sub(":", "", $1); print $1}\' /proc/interrupts); '
+            'do echo "irq $irq $(cat /proc/irq/$irq/smp_affinity_list)"; done',
+        ).stdout.split("\n")
+    isolated, queues, txqueuelen, backlog, numa = (line.strip() for line in facts[:5])
+    irqs = [line.split() for line in facts[5:] if line.startswith("irq ")]
+    assert (isolated, queues, txqueuelen, backlog, numa) == ("1", "2", "30000", "9000000", "0"), facts
+    assert len(irqs) == 4 and all(cpu == "1" for _, _, cpu in irqs), irqs  # 2 queues x input, output
+    pins = virsh.run("vcpupin", f"l2dsr-{STACK}-lb")
+    assert [line.split() for line in pins.splitlines() if line.strip()[:1].isdigit()] == [["0", "0"], ["1", "1"]], pins
+    assert "rx_queue_size='1024'" in virsh.run("dumpxml", f"l2dsr-{STACK}-lb")
+    return facts + pins.splitlines()
+
+
 def on_lab(cli):
     """(ssh, the VMs by short name) of the e2e stack."""
     vms = {vm["name"].removeprefix(f"l2dsr-{STACK}-"): vm["address"] for vm in stack_outputs(cli)["vms"]}
@@ -345,10 +382,20 @@ def provoke_failures(cli) -> list[str]:
     return said
 
 
+# 20 frames a second to the LB's MAC (argv[1]) with ethertype 0x88b5 (local experimental), from eth0.
+FRAMES = (
+    'import socket, sys, time; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0)); '
+    'f = bytes.fromhex(sys.argv[1]) + s.getsockname()[4] + bytes.fromhex("88b5") + bytes(46)\n'
+    "while True: s.send(f); time.sleep(0.05)"
+)
+
+
 def provoke_flags(cli) -> dict:
     """One run that makes the flags fire, for real: a web whose listen queue holds one connection
-    (web01: somaxconn 1, nginx restarted to take it), a client whose CPU a busy loop holds, and the LB's
-    scheduler weighting web01 three times web02 (wrr). The run passes, its rows say what happened."""
+    (web01: somaxconn 1, nginx restarted to take it), a client whose CPU a busy loop holds, the LB's
+    scheduler weighting web01 three times web02 (wrr), and frames of a protocol the LB has no
+    handler for, which its kernel drops (eth0's rx_dropped). The run passes, its rows say what
+    happened."""
     key, vms = on_lab(cli)
     vip = stack_outputs(cli)["vip"]
     with KeyFile(key) as key_file:
@@ -359,9 +406,12 @@ def provoke_flags(cli) -> dict:
             vms["lb"],
             f"sudo ipvsadm -E -t {vip}:80 -s wrr && sudo ipvsadm -e -t {vip}:80 -r {vms['web01']}:80 -g -w 3",
         )
+        lb_mac = ssh.run(vms["lb"], "cat /sys/class/net/eth0/address").stdout.strip().replace(":", "")
+        ssh.run(vms["client02"], f"sudo systemd-run --unit l2dsr-frames timeout 900 python3 -c '{FRAMES}' {lb_mac}")
         try:
             assert bench_again(cli, "flags").returncode == 0
         finally:
+            ssh.run(vms["client02"], "sudo systemctl stop l2dsr-frames", check=False)
             ssh.run(vms["client01"], "sudo systemctl stop l2dsr-busy", check=False)
             ssh.run(
                 vms["web01"], "sudo sysctl -qw net.core.somaxconn=65535 && sudo systemctl restart nginx", check=False
@@ -371,6 +421,7 @@ def provoke_flags(cli) -> dict:
     assert any(f.startswith("client CPU saturated: client01") for f in flags), flags
     assert any(f.startswith("unbalanced connections: web01") for f in flags), flags
     assert any(f.startswith("drops on web01:") and "listen_overflows" in f for f in flags), flags
+    assert any(f.startswith("drops on lb:") and "rx_dropped" in f for f in flags), flags
     assert "unbalanced connections" in out["resultsTable"]
     return {"flags": sorted(flags), "resultsTable": out["resultsTable"]}
 
@@ -451,7 +502,8 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 + [f"web-{w}-{r}" for w in ("web01", "web02") for r in ("disk", "domain", "ready", "seed")]
             )
             for mode in ("l3dsr", "nat"):
-                set_matrix(cli, {**MATRIX, **LOAD[mode], "benchTrigger": ""})
+                # nat on an LB with the seed's tuning (2 vCPUs): it carries the replies too
+                set_matrix(cli, {**MATRIX, **LOAD[mode], "benchTrigger": "", **(TUNED if mode == "nat" else {})})
                 cli("config", "set", "l2dsr:mode", mode)
                 assert replaced_in_plan(cli) == webs_and_lb
                 start = time.monotonic()
@@ -461,7 +513,9 @@ def test_up_switch_unchanged_destroy(tmp_path):
                 assert history.get("replace") == 13 and "create" not in history and "delete" not in history, history
                 results[mode] = stack_outputs(cli)
                 check_results(results[mode], mode)
-                memory[mode] = check_guests(cli, mode)
+                memory[mode] = check_guests(cli, mode, tuned=mode == "nat")
+                if mode == "nat":
+                    seen["lb_tuning"] = check_tuning(cli, virsh)
 
             start = time.monotonic()
             cli("up", "--yes", "--expect-no-changes")

@@ -37,6 +37,10 @@ from runtime.vm import VmRef
 
 __all__ = ["BenchSpec", "BenchmarkFailed", "run"]
 
+# Several clients start at one moment this far ahead: time for every SSH session to come up (each
+# takes up to a second or two under emulation), so that none starts late.
+START_LEAD_S = 2.5
+
 
 @dataclass(frozen=True)
 class BenchSpec:
@@ -110,7 +114,12 @@ def measure(ssh: Ssh, p: BenchSpec, step: Step, tag: str, out: Path) -> tuple[li
     on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
     offsets = on_clients(p, lambda i: clocks.measure(ssh, p.clients[i].address))
     before, webs0 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
-    texts = on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.run(work[i]), timeout=3600, check=False).stdout)
+    # One moment of the host's clock, on each client's own: the clients start together.
+    start = time.time() + START_LEAD_S if len(p.clients) > 1 else 0.0
+    starts = [int((start + o.seconds) * 1e9) if start else 0 for o in offsets]
+    texts = on_clients(
+        p, lambda i: ssh.run(p.clients[i].address, tool.run(work[i], starts[i]), timeout=3600, check=False).stdout
+    )
     after, webs1 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
     placed = []
     for client, text, load, offset in zip(p.clients, texts, work, offsets, strict=True):

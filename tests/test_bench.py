@@ -613,3 +613,10 @@ def test_the_benchmarks_cost_follows_the_mode_the_tool_and_the_host():
     # wrk runs for its duration, whatever the rate: the same minutes under both modes
     wrk = {**values, "benchTool": "wrk"}
     assert estimate(*lab_of(wrk), "qemu").minutes == estimate(*lab_of({**wrk, "mode": "dsr"}), "qemu").minutes
+
+
+def test_clients_wait_for_one_moment_of_the_hosts_clock_on_their_own():
+    load = Load("http://192.168.16.100/dummy_file", 10, 1000, False)
+    command = TOOLS["ab"].run(load, 1_795_988_824_500_000_000)
+    assert command.startswith("while [ $(date +%s%N) -lt 1795988824500000000 ]; do sleep 0.005; done; echo l2dsr-start")
+    assert TOOLS["ab"].run(load).startswith("echo l2dsr-start $(date +%s%N); ulimit -n 1048576; ab -c 10 -n 1000 -g ")

@@ -40,9 +40,12 @@ class LoadTool:
     grid_pct: float  # 0: the histogram is per request (exact); else its points are this many percent apart
     latency_note: str  # what its latency covers, for the README and the results
 
-    def run(self, load: Load) -> str:
-        """The measured run: the client's clock at the start, then the tool."""
-        return f"echo {CLOCK_START} $(date +%s%N); {self.command(load)}"
+    def run(self, load: Load, start_ns: int = 0) -> str:
+        """The measured run: waiting for `start_ns` on the client's clock (every client is given the
+        same moment of the host's, so they start together, whenever their SSH sessions came up),
+        the client's clock at the start, then the tool."""
+        wait = f"while [ $(date +%s%N) -lt {start_ns} ]; do sleep 0.005; done; " if start_ns else ""
+        return f"{wait}echo {CLOCK_START} $(date +%s%N); {self.command(load)}"
 
     def warmup(self, load: Load) -> str:
         """A short run before each measured one (caches, ARP, TCP state), with the tool itself, its output dropped."""

@@ -306,7 +306,7 @@ def check_tuning(cli, virsh: Virsh) -> list[str]:
         facts = ssh.run(
             vms["lb"],
             "cat /sys/devices/system/cpu/isolated; ls -d /sys/class/net/eth0/queues/rx-* | wc -l; "
-            "cat /sys/class/net/eth0/tx_queue_len; sysctl -n net.core.netdev_max_backlog kernel.numa_balancing; "
+            "cat /sys/class/net/eth0/tx_queue_len /proc/sys/net/core/netdev_max_backlog /proc/sys/kernel/numa_balancing; "
             "nic=$(basename $(readlink -f /sys/class/net/eth0/device)); "
             'for irq in $(awk -v n=$nic \'$NF ~ "^" n "-(input|output)" {sub(":", "", $1); print $1}\' /proc/interrupts); '
             'do echo "irq $irq $(cat /proc/irq/$irq/smp_affinity_list)"; done',

@@ -161,8 +161,11 @@ def charts(results: list[dict], out: Path) -> list[Path]:
     points = sorted({int(r["concurrency"]) for rows in lines.values() for r in rows})
     made = []
     for key, ylabel, name in (("requests_per_second", "requests/s", "rps"), ("latency_ms", "latency (ms)", "latency")):
-        fig, ax = plt.subplots(figsize=(8, 4.6), dpi=100)
-        for i, (label, rows) in enumerate(sorted(lines.items())):
+        fig, ax = plt.subplots(figsize=(8, 5.4 if len(points) == 1 else 4.6), dpi=100)
+        # Bars side by side per kind (tool, keep-alive), so each mode stands next to what it compares with.
+        order = sorted(lines, key=lambda label: (label.split(" [")[-1], label)) if len(points) == 1 else sorted(lines)
+        for i, label in enumerate(order):
+            rows = lines[label]
             rows = sorted(rows, key=lambda r: r["concurrency"])
             y = [r[key] for r in rows]
             low = [r[key] - r.get(f"{key}_min", r[key]) for r in rows]
@@ -172,7 +175,7 @@ def charts(results: list[dict], out: Path) -> list[Path]:
             else:
                 ax.errorbar([r["concurrency"] for r in rows], y, yerr=[low, high], marker="o", capsize=3, label=label)
         if len(points) == 1:
-            ax.set_xticks(range(len(lines)), [label.split(" [")[0] for label in sorted(lines)], fontsize=8)
+            ax.set_xticks([])  # the legend names every bar
             ax.set_xlabel(f"concurrency {points[0]:,} (all clients)")
         else:
             ax.set_xticks(points)
@@ -180,7 +183,10 @@ def charts(results: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel} (median, min-max)")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
+        if len(points) == 1:  # below the bars, which fill the plot
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+        else:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"{name}.png"
         fig.savefig(path)

@@ -333,6 +333,7 @@ def bench_again(cli, trigger: str):
     return cli("up", "--yes", "--skip-preview", timeout=1800, check=False)
 
 
+HOG = "chunks = []\nwhile True: chunks.append(bytearray(16 * 2**20))"
 # Faults inside the guests of the running dsr lab: (what, break it, mend it, what the error must say).
 FAULTS = [
     (
@@ -359,6 +360,13 @@ FAULTS = [
         ("web02", "sudo systemd-run --on-active=45 systemctl start ssh && sudo systemctl stop ssh"),
         ("web02", "true"),
         ["on web02", "SSH could not log in", "Connection refused"],
+    ),
+    (
+        "a web runs out of memory during the run",
+        # a process that allocates until the kernel kills it, started again 2 s later, all along
+        ("web02", f"sudo systemd-run --unit l2dsr-hog -p Restart=always -p RestartSec=2 python3 -c '{HOG}'"),
+        ("web02", "sudo systemctl stop l2dsr-hog"),
+        ["run 1 of 1", "web02: out of memory: the kernel killed a process", "(python3)", "its results are not results"],
     ),
 ]
 

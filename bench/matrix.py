@@ -7,6 +7,7 @@ Repeats are reported as median with min and max.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -43,6 +44,20 @@ def split(total: int, parts: int) -> list[int]:
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+_COUNT = re.compile(r"(?<=[ (+-])[\d,.]+%?")  # the numbers of a flag, not those of a name (web01)
+
+
+def repeated_flags(runs: list[list[str]]) -> list[str]:
+    """A step's flags over its repeats: each kind once (the same text but for its numbers), as the
+    last run that raised it said it, with how many of the runs did when there were several."""
+    seen: dict[str, tuple[str, int]] = {}
+    for flags in runs:
+        for flag in flags:
+            key = _COUNT.sub("#", flag)
+            seen[key] = (flag, seen.get(key, ("", 0))[1] + 1)
+    return sorted(f if len(runs) == 1 else f"{f} ({n} of {len(runs)} runs)" for f, n in seen.values())
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -83,7 +98,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "non_2xx_responses": sum(r["non_2xx_responses"] for r in group),
                 "lb_response_share": round(statistics.median(r["lb_response_share"] for r in group), 4),
                 "lb_bytes_per_request": round(statistics.median(r["lb_bytes_per_request"] for r in group), 1),
-                "flags": sorted({f for r in group for f in r["flags"]}),
+                "flags": repeated_flags([r["flags"] for r in group]),
             }
         )
     return out

@@ -620,3 +620,18 @@ def test_clients_wait_for_one_moment_of_the_hosts_clock_on_their_own():
     command = TOOLS["ab"].run(load, 1_795_988_824_500_000_000)
     assert command.startswith("while [ $(date +%s%N) -lt 1795988824500000000 ]; do sleep 0.005; done; echo l2dsr-start")
     assert TOOLS["ab"].run(load).startswith("echo l2dsr-start $(date +%s%N); ulimit -n 1048576; ab -c 10 -n 1000 -g ")
+
+
+def test_a_steps_flags_are_each_kind_once_with_the_runs_that_raised_them():
+    from bench.matrix import repeated_flags
+
+    runs = [
+        ["drops on web01: listen_drops 42, listen_overflows 42", "client CPU saturated: client01 100%"],
+        ["drops on web01: listen_drops 50, listen_overflows 50", "drops on web02: rx_dropped 3"],
+    ]
+    assert repeated_flags(runs) == [
+        "client CPU saturated: client01 100% (1 of 2 runs)",
+        "drops on web01: listen_drops 50, listen_overflows 50 (2 of 2 runs)",
+        "drops on web02: rx_dropped 3 (1 of 2 runs)",
+    ]
+    assert repeated_flags([["connections still open: lb (3)"]]) == ["connections still open: lb (3)"]

@@ -211,10 +211,11 @@ def run(p: BenchSpec, ssh: Ssh, results_dir: str) -> dict:
         return _run(p, ssh, out, doing)
     except BaseException as e:
         failure: BaseException = readable(e, p, doing[0]) if isinstance(e, SshError) else e
-        if isinstance(e, BenchmarkFailed) and not str(e).startswith("benchmark"):
-            failure = BenchmarkFailed(f"benchmark, {doing[0]}: {e}")
+        if isinstance(e, (BenchmarkFailed, ParseError)) and not str(e).startswith("benchmark"):
+            # A parse error here is the clients' combined output (a tool's own is named in measure())
+            failure = BenchmarkFailed(f"benchmark, {doing[0]}: {e} (raw output in {out})")
         (out / "FAILED").write_text(f"{type(failure).__name__}: {failure}\n")
-        if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed)):
+        if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed, ParseError)):
             stop_load_tools(ssh, p.clients)
         if failure is e:
             raise

@@ -635,3 +635,25 @@ def test_a_steps_flags_are_each_kind_once_with_the_runs_that_raised_them():
         "drops on web02: rx_dropped 3 (1 of 2 runs)",
     ]
     assert repeated_flags([["connections still open: lb (3)"]]) == ["connections still open: lb (3)"]
+
+
+def test_clients_output_without_latency_data_is_one_readable_error(tmp_path, monkeypatch):
+    from bench import clocks as clocks_module
+    from bench import runner
+
+    params, _ = _dsr_plan(tmp_path)
+    monkeypatch.setattr(runner.probes, "check_paths", lambda *a, **k: None)
+    monkeypatch.setattr(runner.probes, "settle", lambda *a, **k: {})
+    monkeypatch.setattr(clocks_module, "measure", lambda ssh, address: clocks_module.Offset(0.0, 0.001))
+    report = (TWO / "ab.client01.txt").read_text().split(HISTOGRAM_START)[0]  # awk missing: no histogram
+    ssh = ScriptedSsh(
+        [
+            ("head -1 /proc/stat", "cpu 1 1 1 1 1 1 1 1\n1\n1\n0\n0\n0\n0\n"),
+            ("grep -c", "5\n9"),
+            ("echo l2dsr-start", report),
+        ]
+    )
+    with pytest.raises(BenchmarkFailed) as failed:
+        runner.run(params, ssh, str(tmp_path))
+    assert str(failed.value).startswith("benchmark, run 1 of 1 (concurrency 1000, repeat 1): the clients' outputs hold")
+    assert "raw output in " in str(failed.value)

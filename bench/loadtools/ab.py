@@ -1,5 +1,6 @@
 """ApacheBench (ab), the seed's load tool: a fixed number of requests; a connection per request
-unless keep-alive is asked (`-k`). Its per-request data (`-g`) gives the exact latency histogram."""
+unless keep-alive is asked (`-k`). Its per-request data (`-g`) gives the exact latency histogram:
+each request from its connect to the last byte of the response, in whole milliseconds."""
 
 from __future__ import annotations
 
@@ -55,11 +56,4 @@ def parse(text: str, load: Load | None = None, document_length: int = 0) -> RunR
     )
 
 
-TOOL = LoadTool(
-    NAME,
-    command,
-    parse,
-    rank,
-    0.0,
-    "ab: from the connect to the last byte of the response, per request, in whole milliseconds",
-)
+TOOL = LoadTool(NAME, command, parse, rank, 0.0)

@@ -38,7 +38,6 @@ class LoadTool:
     # percentiles are exactly the tool's own.
     rank: Callable[[int, float], int]
     grid_pct: float  # 0: the histogram is per request (exact); else its points are this many percent apart
-    latency_note: str  # what its latency covers, for the README and the results
 
     def run(self, load: Load, start_ns: int = 0) -> str:
         """The measured run: waiting for `start_ns` on the client's clock (every client is given the

@@ -6,7 +6,9 @@ returns the key for `latency[i]`), so a `done()` hook prints the 1,000 per-mille
 distribution, each weighted by the client's request count (the last is wrk's maximum: its
 percentile(100) reads 0). Merged over clients, a percentile is
 exact to that grid: the true value lies between the merged values at p - 0.1 and p + 0.1, which the
-results give as its bounds (`GRID_PCT`)."""
+results give as its bounds (`GRID_PCT`). wrk times a request from its write to the last byte of the
+response (the connect not included); its known limit: a stalled connection sends nothing, so the
+waits behind it are not counted."""
 
 from __future__ import annotations
 
@@ -97,12 +99,4 @@ def parse(text: str, load: Load, document_length: int) -> RunResult:
     )
 
 
-TOOL = LoadTool(
-    NAME,
-    command,
-    parse,
-    rank,
-    GRID_PCT,
-    "wrk: from writing the request to the last byte of the response (the connect not included), per "
-    "microsecond; wrk's known limit: a stalled connection sends nothing, so waits behind it are not counted",
-)
+TOOL = LoadTool(NAME, command, parse, rank, GRID_PCT)

@@ -657,3 +657,10 @@ def test_clients_output_without_latency_data_is_one_readable_error(tmp_path, mon
         runner.run(params, ssh, str(tmp_path))
     assert str(failed.value).startswith("benchmark, run 1 of 1 (concurrency 1000, repeat 1): the clients' outputs hold")
     assert "raw output in " in str(failed.value)
+
+
+def test_a_run_without_its_start_mark_cannot_be_placed():
+    text = (TWO / "ab.client01.txt").read_text()
+    assert clock_start(text) == int(text.splitlines()[0].split()[1])
+    with pytest.raises(ParseError, match="l2dsr-start"):
+        clock_start(text.split("\n", 1)[1])

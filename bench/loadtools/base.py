@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.parse import RunResult
+from bench.parse import ParseError, RunResult
 
 SCHEME_PORTS = {"http": 80, "https": 443}
 HISTOGRAM_START, HISTOGRAM_END, CLOCK_START = "l2dsr-latency-us", "l2dsr-latency-end", "l2dsr-start"
@@ -67,11 +67,12 @@ def histogram(text: str) -> dict[int, int]:
 
 
 def clock_start(text: str) -> int:
-    """The client's clock (ns) at the tool's start, from the `l2dsr-start` line; 0 when absent."""
+    """The client's clock (ns) at the tool's start, from the `l2dsr-start` line (without it the run
+    cannot be placed on the common window: an error, not a start at 0)."""
     for line in text.splitlines():
         if line.startswith(CLOCK_START + " "):
             return int(line.split()[1])
-    return 0
+    raise ParseError(f"no `{CLOCK_START}` line: the client's clock at the tool's start is unknown")
 
 
 def url(scheme: str, vip: str, path: str = "/dummy_file") -> str:

@@ -21,8 +21,8 @@ class BenchmarkFailed(runtime.LabFailure):
 def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, client: VmRef, webs: list[VmRef]) -> None:
     """The LB owns the VIP's ARP entry, every web serves through the VIP (a failure names the webs
     never reached), and the VIP answers with the file."""
-    curl = "curl -s -k -o /dev/null --max-time 10"  # -k: the LB's certificate is the seed's self-signed one
-    neigh = ssh.run(client.address, f"{curl} {url}; ip neigh show {vip}", check=False).stdout.lower()
+    curl = "curl -s -k -o /dev/null"  # -k: the LB's certificate is the seed's self-signed one
+    neigh = ssh.run(client.address, f"{curl} --max-time 10 {url}; ip neigh show {vip}", check=False).stdout.lower()
     if lb_mac.lower() not in neigh:
         raise BenchmarkFailed(
             f"{client.name}'s ARP entry for the VIP is {neigh.strip()!r}, not the LB's MAC {lb_mac}: "
@@ -46,7 +46,9 @@ def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, clien
             + (f", and none reached {', '.join(missed)}" if missed else "")
             + ": check that web's nginx, its VIP and its route (the mode's web set-up), and the LB's backend list"
         )
-    got = ssh.run(client.address, f"{curl} -w '%{{http_code}} %{{size_download}}' {url}", check=False).stdout
+    got = ssh.run(
+        client.address, f"{curl} --max-time 10 -w '%{{http_code}} %{{size_download}}' {url}", check=False
+    ).stdout
     if got.strip() != f"200 {file_size}":
         raise BenchmarkFailed(f"{url} from {client.name}: expected '200 {file_size}', got {got.strip()!r}")
 

@@ -29,6 +29,7 @@ from lab.config import stack_values  # noqa: E402
 from lbmodes import load_lab  # noqa: E402
 from runtime.ssh import KeyFile, Ssh  # noqa: E402
 from runtime.vm import VmRef  # noqa: E402
+from tests.conftest import state_private_key  # noqa: E402
 
 
 def pulumi(stack: str, *args: str) -> str:
@@ -46,8 +47,7 @@ def main(argv: list[str]) -> int:
     spec, mode = load_lab(stack_values(args.stack))
     state = json.loads(pulumi(args.stack, "stack", "export", "--show-secrets"))
     resources = state["deployment"]["resources"]
-    key = next(r for r in resources if r["type"].endswith(":SshKey"))["outputs"]["private_key"]
-    key = json.loads(key["plaintext"]) if isinstance(key, dict) else key
+    key = state_private_key(state)
     refs = {
         g["name"]: VmRef(g["name"], g["role"], g["address"], g["domain"], g["console_log"])
         for g in (r["outputs"]["guest"] for r in resources if r["type"].endswith(":VmReady"))

@@ -23,7 +23,7 @@ import lbmodes
 from guest import render
 from hypervisor import libvirt, paths
 from runtime.ssh import KeyFile, Ssh
-from tests.conftest import stack_outputs
+from tests.conftest import stack_outputs, state_private_key
 from tests.stacks import lab_stack, project_copy
 from virt.virsh import Virsh
 
@@ -141,9 +141,7 @@ IPVS_METHOD = {"dsr": "Route", "l3dsr": "Tunnel", "nat": "Masq"}  # ipvsadm -Ln'
 
 
 def private_key(cli) -> str:
-    state = json.loads(cli("stack", "export", "--show-secrets").stdout)
-    key = next(r for r in state["deployment"]["resources"] if r["type"].endswith(":SshKey"))["outputs"]["private_key"]
-    return json.loads(key["plaintext"]) if isinstance(key, dict) else key  # a secret's plaintext is JSON
+    return state_private_key(json.loads(cli("stack", "export", "--show-secrets").stdout))
 
 
 def active_units(ssh: Ssh, address: str) -> set[str]:

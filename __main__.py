@@ -10,18 +10,19 @@ from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
 from components.client import Clients, ClientsArgs
 from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
 from components.loadbalancer import LoadBalancer, LoadBalancerArgs
-from components.network import LabNetwork, LabNetworkArgs
-from components.vm import GuestConfig, VmSite
+from components.network import LabNetwork, LabNetworkArgs, segment_mtu
+from components.vm import GuestConfig, Sites, VmSite
 from components.webtier import WebTier, WebTierArgs
 from lab.addressing import plan as address_plan
 from lab.config import project_schema, stack_values
-from lab.hostfit import HostFacts, host_fit
+from lab.placement import place, placement_fit, placement_problems
 from lab.spec import PROJECT, ROLES, ConfigError
 from lab.tuning import tuning_of
 from lbmodes import load_lab
 from resources.identity import SshKey, SshKeyArgs, StackIdentity, StackIdentityArgs
 from runtime.hostfacts import PROJECT_DIR, DomainTypeUnknown, resolve_domain_type
-from virt.virsh import Virsh
+from runtime.hostshell import ref_of
+from virt.hosts import probe, unreachable_message
 from virt.xml import domain_tuning
 
 # ---- configuration: read once, validated before any resource is registered ---------------------
@@ -33,9 +34,18 @@ try:
     values = {key: config.get(key) for key in (*project_schema(), *stack_values(stack))}
     spec, mode = load_lab(values)
     plan = address_plan(spec)
+    placement_errors = placement_problems(spec, plan)
+    if placement_errors:
+        raise ConfigError(placement_errors)
     domain_type = resolve_domain_type(spec.domain_type)
-    node = Virsh(spec.libvirt_uri).nodeinfo()
-    problems, warnings = host_fit(spec, domain_type, HostFacts(*node) if node else None)
+    refs = {h.name: ref_of(h) for h in spec.hosts}
+    probed = {h.name: probe(h, refs[h.name]) for h in spec.hosts}
+    facts = {name: found for name, (found, _) in probed.items()}
+    failed = {name: why for name, (found, why) in probed.items() if found is None}
+    if failed and len(spec.hosts) > 1:  # one host: its resources' own checks say what is wrong
+        raise pulumi.RunError(unreachable_message(failed, spec.hosts))
+    placement = place(spec, plan, facts, domain_type)
+    problems, warnings = placement_fit(spec, plan, placement, facts, domain_type)
     cost, too_long = cost_problems(spec, mode, domain_type)
     problems += too_long
     if problems:
@@ -46,45 +56,61 @@ except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
 for warning in warnings:
     pulumi.warn(f"{PROJECT}: {warning}")
 pulumi.log.info(f"{PROJECT}: the benchmark: {cost.explain()} (l2dsr:benchMaxMinutes {spec.bench_max_minutes})")
+if len(spec.hosts) > 1:
+    pulumi.log.info(f"{PROJECT}: the VMs on {len(spec.hosts)} hosts:\n{placement.table(plan)}")
 
 # ---- the lab -----------------------------------------------------------------------------------
 identity = StackIdentity("identity", StackIdentityArgs(project=pulumi.get_project(), stack=stack))
 key = SshKey("ssh-key", SshKeyArgs(comment=f"l2dsr-{stack}"))
-network = LabNetwork("network", LabNetworkArgs(uri=spec.libvirt_uri, stack=stack, plan=plan, owner=identity.owner))
-base = BaseImage(
-    "base",
-    BaseImageArgs(uri=spec.libvirt_uri, pool=spec.storage_pool, stack=stack, source=image),
-    pulumi.ResourceOptions(depends_on=[network]),
+network = LabNetwork(
+    "network",
+    LabNetworkArgs(hosts=spec.hosts, project=pulumi.get_project(), stack=stack, plan=plan, owner=identity.owner),
 )
-site = VmSite(
-    stack=stack,
-    uri=spec.libvirt_uri,
-    pool=spec.storage_pool,
-    domain_type=domain_type,
-    network=network.name,
-    network_run=network.run_token,
-    owner=identity.owner,
-    base_path=base.path,
-    boot=image.boot,
-    private_key=key.private_key,
-    lab_vcpus=sum(spec.vcpus[g.role] for g in plan.guests),
-    boot_slots=spec.boot_concurrency,
+sites = {}
+for i, host in enumerate(spec.hosts):
+    on_host = placement.guests_on(host.name, plan)
+    base = BaseImage(
+        "base" if i == 0 else f"base-{host.name}",  # the first host's keeps the single-host name
+        BaseImageArgs(uri=host.uri, pool=spec.storage_pool, stack=stack, source=image),
+        pulumi.ResourceOptions(depends_on=network.ready[host.name]),
+    )
+    sites[host.name] = VmSite(
+        stack=stack,
+        uri=host.uri,
+        pool=spec.storage_pool,
+        domain_type=domain_type,
+        network=network.names[host.name],
+        network_run=network.run_tokens[host.name],
+        owner=identity.owner,
+        base_path=base.path,
+        kernel=base.kernel,
+        initrd=base.initrd,
+        cmdline=image.boot.cmdline,
+        host=refs[host.name],
+        boot_group=stack if i == 0 else f"{stack}@{host.name}",
+        private_key=key.private_key,
+        lab_vcpus=sum(spec.vcpus[g.role] for g in on_host),
+        boot_slots=spec.boot_concurrency,
+    )
+vm_sites = Sites({g.name: sites[placement.of[g.name]] for g in plan.guests})
+guest_config = GuestConfig(
+    spec=spec, mode=mode, plan=plan, ssh_public_key=key.public_key, mtu=segment_mtu(len(spec.hosts))
 )
-guest_config = GuestConfig(spec=spec, mode=mode, plan=plan, ssh_public_key=key.public_key)
 sized = {role: {"vcpus": spec.vcpus[role], "memory_mib": spec.memory_mib[role]} for role in ROLES}
-webs = WebTier("web", WebTierArgs(site=site, config=guest_config, guests=plan.webs, **sized["web"]))
+webs = WebTier("web", WebTierArgs(sites=vm_sites, config=guest_config, guests=plan.webs, **sized["web"]))
 lb_tuning = tuning_of(spec.lb_tuning, spec.vcpus["lb"])
+lb_host = facts.get(placement.of[plan.lb.name])
 lb = LoadBalancer(
     "lb",
     LoadBalancerArgs(
-        site=site,
+        sites=vm_sites,
         config=guest_config,
         guest=plan.lb,
         **sized["lb"],
-        tuning=domain_tuning(lb_tuning, node[0] if node else None) if lb_tuning else None,
+        tuning=domain_tuning(lb_tuning, lb_host.cpus if lb_host else None) if lb_tuning else None,
     ),
 )
-clients = Clients("client", ClientsArgs(site=site, config=guest_config, guests=plan.clients, **sized["client"]))
+clients = Clients("client", ClientsArgs(sites=vm_sites, config=guest_config, guests=plan.clients, **sized["client"]))
 all_vms = [*clients.vms, lb.vm, *webs.vms]
 
 bench = Benchmark(
@@ -95,6 +121,7 @@ bench = Benchmark(
         private_key=key.private_key,
         trigger=spec.bench_trigger,
         results_dir=str(PROJECT_DIR / "results"),
+        segment=tuple(r for ready in network.ready.values() for r in ready),
     ),
 )
 
@@ -102,7 +129,28 @@ bench = Benchmark(
 pulumi.export("mode", mode.name)
 pulumi.export("vip", str(plan.vip))
 pulumi.export("domainType", domain_type)
-pulumi.export("vms", [{"name": vm.ref.domain, "role": vm.ref.role, "address": vm.ref.address} for vm in all_vms])
+pulumi.export(
+    "vms",
+    [
+        {"name": vm.ref.domain, "role": vm.ref.role, "address": vm.ref.address, "host": placement.of[vm.ref.name]}
+        for vm in all_vms
+    ],
+)
+pulumi.export(
+    "hosts",
+    [
+        {
+            "name": h.name,
+            "uri": h.uri,
+            "address": h.address,
+            "user": h.user,
+            "identityFile": h.identity_file,
+            "vms": [g.name for g in placement.guests_on(h.name, plan)],
+        }
+        for h in spec.hosts
+    ],
+)
+pulumi.export("placement", placement.table(plan))
 pulumi.export(
     "boot",
     {

@@ -92,11 +92,11 @@ class OomWatch:
 
     def __init__(self, vms: list[VmRef]):
         self.vms = [v for v in vms if v.console_log]
-        self.offsets = {v.name: oom_kills(v.console_log, 0)[1] for v in self.vms}
+        self.offsets = {v.name: oom_kills(v.console_log, 0, v.host)[1] for v in self.vms}
 
     def check(self, when: str) -> None:
         for v in self.vms:
-            found, _ = oom_kills(v.console_log, self.offsets[v.name])
+            found, _ = oom_kills(v.console_log, self.offsets[v.name], v.host)
             if found:
                 raise BenchmarkFailed(
                     f"{v.name}: {found} {when}; its results are not results. Give the role more memory "

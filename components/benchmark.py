@@ -55,6 +55,7 @@ class BenchmarkArgs:
     private_key: pulumi.Output[str]
     trigger: str  # l2dsr:benchTrigger
     results_dir: str
+    segment: tuple[pulumi.Resource, ...] = ()  # the lab's networks and tunnels: the load crosses them
 
 
 class Benchmark(pulumi.ComponentResource):
@@ -73,7 +74,7 @@ class Benchmark(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[vm.ready for vm in args.vms],
+                depends_on=[*(vm.ready for vm in args.vms), *args.segment],
                 custom_timeouts=pulumi.CustomTimeouts(create="120m"),
             ),
         )

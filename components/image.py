@@ -71,4 +71,24 @@ class BaseImage(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self),
         )
         self.path = self.volume.path
-        self.register_outputs({"path": self.path})
+        # The builtin image boots its own kernel (direct kernel boot): a path on the VM's host, so they
+        # travel to every host as volumes beside the disk.
+        self.kernel: pulumi.Output[str] = pulumi.Output.from_input("")
+        self.initrd: pulumi.Output[str] = pulumi.Output.from_input("")
+        for part in ("kernel", "initrd"):
+            source = getattr(args.source.boot, part)
+            if source:
+                volume = Volume(
+                    f"{name}-{part}",
+                    VolumeArgs(
+                        uri=args.uri,
+                        pool=args.pool,
+                        stem=f"l2dsr-{args.stack}-{part}-{content_hash(args.source.key)}",
+                        ext="img",
+                        source=source,
+                        source_key=args.source.key,
+                    ),
+                    pulumi.ResourceOptions(parent=self),
+                )
+                setattr(self, part, volume.path)
+        self.register_outputs({"path": self.path, "kernel": self.kernel, "initrd": self.initrd})

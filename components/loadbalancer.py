@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.vm import GuestConfig, VmSite, guest_vm
+from components.vm import GuestConfig, Sites, guest_vm
 from lab.addressing import Guest
 from virt.xml import DomainTuning
 
 
 @dataclass(frozen=True)
 class LoadBalancerArgs:
-    site: VmSite
+    sites: Sites
     config: GuestConfig  # its mode is config.mode
     guest: Guest
     vcpus: int
@@ -25,7 +25,9 @@ class LoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LoadBalancer", name, None, opts)
         mode, guest = args.config.mode, args.guest
-        self.vm = guest_vm(f"{name}-vm", args.site, args.config, guest, args.vcpus, args.memory_mib, self, args.tuning)
+        self.vm = guest_vm(
+            f"{name}-vm", args.sites.of(guest), args.config, guest, args.vcpus, args.memory_mib, self, args.tuning
+        )
         self.register_outputs(
             {
                 "mode": mode.name,

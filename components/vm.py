@@ -20,6 +20,7 @@ from lbmodes import Mode
 from resources.domain import Domain, DomainArgs
 from resources.readiness import VmReady, VmReadyArgs
 from resources.volume import CloudInitDisk, CloudInitDiskArgs, Volume, VolumeArgs, content_hash
+from runtime.hostshell import HostRef
 from runtime.vm import VmRef
 from virt.xml import DomainDef, DomainTuning, console_log_path, domain_xml
 
@@ -45,10 +46,24 @@ class VmSite:
     network_run: pulumi.Output[str]  # the network's run token: a new network means new domains
     owner: pulumi.Output[str]  # the stack's identity: marks its domains (virt/ownership.py)
     base_path: pulumi.Output[str]
-    boot: BootSpec
+    kernel: pulumi.Output[str]  # the base's kernel and initrd as volumes on this host (empty: the disk boots)
+    initrd: pulumi.Output[str]
+    cmdline: str
+    host: HostRef  # the libvirt host: its console logs are read there, and SSH to its guests jumps through it
+    boot_group: str  # the boots that take turns (virt/bootslots.py): the stack's on this host
     private_key: pulumi.Output[str]  # readiness logs in with it
     lab_vcpus: int  # vCPUs of the whole lab: what a boot shares the host's cores with
     boot_slots: int  # guests booting at once on the host (0: one per host CPU)
+
+
+@dataclass(frozen=True)
+class Sites:
+    """Each guest's site: the host it is placed on (lab/placement.py)."""
+
+    by_guest: dict[str, VmSite]
+
+    def of(self, guest: Guest) -> VmSite:
+        return self.by_guest[guest.name]
 
 
 @dataclass(frozen=True)
@@ -59,12 +74,13 @@ class GuestConfig:
     mode: Mode
     plan: AddressPlan
     ssh_public_key: pulumi.Output[str]
+    mtu: int = 0  # the segment's, when it spans hosts (components/network.py)
 
     def user_data(self, guest: Guest) -> pulumi.Output[str]:
         return self.ssh_public_key.apply(lambda key: render.user_data(self.spec, self.mode, self.plan, guest, key))
 
     def network_config(self, guest: Guest) -> str:
-        return render.network_config(self.plan, guest)
+        return render.network_config(self.plan, guest, self.mtu)
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ class Vm(pulumi.ComponentResource):
         super().__init__("l2dsr:lab:Vm", name, None, opts)
         site, guest = args.site, args.guest
         domain = domain_name(site.stack, guest)
-        self.ref = VmRef(guest.name, guest.role, str(guest.address), domain, console_log_path(domain))
+        self.ref = VmRef(guest.name, guest.role, str(guest.address), domain, console_log_path(domain), site.host)
         user_data = pulumi.Output.from_input(args.user_data)
         self.disk = Volume(
             f"{name}-disk",
@@ -112,7 +128,7 @@ class Vm(pulumi.ComponentResource):
             # stack is created on the host before the network's checks (ownership, subnets) pass.
             pulumi.ResourceOptions(parent=self, depends_on=[self.disk]),
         )
-        xml = pulumi.Output.all(self.disk.name, self.seed.name, site.network).apply(
+        xml = pulumi.Output.all(self.disk.name, self.seed.name, site.network, site.kernel, site.initrd).apply(
             lambda parts: domain_xml(
                 DomainDef(
                     name=domain,
@@ -124,9 +140,9 @@ class Vm(pulumi.ComponentResource):
                     seed_volume=parts[1],
                     network=parts[2],
                     mac=mac_address(guest),
-                    kernel=site.boot.kernel,
-                    initrd=site.boot.initrd,
-                    cmdline=site.boot.cmdline,
+                    kernel=parts[3],
+                    initrd=parts[4],
+                    cmdline=site.cmdline if parts[3] else "",
                     tuning=args.tuning,
                 )
             )
@@ -145,7 +161,7 @@ class Vm(pulumi.ComponentResource):
                 guest=self.ref,
                 final_message=render.final_message(guest),
                 run_token=self.domain.run_token,
-                group=site.stack,
+                group=site.boot_group,
                 vcpus=args.vcpus,
                 lab_vcpus=site.lab_vcpus,
                 boot_slots=site.boot_slots,
@@ -163,7 +179,7 @@ class Vm(pulumi.ComponentResource):
 class RoleArgs:
     """What a component of several same-role VMs takes (WebTierArgs, ClientsArgs)."""
 
-    site: VmSite
+    sites: Sites
     config: GuestConfig
     guests: tuple[Guest, ...]
     vcpus: int
@@ -188,6 +204,6 @@ def guest_vm(
 def role_vms(prefix: str, args: RoleArgs, parent: pulumi.Resource) -> list[Vm]:
     """One VM per guest of a role."""
     return [
-        guest_vm(f"{prefix}-{g.name}", args.site, args.config, g, args.vcpus, args.memory_mib, parent)
+        guest_vm(f"{prefix}-{g.name}", args.sites.of(g), args.config, g, args.vcpus, args.memory_mib, parent)
         for g in args.guests
     ]

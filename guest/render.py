@@ -201,7 +201,8 @@ def user_data(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest, ssh_pu
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=200)
 
 
-def network_config(plan: AddressPlan, guest: Guest) -> str:
+def network_config(plan: AddressPlan, guest: Guest, mtu: int = 0) -> str:
+    """eth0's addresses; its MTU only when the segment is narrower than Ethernet's (across hosts, virt/tunnel.py)."""
     net = plan.front if guest.address in plan.front else plan.server
     addresses = [f"{guest.address}/{net.prefixlen}", *(str(i) for i in guest.extra)]
     doc = {
@@ -212,6 +213,7 @@ def network_config(plan: AddressPlan, guest: Guest) -> str:
                 "match": {"macaddress": mac_address(guest)},
                 "set-name": "eth0",
                 "addresses": addresses,
+                **({"mtu": mtu} if mtu else {}),
             }
         },
     }

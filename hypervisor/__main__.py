@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from hypervisor import downloads, image, libvirt, paths, pulumi_cli
+from hypervisor import downloads, image, libvirt, paths, pulumi_cli, simhosts, vmssh
 from hypervisor.progress import StepFailed, in_parallel, say
 
 DEFAULT_STACK = "lab"
@@ -22,7 +22,11 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   image             only the offline base image
   fetch [STACK]     only the stack's cloud image, when l2dsr:image is a URL (up does it too)
   report [PATH...]  Markdown and PNG charts from saved results (default: the newest run of every stack)
-  down [--force]    stop what setup started (libvirtd, namespace, pool); --force also removes domains
+  down [--force]    stop what setup started (libvirtd, namespace, pool, simulated hosts); --force also removes domains
+  hosts up N        simulate hosts 2..N on this machine for a lab across hosts (Pulumi.twohost.yaml): each its
+                    own namespace, libvirtd and sshd, joined to host 1 (the lab's libvirtd) by an underlay
+  hosts down [--force]  stop the simulated hosts (refused while they hold domains, unless --force)
+  ssh VM [COMMAND]  log in to a VM of the stack (L2DSR_STACK, default lab), through its host when remote
 """
 
 
@@ -103,7 +107,15 @@ def main(argv: list[str]) -> int:
         elif command == "report":
             return report.main(args)
         elif command == "down":
+            simhosts.down(force="--force" in args)
             libvirt.teardown(force="--force" in args)
+        elif command == "hosts" and args[:1] == ["up"] and len(args) == 2 and args[1].isdigit():
+            setup()
+            simhosts.up(int(args[1]), log_file("hosts"))
+        elif command == "hosts" and args[:1] == ["down"]:
+            simhosts.down(force="--force" in args)
+        elif command == "ssh" and args:
+            return vmssh.main(args, pulumi_cli.bin_dir() / "pulumi", libvirt.read_record())
         else:
             print(USAGE, file=sys.stderr)
             return 2

@@ -18,6 +18,12 @@ LB_OFFSET = 2  # the LB's address in each subnet
 FIRST_CLIENT_OFFSET = 11  # client01 in the front subnet
 
 
+def host_offset(index: int) -> int:
+    """A libvirt host's own address in each subnet, as an offset: the first host holds .1 as a single
+    host does, the others .3, .4, ... (.2 is the LB): SSH to a host's guests starts there."""
+    return GATEWAY_OFFSET if index == 0 else LB_OFFSET + index
+
+
 @dataclass(frozen=True)
 class Guest:
     name: str  # role-level name: client01, lb, web01 (the domain name adds the stack)
@@ -40,6 +46,10 @@ class AddressPlan:
     @property
     def guests(self) -> tuple[Guest, ...]:
         return (*self.clients, self.lb, *self.webs)
+
+    def host_addresses(self, index: int) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        """The `index`th host's (front, server) addresses on the segment."""
+        return _nth(self.front, host_offset(index)), _nth(self.server, host_offset(index))
 
     @property
     def lb_server_address(self) -> ipaddress.IPv4Address:
@@ -119,6 +129,7 @@ def plan_problems(spec: LabSpec) -> list[Problem]:
         )
     else:
         taken = {_nth(front, GATEWAY_OFFSET): "the host", _nth(front, LB_OFFSET): "the LB"}
+        taken.update({_nth(front, host_offset(i)): f"host {h.name}" for i, h in enumerate(spec.hosts) if i})
         if first_client <= spec.vip <= last_client:
             taken[spec.vip] = f"client{int(spec.vip) - int(first_client) + 1:02d}"
         if spec.vip in taken:
@@ -136,12 +147,13 @@ def plan_problems(spec: LabSpec) -> list[Problem]:
         problems.append(
             Problem("firstWebAddress", f"{first_web} is outside serverSubnet {server}; pick an address inside it")
         )
-    elif first_web <= _nth(server, LB_OFFSET):
+    elif first_web <= _nth(server, host_offset(len(spec.hosts) - 1) if len(spec.hosts) > 1 else LB_OFFSET):
+        last = host_offset(len(spec.hosts) - 1) if len(spec.hosts) > 1 else LB_OFFSET
+        hosts = f"the hosts (.{GATEWAY_OFFSET}, .{LB_OFFSET + 1}-.{last})" if len(spec.hosts) > 1 else "the host"
         problems.append(
             Problem(
                 "firstWebAddress",
-                f"{first_web} collides with the host (.{GATEWAY_OFFSET}) or the LB "
-                f"(.{LB_OFFSET}) in {server}; start at .{LB_OFFSET + 1} or later",
+                f"{first_web} collides with {hosts} or the LB (.{LB_OFFSET}) in {server}; start at .{last + 1} or later",
             )
         )
     else:

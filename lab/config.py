@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lab.addressing import plan_problems
+from lab.inventory import read_hosts
 from lab.spec import PROJECT, ROLES, LabSpec, Problem
 from lab.tuning import PROFILES
 
@@ -64,9 +65,11 @@ def read_spec(
     for key, decl in schema.items():
         value = values.get(key, decl.get("default"))
         try:
-            raw[key] = _coerce(value, decl["type"])
+            raw[key] = _coerce(value, decl["type"], (decl.get("items") or {}).get("type", "integer"))
         except (ValueError, TypeError):
-            kind = "list of integers" if decl["type"] == "array" else decl["type"]
+            kind = {"array": f"list of {(decl.get('items') or {}).get('type', 'integer')}s", "object": "map"}.get(
+                decl["type"], decl["type"]
+            )
             problems.append(Problem(key, f"{value!r} is not a {kind}; set a {kind} value"))
             raw[key] = decl.get("default")
 
@@ -114,6 +117,8 @@ def read_spec(
             problems.append(Problem(f"{role}Vcpus", f"{vcpus[role]} is above {MAX_VCPUS}; set fewer"))
         memory[role] = at_least(f"{role}MemoryMiB", 1, "a VM needs memory")  # and its estimate (lbmodes)
 
+    hosts, host_problems = read_hosts(raw["hosts"], raw["libvirtUri"], raw["libvirtUri"] != schema["libvirtUri"]["default"])
+    problems.extend(host_problems)
     spec = LabSpec(
         mode=raw["mode"],  # checked against the modes by lbmodes.load_lab
         web_count=at_least("webCount", 1, "the LB needs a web server"),
@@ -125,6 +130,8 @@ def read_spec(
         vcpus=vcpus,
         memory_mib=memory,
         libvirt_uri=raw["libvirtUri"],
+        hosts=hosts,
+        placement={str(k): str(v) for k, v in raw["placement"].items()},
         domain_type=domain_type,
         boot_concurrency=within("bootConcurrency", 0, 256, "0 (one per host CPU) or a number of guests"),
         storage_pool=raw["storagePool"],
@@ -268,17 +275,22 @@ def _matrix_problems(spec: LabSpec) -> list[Problem]:
     return problems
 
 
-def _coerce(value: Any, kind: str) -> Any:
+def _coerce(value: Any, kind: str, items: str = "integer") -> Any:
+    if kind == "object":  # a map: JSON from Pulumi, or one from a stack file or a test
+        value = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(value, Mapping):
+            raise ValueError(value)
+        return dict(value)
     if kind == "integer":
         if isinstance(value, bool):
             raise ValueError(value)
         return int(value)
-    if kind == "array":  # of integers: a JSON list from Pulumi, or one plain number
+    if kind == "array":  # a JSON list from Pulumi, or one plain value
         if isinstance(value, str):
             value = json.loads(value) if value.strip().startswith("[") else [value]
         if not isinstance(value, (list, tuple)):
             value = [value]
-        return [_coerce(v, "integer") for v in value]
+        return [_coerce(v, items) for v in value]
     if kind == "boolean":
         if isinstance(value, bool):
             return value

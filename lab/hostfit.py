@@ -26,20 +26,32 @@ class HostFacts:
     memory_mib: int
 
 
-def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[list[Problem], list[str]]:
-    """(problems, warnings) of this lab on this host; none when libvirt did not say (its resources'
-    own checks report a libvirt that does not answer)."""
+def host_fit(
+    spec: LabSpec,
+    domain_type: str,
+    host: HostFacts | None,
+    counts: dict[str, int] | None = None,
+    name: str = "",
+) -> tuple[list[Problem], list[str]]:
+    """(problems, warnings) of this lab, or of the VMs `counts` says are placed on the host `name`
+    (several hosts, lab/placement.py); none when libvirt did not say (its resources' own checks
+    report a libvirt that does not answer)."""
     problems: list[Problem] = []
     warnings: list[str] = []
     if host is None:
         return problems, warnings
-    counts = {"client": spec.client_count, "lb": 1, "web": spec.web_count}
-    for role in ("client", "lb", "web"):
+    counts = counts or {"client": spec.client_count, "lb": 1, "web": spec.web_count}
+    counts = {r: n for r, n in counts.items() if n}
+    if not counts:
+        return problems, warnings
+    this = f"host {name}" if name else "this host"
+    place_fewer = f", or place fewer VMs on {name} ({PROJECT}:placement)" if name else ""
+    for role in counts:
         if spec.vcpus[role] > host.cpus:
             problems.append(
                 Problem(
                     f"{role}Vcpus",
-                    f"{spec.vcpus[role]} vCPUs is more than this host's {host.cpus} CPUs; set {host.cpus} or fewer",
+                    f"{spec.vcpus[role]} vCPUs is more than {this}'s {host.cpus} CPUs; set {host.cpus} or fewer{place_fewer}",
                 )
             )
     overhead = QEMU_OVERHEAD_MIB.get(domain_type, QEMU_OVERHEAD_MIB["qemu"])
@@ -54,20 +66,20 @@ def host_fit(spec: LabSpec, domain_type: str, host: HostFacts | None) -> tuple[l
         problems.append(
             Problem(
                 f"{biggest}MemoryMiB",
-                f"the lab needs {total} MiB ({explain}) and this host has "
-                f"{host.memory_mib} MiB; lower {keys} (Pulumi.lab.yaml is sized for a 24 GiB host)",
+                f"the {'VMs placed on ' + name if name else 'lab'} need{'' if name else 's'} {total} MiB ({explain}) and {this} has "
+                f"{host.memory_mib} MiB; lower {keys}{place_fewer} (Pulumi.lab.yaml is sized for a 24 GiB host)",
             )
         )
     elif total > MEMORY_WARN_SHARE * host.memory_mib:
         warnings.append(
-            f"the lab needs {total} MiB ({explain}), {100 * total // host.memory_mib}% of this host's "
+            f"{'the VMs placed on ' + name + ' need' if name else 'the lab needs'} {total} MiB ({explain}), {100 * total // host.memory_mib}% of {this}'s "
             f"{host.memory_mib} MiB (above {MEMORY_WARN_SHARE:.0%}): the host may swap or reclaim, and the "
             f"numbers would measure that; lower {keys}"
         )
     vcpus = sum(counts[r] * spec.vcpus[r] for r in counts)
     if vcpus > VCPU_WARN_RATIO * host.cpus:
         warnings.append(
-            f"the lab's {vcpus} vCPUs share this host's {host.cpus} CPUs ({vcpus / host.cpus:.1f} per CPU, above "
+            f"{'the ' if name else 'the lab' + chr(39) + 's '}{vcpus} vCPUs {'placed on ' + name + ' ' if name else ''}share {this}'s {host.cpus} CPUs ({vcpus / host.cpus:.1f} per CPU, above "
             f"{VCPU_WARN_RATIO:.0f}): the benchmark's numbers depend on the host's CPUs as much as on the load "
             f"balancer (boots take turns: {PROJECT}:bootConcurrency); lower {PROJECT}:webCount or the *Vcpus keys"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 PROJECT = "l2dsr"
 ROLES = ("client", "lb", "web")
@@ -34,6 +35,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """One libvirt host of the lab (`l2dsr:hosts`): where its VMs run and how the lab reaches it."""
+
+    name: str
+    uri: str  # libvirt's URI for it: qemu:///system, qemu+ssh://user@host/system
+    address: str = ""  # where the other hosts reach it (the VXLAN underlay) and where SSH reaches it
+    user: str = ""  # SSH user for host-side steps (the tunnel, consoles) and as the jump to its guests
+    identity_file: str = ""  # SSH key for that user; empty: ssh's own defaults and agent
+
+    @property
+    def local(self) -> bool:
+        """Its libvirtd is on the machine running pulumi: host-side steps run here, guests are reached directly."""
+        return not urlsplit(self.uri).netloc
+
+
+@dataclass(frozen=True)
 class LabSpec:
     mode: str  # the LB mode's name; resolved once into its object by lbmodes.load_lab
     web_count: int
@@ -45,6 +62,8 @@ class LabSpec:
     vcpus: dict[str, int]
     memory_mib: dict[str, int]
     libvirt_uri: str
+    hosts: tuple[HostSpec, ...]  # one (libvirtUri) unless l2dsr:hosts lists several
+    placement: dict[str, str]  # role or VM name -> host name (l2dsr:placement); the rest is placed by lab/placement.py
     domain_type: str
     boot_concurrency: int  # 0: one per host CPU
     storage_pool: str

@@ -47,7 +47,7 @@ class BenchmarkProvider(ReplaceOnChange):
     def create(self, props: dict[str, Any]) -> CreateResult:
         args = read_props(CommandArgs, props)
         with KeyFile(str(args.connection.private_key)) as key:  # the plain key, in the provider
-            result = run(args.create, Ssh(args.connection.user, key), args.results_dir)
+            result = run(args.create, Ssh.to(args.connection.user, key, args.create.vms), args.results_dir)
         return CreateResult(id_=result["raw_dir"], outs={**props, "result": result})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:

@@ -51,7 +51,15 @@ class ReadinessProvider(ReplaceOnChange):
         booting_vcpus = min(args.lab_vcpus, slots * args.vcpus)
         budget = boot_budget_s(args.domain_type, booting_vcpus, cpus)
         with KeyFile(str(args.private_key)) as key:  # the plain key, in the provider
-            ready = boot(args.guest, args.final_message, Ssh(args.login_user, key), virsh, budget, args.group, slots)
+            ready = boot(
+                args.guest,
+                args.final_message,
+                Ssh.to(args.login_user, key, [args.guest]),
+                virsh,
+                budget,
+                args.group,
+                slots,
+            )
         return CreateResult(id_=f"{args.guest.domain}/{ready.boot_id}", outs={**props, **props_of(ready)})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ gets, so a change to it means a fresh disk; the seed ISO is built here with geni
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -39,7 +38,7 @@ class VolumeArgs:
     pool: str
     stem: str
     ext: str = "qcow2"
-    source: str = ""  # a file on this host to upload (the base image)
+    source: str = ""  # a file on this machine to upload (the base image, its kernel and initrd), qcow2 or raw by ext
     source_key: str = ""  # what the source is (the image's key or URL): a new one means a new volume
     backing_path: pulumi.Input[str] = ""  # or an overlay on this volume
     config_hash: pulumi.Input[str] = ""  # what the guest's cloud-init gets: a change means a fresh disk
@@ -58,13 +57,6 @@ class CloudInitDiskArgs:
 
 def content_hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
-
-
-def _virtual_size(path: str) -> int:
-    out = subprocess.run(
-        ["qemu-img", "info", "--output", "json", "-U", path], capture_output=True, text=True, check=True
-    )
-    return int(json.loads(out.stdout)["virtual-size"])
 
 
 class VolumeBase(ReplaceOnChange):
@@ -121,11 +113,12 @@ class VolumeProvider(VolumeBase):
         pool = props["pool"]
         if props.get("source"):
             source = props["source"]
-            virsh.volume_create(pool, volume_xml(name, size_of(source), "qcow2"))
+            virsh.volume_create(pool, volume_xml(name, size_of(source), "qcow2" if props["ext"] == "qcow2" else "raw"))
             virsh.volume_upload(pool, name, source)
         else:
             backing = props["backing_path"]
-            virsh.volume_create(pool, volume_xml(name, _virtual_size(backing), "qcow2", backing_path=backing))
+            # Its size from libvirt: the backing volume is on the VM's host, which may not be this machine.
+            virsh.volume_create(pool, volume_xml(name, virsh.volume_capacity(backing), "qcow2", backing_path=backing))
 
 
 def seed_iso(user_data: str, meta_data: str, network_config: str, out: Path) -> None:

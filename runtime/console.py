@@ -6,9 +6,9 @@ longer answers; readiness (virt/) and the benchmark (bench/) both watch for them
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+
+from runtime.hostshell import LOCAL, HostRef
 
 FATAL_CONSOLE = (
     (re.compile(r"Kernel panic - not syncing.*"), "kernel panic"),
@@ -36,22 +36,20 @@ def tail(text: str, lines: int) -> list[str]:
 
 
 class ConsoleWatch:
-    """New text of a domain's console log since the last look (the log restarts with the domain)."""
+    """New text of a domain's console log since the last look (the log restarts with the domain), read
+    on the domain's host (runtime/hostshell.py)."""
 
-    def __init__(self, path: str):
-        self.path = Path(path)
+    def __init__(self, path: str, host: HostRef = LOCAL):
+        self.path = path
+        self.host = host
         self.offset = 0
         self.text = ""  # everything seen, for the final message and the report
 
     def read(self) -> str:
-        try:
-            with self.path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:
-                    self.offset = 0
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
+        if self.host.size_of(self.path) < self.offset:
+            self.offset = 0
+        data = self.host.read_from(self.path, self.offset)
+        if data is None:
             return ""
         self.offset += len(data)
         new = data.decode("utf-8", "replace")
@@ -59,9 +57,9 @@ class ConsoleWatch:
         return new
 
 
-def oom_kills(console_log: str, since: int = 0) -> tuple[str | None, int]:
+def oom_kills(console_log: str, since: int = 0, host: HostRef = LOCAL) -> tuple[str | None, int]:
     """The first OOM kill (or panic) logged on a console after byte `since`, and the log's size now."""
-    watch = ConsoleWatch(console_log)
+    watch = ConsoleWatch(console_log, host)
     watch.offset = since
     new = watch.read()
     return fatal_in_console(new), watch.offset

@@ -7,11 +7,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import runtime
 from runtime.hostfacts import assert_in_lab_namespace
+from runtime.hostshell import HostRef
+from runtime.vm import VmRef
 
 
 class SshError(RuntimeError):
@@ -34,6 +36,13 @@ class Ssh:
     # busy guest can take several seconds; a short timeout abandons handshakes that then keep the guest
     # busy until sshd's LoginGraceTime, so each retry makes the next one slower.
     connect_timeout: int = 30
+    # Guests on a remote libvirt host are reached through it: address -> that host (runtime/hostshell.py).
+    via: dict[str, HostRef] = field(default_factory=dict)
+
+    @classmethod
+    def to(cls, user: str, key_file: str, vms: list[VmRef]) -> Ssh:
+        """SSH to these VMs, each through its host when that host is remote."""
+        return cls(user, key_file, via={vm.address: vm.host for vm in vms if vm.host.remote})
 
     def argv(self, address: str, command: str) -> list[str]:
         assert_in_lab_namespace()  # every SSH of the project is built here
@@ -57,6 +66,7 @@ class Ssh:
             "IdentitiesOnly=yes",
             "-o",
             "IdentityAgent=none",
+            *(["-o", f"ProxyCommand={self.via[address].proxy_command()}"] if address in self.via else []),
             f"{self.user}@{address}",
             command,
         ]

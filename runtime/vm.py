@@ -4,7 +4,9 @@ is to be; this says where the deployed one is."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from runtime.hostshell import LOCAL, HostRef
 
 
 @dataclass(frozen=True)
@@ -14,3 +16,4 @@ class VmRef:
     address: str  # its primary address: SSH and the benchmark reach it there
     domain: str  # the libvirt domain (l2dsr-<stack>-<name>)
     console_log: str  # the domain's console log on the libvirt host
+    host: HostRef = field(default=LOCAL)  # the libvirt host it runs on: its console is read there, SSH jumps through it

@@ -14,14 +14,16 @@ import pytest
 import yaml
 
 from bench.cost import cost_problems
-from components.network import network_def
+from components.network import network_def, segment_mtu
 from guest import render
 from lab.addressing import domain_name, mac_address, plan
-from lab.hostfit import HostFacts, host_fit
+from lab.hostfit import HostFacts
+from lab.placement import Placement, place, placement_fit, placement_problems
 from lab.spec import ConfigError, LabSpec, Problem
 from lab.tuning import tuning_of
 from lbmodes import Mode
 from tests.conftest import BIG_HOST, KEY, lab_of
+from virt.tunnel import TunnelEnd, interface_name, stack_vni
 from virt.xml import DomainDef, domain_tuning, domain_xml, network_xml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -34,15 +36,33 @@ def case_values(case: dict) -> dict:
     return {**base, **(case.get("config") or {})}
 
 
+def host_facts(case: dict, spec: LabSpec) -> dict[str, HostFacts]:
+    """What libvirt says of each host: `hosts:` per name, or `host:` for all (default: BIG_HOST)."""
+    one = HostFacts(case["host"]["cpus"], case["host"]["memoryMiB"]) if "host" in case else BIG_HOST
+    given = case.get("hosts") or {}
+    return {
+        h.name: HostFacts(given[h.name]["cpus"], given[h.name]["memoryMiB"]) if h.name in given else one
+        for h in spec.hosts
+    }
+
+
+def placed(case: dict, spec: LabSpec) -> Placement:
+    return place(spec, plan(spec), host_facts(case, spec), case.get("domainType", "qemu"))
+
+
 def outcome(case: dict) -> tuple[list[Problem], list[str]]:
-    """(problems, warnings), as the program gets them: the config first, then the host."""
+    """(problems, warnings), as the program gets them: the config first, then the placement and the hosts."""
     try:
         spec, mode = lab_of(case_values(case))
     except ConfigError as e:
         return e.problems, []
-    host = HostFacts(case["host"]["cpus"], case["host"]["memoryMiB"]) if "host" in case else BIG_HOST
-    problems, warnings = host_fit(spec, case.get("domainType", "qemu"), host)
-    return problems + cost_problems(spec, mode, case.get("domainType", "qemu"))[1], warnings
+    p = plan(spec)
+    wrong = placement_problems(spec, p)
+    if wrong:
+        return wrong, []
+    domain_type = case.get("domainType", "qemu")
+    problems, warnings = placement_fit(spec, p, placed(case, spec), host_facts(case, spec), domain_type)
+    return problems + cost_problems(spec, mode, domain_type)[1], warnings
 
 
 def as_list(texts: str | list[str]) -> list[str]:
@@ -74,19 +94,39 @@ def test_case(path: Path):
         assert any(text in w for w in warnings), f"{text!r} not in {warnings}"
 
 
-def document(spec: LabSpec, mode: Mode, domain_type: str, name: str, host_cpus: int = BIG_HOST.cpus) -> str:
+def document(case: dict, spec: LabSpec, mode: Mode, name: str) -> str:
     """A rendered file by its name in rendered/: `<guest>.user-data.yaml`, `<guest>.network-config.yaml`,
-    `network.xml` or `<guest>.domain.xml` (the LB's with its tuning on a host of `host_cpus`)."""
+    `network.xml` or `<guest>.domain.xml` (the LB's with its tuning on a host of the case's CPUs); with
+    several hosts also `placement.txt` (VM, role, host), `<host>.network.xml` and `<host>.tunnel.sh`
+    (the commands that make, then remove, that host's end of the segment)."""
     p = plan(spec)
+    domain_type = case.get("domainType", "qemu")
+    host_cpus = case["host"]["cpus"] if "host" in case else BIG_HOST.cpus
     tuning = tuning_of(spec.lb_tuning, spec.vcpus["lb"])
     guest_name, _, kind = name.partition(".")
+    index = {h.name: i for i, h in enumerate(spec.hosts)}
     if name == "network.xml":
-        return network_xml(network_def("lab", p))
+        return network_xml(network_def("lab", p, 0, len(spec.hosts)))
+    if name == "placement.txt":
+        return placed(case, spec).table(p) + "\n"
+    if guest_name in index and kind == "network.xml":
+        return network_xml(network_def("lab", p, index[guest_name], len(spec.hosts)))
+    if guest_name in index and kind == "tunnel.sh":
+        host = spec.hosts[index[guest_name]]
+        end = TunnelEnd(
+            interface_name("lab"),
+            stack_vni("l2dsr", "lab"),
+            host.address,
+            tuple(h.address for h in spec.hosts if h is not host),
+            network_def("lab", p).bridge,
+            "l2dsr:<owner>",
+        )
+        return "\n".join(["# make", *end.create_commands(), "# read", end.read_command(), "# remove", end.delete_command()]) + "\n"
     guest = {g.name: g for g in p.guests}[guest_name]
     if kind == "user-data.yaml":
         return render.user_data(spec, mode, p, guest, KEY)
     if kind == "network-config.yaml":
-        return render.network_config(p, guest)
+        return render.network_config(p, guest, segment_mtu(len(spec.hosts)))
     if kind == "domain.xml":
         return domain_xml(
             DomainDef(
@@ -118,8 +158,7 @@ def document(spec: LabSpec, mode: Mode, domain_type: str, name: str, host_cpus: 
 def test_rendered(path: Path):
     case = yaml.safe_load((path.parent.parent / "config.yaml").read_text())
     spec, mode = lab_of(case_values(case))
-    host_cpus = case["host"]["cpus"] if "host" in case else BIG_HOST.cpus
-    text = document(spec, mode, case.get("domainType", "qemu"), path.name, host_cpus)
+    text = document(case, spec, mode, path.name)
     if os.environ.get("L2DSR_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text(), (

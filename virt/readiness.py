@@ -166,7 +166,7 @@ class BootWatch:
         self.guest, self.final_message, self.ssh, self.virsh = guest, final_message, ssh, virsh
         self.budget_s, self.group, self.clock = budget_s, group, clock
         self.start = self.last_progress = self.next_note = clock()
-        self.console = ConsoleWatch(guest.console_log)
+        self.console = ConsoleWatch(guest.console_log, guest.host)
         self.stall_s = stall_limit_s(budget_s)
         self.resets = 0
         self.final_seen = self.sshd_seen = False

@@ -134,6 +134,14 @@ class Virsh:
     def volume_upload(self, pool: str, name: str, source: str) -> None:
         self.run("vol-upload", "--pool", pool, name, source, timeout=1800)
 
+    def volume_capacity(self, path: str) -> int:
+        """A volume's virtual size in bytes, by its path on the libvirt host."""
+        out = self.run("vol-info", "--bytes", path, timeout=60)
+        found = re.search(r"^Capacity:\s+(\d+) bytes", out, re.M)
+        if not found:
+            raise VirshError(f"virsh vol-info {path}: no capacity in {out!r}")
+        return int(found.group(1))
+
     def volume_path(self, pool: str, name: str) -> str:
         return self.run("vol-path", "--pool", pool, name).strip()
 

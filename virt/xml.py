@@ -19,17 +19,19 @@ class NetworkDef:
     name: str
     bridge: str  # at most 15 characters (Linux interface names)
     host_addresses: tuple[tuple[str, int], ...]  # (address, prefix): the host's .1 in each subnet
+    mtu: int = 0  # 0: libvirt's default (1500); a segment across hosts is narrower (virt/tunnel.py)
 
 
 def network_xml(net: NetworkDef) -> str:
     """An isolated segment: no forwarding, no DHCP, no DNS; the host only gets a management address."""
     if len(net.bridge) > 15:
         raise ValueError(f"bridge name {net.bridge!r} is longer than 15 characters")
+    mtu = f"\n  <mtu size='{net.mtu}'/>" if net.mtu else ""
     ips = "".join(f"\n  <ip address={quoteattr(a)} prefix='{p}'/>" for a, p in net.host_addresses)
     return (
         f"<network>\n  <name>{escape(net.name)}</name>\n"
         f"  <bridge name={quoteattr(net.bridge)} stp='off' delay='0'/>\n"
-        f"  <dns enable='no'/>{ips}\n</network>\n"
+        f"  <dns enable='no'/>{mtu}{ips}\n</network>\n"
     )
 
 

@@ -1,0 +1,249 @@
+"""Simulated libvirt hosts on this one machine: `./labctl hosts up N` / `./labctl hosts down`.
+
+Host 1 is the lab's own (setup's libvirtd, in namespace l2dsr, where pulumi runs). Each further host
+k is what a remote hypervisor is to the lab: its own network namespace (l2dsr-hk), its own libvirtd
+and virtlogd with private state (/etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
+/var/cache/libvirt bind-mounted from /var/lib/l2dsr/hosts/hk in a mount namespace of its own), and an
+sshd there that is the only way in: the lab reaches it as qemu+ssh://root@10.254.0.k/system and runs
+its host-side steps over the same SSH. The hosts are joined by an underlay and nothing else: a veth
+from each host's namespace to a bridge in host 1's. Killing one host's daemons leaves the others be.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hypervisor import libvirt
+from hypervisor.progress import StepFailed, say
+from runtime.hostfacts import RUN_DIR, cache_dir
+
+UNDERLAY = ipaddress.IPv4Network("10.254.0.0/24")
+UNDERLAY_BRIDGE = "l2dsr-ul"
+STATE = Path("/var/lib/l2dsr/hosts")
+RECORD = RUN_DIR / "hosts.json"
+PRIVATE_DIRS = {
+    "etc": "/etc/libvirt",
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+}
+PACKAGES = ("openssh-server", "netcat-openbsd")
+
+
+@dataclass
+class SimHost:
+    name: str  # h2, h3, ...
+    namespace: str
+    address: str  # on the underlay
+    directory: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+ssh://root@{self.address}/system?keyfile={key_file()}&no_verify=1&no_tty=1"
+
+
+def key_file() -> Path:
+    """The key the lab logs in to the simulated hosts with (made once; kept with the other built things)."""
+    return cache_dir() / "hosts" / "id_ed25519"
+
+
+def address_of(index: int) -> str:
+    return str(UNDERLAY.network_address + index)  # host 1: .1, host k: .k
+
+
+def read() -> list[SimHost]:
+    if not RECORD.exists():
+        return []
+    return [SimHost(**h) for h in json.loads(RECORD.read_text())]
+
+
+def write(hosts: list[SimHost]) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    RECORD.write_text(json.dumps([asdict(h) for h in hosts], indent=1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _virsh(host: SimHost, *args: str) -> bool:
+    """virsh against a simulated host, from host 1's namespace (the underlay exists only there)."""
+    rec = libvirt.read_record()
+    argv = [*libvirt.in_namespace(rec), "virsh", "-q", "-c", host.uri, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60).returncode == 0
+
+
+def _virsh_out(host: SimHost, *args: str) -> str:
+    rec = libvirt.read_record()
+    argv = [*libvirt.in_namespace(rec), "virsh", "-q", "-c", host.uri, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+
+
+def _sh(*argv: str) -> None:
+    done = subprocess.run(list(argv), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StepFailed(f"{' '.join(argv)}: {done.stderr.strip() or done.stdout.strip()}")
+
+
+def _launcher(host: SimHost) -> str:
+    """What runs inside the host's namespaces: private libvirt directories, then its three daemons."""
+    d = host.directory
+    mounts = "\n".join(f"mount --bind {d}/{k} {path}" for k, path in PRIVATE_DIRS.items())
+    return f"""set -e
+{mounts}
+mkdir -p /var/lib/libvirt/images /var/lib/libvirt/dnsmasq /var/log/libvirt/qemu /var/cache/libvirt/qemu /run/sshd
+virtlogd --daemon --pid-file {d}/virtlogd.pid
+libvirtd --daemon --pid-file {d}/libvirtd.pid
+/usr/sbin/sshd -f {d}/sshd_config
+"""
+
+
+def _sshd_config(host: SimHost) -> str:
+    d = host.directory
+    return f"""ListenAddress {host.address}
+HostKey {d}/ssh_host_ed25519_key
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxStartups 100
+MaxSessions 100
+"""
+
+
+def _ensure_underlay(rec: libvirt.HostRecord) -> None:
+    ns = rec.namespace
+    if subprocess.run(["ip", "-n", ns, "link", "show", UNDERLAY_BRIDGE], capture_output=True).returncode == 0:
+        return
+    _sh("ip", "-n", ns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+    _sh("ip", "-n", ns, "addr", "add", f"{address_of(1)}/{UNDERLAY.prefixlen}", "dev", UNDERLAY_BRIDGE)
+    _sh("ip", "-n", ns, "link", "set", UNDERLAY_BRIDGE, "up")
+
+
+def _start(index: int, rec: libvirt.HostRecord) -> SimHost:
+    name = f"h{index}"
+    host = SimHost(name, f"l2dsr-{name}", address_of(index), str(STATE / name))
+    d = Path(host.directory)
+    for k in PRIVATE_DIRS:
+        (d / k).mkdir(parents=True, exist_ok=True)
+    # libvirt's configuration (qemu.conf as setup left it), but none of host 1's networks, pools or domains.
+    for conf in Path("/etc/libvirt").glob("*.conf"):
+        shutil.copy2(conf, d / "etc" / conf.name)
+    host_key = cache_dir() / "hosts" / f"{name}_host_ed25519_key"  # kept: the host's identity stays the same
+    if not host_key.exists():
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"l2dsr simulated host {name}", "-f", str(host_key))
+    shutil.copy2(host_key, d / "ssh_host_ed25519_key")
+    (d / "ssh_host_ed25519_key").chmod(0o600)
+    shutil.copy2(f"{key_file()}.pub", d / "authorized_keys")
+    (d / "sshd_config").write_text(_sshd_config(host))
+    subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
+    _sh("ip", "netns", "add", host.namespace)
+    resolv = Path("/etc/netns") / host.namespace / "resolv.conf"
+    resolv.parent.mkdir(parents=True, exist_ok=True)
+    resolv.write_text("")
+    ns = host.namespace
+    _sh("ip", "-n", ns, "link", "set", "lo", "up")
+    _sh("ip", "-n", rec.namespace, "link", "add", f"ul-{name}", "type", "veth", "peer", "name", "ul0", "netns", ns)
+    _sh("ip", "-n", rec.namespace, "link", "set", f"ul-{name}", "master", UNDERLAY_BRIDGE, "up")
+    _sh("ip", "-n", ns, "addr", "add", f"{host.address}/{UNDERLAY.prefixlen}", "dev", "ul0")
+    _sh("ip", "-n", ns, "link", "set", "ul0", "up")
+    _sh("ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", _launcher(host))
+    for daemon in ("virtlogd", "libvirtd", "sshd"):
+        pidfile = d / f"{daemon}.pid"
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        host.pids[daemon] = int(pidfile.read_text().strip())
+    deadline = time.monotonic() + 30
+    while not _virsh(host, "version"):
+        if time.monotonic() > deadline:
+            raise StepFailed(f"simulated host {name}: libvirt over SSH ({host.uri}) did not answer within 30 s")
+        time.sleep(0.5)
+    for args in (
+        ("pool-define-as", libvirt.POOL_NAME, "dir", "--target", libvirt.POOL_PATH),
+        ("pool-start", libvirt.POOL_NAME),
+    ):
+        if not _virsh(host, *args):
+            raise StepFailed(f"simulated host {name}: virsh {' '.join(args)} failed")
+    return host
+
+
+def up(count: int, log: Path) -> list[SimHost]:
+    """Hosts 2..count (host 1 is setup's), idempotent: running ones stay."""
+    rec = libvirt.read_record()
+    if not (rec and rec.namespace and libvirt.ours_running(rec)):
+        raise StepFailed("simulated hosts join the lab's own libvirtd in its namespace: run ./labctl setup first")
+    if not 2 <= count <= 8:
+        raise StepFailed(f"{count} hosts: simulate 2 to 8 (host 1 is this machine's lab libvirtd)")
+    libvirt.install_packages(PACKAGES, log)
+    key = key_file()
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "l2dsr simulated hosts", "-f", str(key))
+    _ensure_underlay(rec)
+    hosts = {h.name: h for h in read()}
+    for index in range(2, count + 1):
+        name = f"h{index}"
+        running = hosts.get(name)
+        if running and running.pids and all(_alive(p) for p in running.pids.values()):
+            continue
+        if running:
+            _stop(running)
+        say(f"simulated host {name}: namespace l2dsr-{name}, libvirtd, sshd at {address_of(index)}")
+        hosts[name] = _start(index, rec)
+        write(list(hosts.values()))
+    for h in sorted(hosts.values(), key=lambda h: h.name):
+        say(f"  {h.name}: uri {h.uri}, address {h.address}")
+    return list(hosts.values())
+
+
+def _stop(host: SimHost) -> None:
+    for daemon in ("sshd", "libvirtd", "virtlogd"):
+        pid = host.pids.get(daemon)
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not _alive(pid):
+                    break
+                time.sleep(0.1)
+    subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
+
+
+def down(force: bool = False) -> None:
+    """Stop every simulated host; refuses while one still has domains, unless forced (then they go too)."""
+    hosts = read()
+    for host in hosts:
+        if host.pids and all(_alive(p) for p in host.pids.values()):
+            domains = [d for d in _virsh_out(host, "list", "--all", "--name").split() if d]
+            if domains and not force:
+                raise StepFailed(
+                    f"simulated host {host.name} still has domains: {' '.join(domains)}; destroy the stack first "
+                    "(./labctl destroy STACK), or ./labctl hosts down --force"
+                )
+            for d in domains:
+                _virsh(host, "destroy", d)
+                _virsh(host, "undefine", d)
+        _stop(host)
+        say(f"simulated host {host.name}: stopped, namespace {host.namespace} deleted")
+    rec = libvirt.read_record()
+    if rec and rec.namespace:
+        subprocess.run(["ip", "-n", rec.namespace, "link", "del", UNDERLAY_BRIDGE], capture_output=True)
+    RECORD.unlink(missing_ok=True)

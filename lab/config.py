@@ -117,7 +117,9 @@ def read_spec(
             problems.append(Problem(f"{role}Vcpus", f"{vcpus[role]} is above {MAX_VCPUS}; set fewer"))
         memory[role] = at_least(f"{role}MemoryMiB", 1, "a VM needs memory")  # and its estimate (lbmodes)
 
-    hosts, host_problems = read_hosts(raw["hosts"], raw["libvirtUri"], raw["libvirtUri"] != schema["libvirtUri"]["default"])
+    hosts, host_problems = read_hosts(
+        raw["hosts"], raw["libvirtUri"], raw["libvirtUri"] != schema["libvirtUri"]["default"]
+    )
     problems.extend(host_problems)
     spec = LabSpec(
         mode=raw["mode"],  # checked against the modes by lbmodes.load_lab

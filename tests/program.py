@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import hashlib
 import runpy
 from dataclasses import dataclass, field
@@ -79,19 +80,26 @@ def run_program(
     stack: str = "lab",
     seen: list[Registered] | None = None,
     host: tuple[int, int] | None = BIG_HOST,
+    hosts: dict[str, tuple[int, int] | None] | None = None,
 ) -> tuple[list[Registered], dict[str, Any]]:
     """Register the whole program once under mocks; returns the resources and the stack's globals.
 
     `seen` collects the registrations as they happen (useful when the program raises). `host` is
-    what libvirt says of its host (`Virsh.nodeinfo`), None for a libvirt that does not answer.
+    what libvirt says of each host (`virt.hosts.probe`), None for a libvirt that does not answer;
+    `hosts` says it per host name where they differ.
     """
     from unittest import mock
 
-    from virt.virsh import Virsh
+    from lab.hostfit import HostFacts
 
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="l2dsr", stack=stack, preview=False)
-    pulumi.runtime.set_all_config({f"l2dsr:{k.removeprefix('l2dsr:')}": str(v) for k, v in config.items()})
+    pulumi.runtime.set_all_config(
+        {
+            f"l2dsr:{k.removeprefix('l2dsr:')}": json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+            for k, v in config.items()
+        }
+    )
     seen = [] if seen is None else seen
 
     def record(args: pulumi.ResourceTransformationArgs):
@@ -109,7 +117,11 @@ def run_program(
     def program():
         namespace.update(runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__"))
 
-    with mock.patch.object(Virsh, "nodeinfo", return_value=host):
+    def probe(spec, _ref):
+        found = (hosts or {}).get(spec.name, host)
+        return (HostFacts(*found), "") if found else (None, f"libvirt at {spec.uri} does not answer: (mocked)")
+
+    with mock.patch("virt.hosts.probe", probe):
         program()
     for r in seen:
         r.inputs = mocks.inputs.get(r.name, {})

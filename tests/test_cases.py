@@ -121,7 +121,12 @@ def document(case: dict, spec: LabSpec, mode: Mode, name: str) -> str:
             network_def("lab", p).bridge,
             "l2dsr:<owner>",
         )
-        return "\n".join(["# make", *end.create_commands(), "# read", end.read_command(), "# remove", end.delete_command()]) + "\n"
+        return (
+            "\n".join(
+                ["# make", *end.create_commands(), "# read", end.read_command(), "# remove", end.delete_command()]
+            )
+            + "\n"
+        )
     guest = {g.name: g for g in p.guests}[guest_name]
     if kind == "user-data.yaml":
         return render.user_data(spec, mode, p, guest, KEY)

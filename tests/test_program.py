@@ -150,3 +150,49 @@ def test_outputs_name_every_vm():
     _, ns = run_program({**FAKE_IMAGE, **lab_stack_values()})
     names = [vm.ref.domain for vm in ns["all_vms"]]
     assert names == ["l2dsr-lab-client01", "l2dsr-lab-lb", "l2dsr-lab-web01", "l2dsr-lab-web02"]
+
+
+def twohost_values() -> dict:
+    return {
+        k.removeprefix("l2dsr:"): v
+        for k, v in yaml.safe_load((PROJECT_DIR / "Pulumi.twohost.yaml").read_text())["config"].items()
+    }
+
+
+def test_a_lab_across_two_hosts_puts_each_resource_on_its_host():
+    """Pulumi.twohost.yaml: a network, a VXLAN end and a base image per host; each VM's disk, seed,
+    domain and readiness on the host it is placed on; a remote host's guests reached through it."""
+    g = graph(twohost_values(), stack="twohost")
+    h1, h2 = (h["uri"] for h in twohost_values()["hosts"])
+    h2 = h2.replace("~", os.path.expanduser("~"))
+    assert g["network-segment"].inputs["uri"] == h1 and g["network-segment-h2"].inputs["uri"] == h2
+    assert "<mtu size='1450'/>" in g["network-segment-h2"].inputs["xml"]
+    ends = {n: g[n].inputs for n in ("network-vxlan-h1", "network-vxlan-h2")}
+    assert ends["network-vxlan-h1"]["peers"] == ["10.254.0.2"] and ends["network-vxlan-h2"]["peers"] == ["10.254.0.1"]
+    assert ends["network-vxlan-h1"]["host"]["address"] == ""  # h1 is this machine: its steps run here
+    assert ends["network-vxlan-h2"]["host"]["address"] == "10.254.0.2"
+    assert len({e["vni"] for e in ends.values()}) == 1
+    assert g["base-volume"].inputs["uri"] == h1 and g["base-h2-volume"].inputs["uri"] == h2
+    for vm, uri in (("web-web01", h2), ("web-web02", h2), ("lb-vm", h1), ("client-client01", h1)):
+        for part in ("disk", "seed", "domain", "ready"):
+            assert g[f"{vm}-{part}"].inputs["uri"] == uri, (vm, part)
+    assert g["web-web01-ready"].inputs["guest"]["host"]["name"] == "h2"
+    assert g["web-web01-ready"].inputs["group"] == "twohost@h2"  # boots take turns per host
+    assert "mtu: 1450" in g["web-web01-seed"].inputs["network_config"]
+
+
+def test_an_unreachable_host_stops_the_program_before_any_resource():
+    seen: list[Registered] = []
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program({**FAKE_IMAGE, **twohost_values()}, stack="twohost", seen=seen, hosts={"h2": None})
+    message = str(raised.value)
+    assert message.startswith("l2dsr:hosts: 1 of 2 host(s) cannot be used, so nothing was created on any host")
+    assert "host h2 (qemu+ssh://root@10.254.0.2/system" in message and "does not answer" in message
+    assert seen == []
+
+
+def test_a_host_too_small_for_what_is_placed_on_it_is_refused_before_any_resource():
+    seen: list[Registered] = []
+    with pytest.raises(pulumi.RunError, match=r"the VMs placed on h2 need 1504 MiB .* host h2 has 1024 MiB"):
+        run_program({**FAKE_IMAGE, **twohost_values()}, stack="twohost", seen=seen, hosts={"h2": (2, 1024)})
+    assert seen == []

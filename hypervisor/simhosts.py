@@ -177,13 +177,22 @@ def _start(index: int, rec: libvirt.HostRecord) -> SimHost:
         if time.monotonic() > deadline:
             raise StepFailed(f"simulated host {name}: libvirt over SSH ({host.uri}) did not answer within 30 s")
         time.sleep(0.5)
-    for args in (
-        ("pool-define-as", libvirt.POOL_NAME, "dir", "--target", libvirt.POOL_PATH),
-        ("pool-start", libvirt.POOL_NAME),
-    ):
-        if not _virsh(host, *args):
-            raise StepFailed(f"simulated host {name}: virsh {' '.join(args)} failed")
+    if not _virsh(host, "pool-info", libvirt.POOL_NAME):  # kept in its private /etc/libvirt across restarts
+        _virsh(host, "pool-define-as", libvirt.POOL_NAME, "dir", "--target", libvirt.POOL_PATH)
+    _virsh(host, "pool-start", libvirt.POOL_NAME)  # fails when it runs already
+    if "running" not in _virsh_out(host, "pool-info", libvirt.POOL_NAME):
+        raise StepFailed(f"simulated host {name}: storage pool {libvirt.POOL_NAME} does not start")
     return host
+
+
+def inventory(hosts: list[SimHost]) -> list[dict[str, str]]:
+    """l2dsr:hosts for host 1 (the lab's libvirtd, where pulumi runs) and the simulated ones."""
+    first = {"name": "h1", "uri": libvirt.URI, "address": address_of(1)}
+    rest = [
+        {"name": h.name, "uri": h.uri, "address": h.address, "user": "root", "identityFile": str(key_file())}
+        for h in sorted(hosts, key=lambda h: int(h.name[1:]))
+    ]
+    return [first, *rest]
 
 
 def up(count: int, log: Path) -> list[SimHost]:
@@ -210,8 +219,9 @@ def up(count: int, log: Path) -> list[SimHost]:
         say(f"simulated host {name}: namespace l2dsr-{name}, libvirtd, sshd at {address_of(index)}")
         hosts[name] = _start(index, rec)
         write(list(hosts.values()))
-    for h in sorted(hosts.values(), key=lambda h: h.name):
-        say(f"  {h.name}: uri {h.uri}, address {h.address}")
+    say("their l2dsr:hosts (as in Pulumi.twohost.yaml):")
+    for entry in inventory(list(hosts.values())):
+        say("  - " + json.dumps(entry))
     return list(hosts.values())
 
 

@@ -70,7 +70,9 @@ def test_ssh_to_a_guest_on_a_remote_host_jumps_through_that_host(monkeypatch):
     ssh = Ssh.to("lab", "/key", [far, near])
     jump = [a for a in ssh.argv("172.16.0.101", "true") if a.startswith("ProxyCommand=")]
     assert jump and "-W %h:%p root@10.0.0.2" in jump[0] and "-i /k" in jump[0]
-    assert "%%C" in jump[0] and "%C" not in jump[0].replace("%%C", "")  # the outer ssh expands tokens: only %h:%p are its
+    assert "%%C" in jump[0] and "%C" not in jump[0].replace(
+        "%%C", ""
+    )  # the outer ssh expands tokens: only %h:%p are its
     assert not [a for a in ssh.argv("192.168.16.2", "true") if a.startswith("ProxyCommand=")]
 
 
@@ -107,3 +109,20 @@ def test_a_tunnel_end_is_made_read_and_removed_for_real(namespace):
     in_ns(namespace, end.delete_command())
     gone = parse_state(in_ns(namespace, end.read_command()))
     assert not gone.exists and differences(end, gone) == ["VXLAN interface vx-t is missing"]
+
+
+def test_a_simulated_host_has_private_libvirt_state_and_an_sshd_on_the_underlay_only():
+    from hypervisor import simhosts
+
+    host = simhosts.SimHost("h2", "l2dsr-h2", simhosts.address_of(2), "/var/lib/l2dsr/hosts/h2")
+    launcher = simhosts._launcher(host)
+    for key, path in simhosts.PRIVATE_DIRS.items():
+        assert f"mount --bind /var/lib/l2dsr/hosts/h2/{key} {path}\n" in launcher
+    assert launcher.index("mount --bind") < launcher.index("libvirtd")  # the daemons see only the private state
+    sshd = simhosts._sshd_config(host)
+    assert "ListenAddress 10.254.0.2\n" in sshd and "PasswordAuthentication no" in sshd
+    assert host.uri.startswith("qemu+ssh://root@10.254.0.2/system?keyfile=")
+    inventory = simhosts.inventory([host])
+    assert [h["name"] for h in inventory] == ["h1", "h2"] and inventory[0]["uri"] == "qemu:///system"
+    _, problems = read_hosts(inventory, "qemu:///system", False)
+    assert problems == []  # what `hosts up` prints is a valid l2dsr:hosts

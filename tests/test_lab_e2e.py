@@ -14,6 +14,8 @@ results/measurements/e2e.json.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -21,10 +23,13 @@ import yaml
 
 import lbmodes
 from guest import render
-from hypervisor import libvirt, paths
+from hypervisor import libvirt, paths, simhosts
+from lab.spec import HostSpec
+from runtime.hostshell import HostRef, ref_of
 from runtime.ssh import KeyFile, Ssh
 from tests.conftest import stack_outputs, state_private_key
 from tests.stacks import lab_stack, project_copy
+from virt.tunnel import interface_name
 from virt.virsh import Virsh
 
 pytestmark = pytest.mark.lab
@@ -149,12 +154,29 @@ def active_units(ssh: Ssh, address: str) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+def host_refs(out: dict) -> dict[str, HostRef]:
+    """How the lab reaches each of its hosts, from the stack's `hosts` output."""
+    return {
+        h["name"]: ref_of(HostSpec(h["name"], h["uri"], h["address"], h["user"], h["identityFile"]))
+        for h in out["hosts"]
+    }
+
+
+def lab_ssh(out: dict, key: str) -> Ssh:
+    """SSH to the stack's VMs, through their host where it is remote (as the lab itself does)."""
+    hosts = host_refs(out)
+    return Ssh(
+        render.LOGIN_USER, key, via={vm["address"]: hosts[vm["host"]] for vm in out["vms"] if hosts[vm["host"]].remote}
+    )
+
+
 def check_guests(cli, mode: str, tuned: bool = False) -> dict:
     """Inside the guests: exactly each role's services, HAProxy one supervised tree, no OOM kill."""
-    vms = {vm["name"]: vm for vm in stack_outputs(cli)["vms"]}
+    out = stack_outputs(cli)
+    vms = {vm["name"]: vm for vm in out["vms"]}
     facts: dict = {}
     with KeyFile(private_key(cli)) as key:
-        ssh = Ssh(render.LOGIN_USER, key)
+        ssh = lab_ssh(out, key)
         os_units = {}
         for name, vm in vms.items():
             active = active_units(ssh, vm["address"])
@@ -436,6 +458,111 @@ def provoke_flags(cli) -> dict:
     return {"flags": sorted(flags), "resultsTable": out["resultsTable"]}
 
 
+# Across two hosts (simulated: ./labctl hosts up 2), placed as Pulumi.twohost.yaml places them.
+TWO_HOSTS_PLACEMENT = yaml.safe_load((paths.PROJECT_DIR / "Pulumi.twohost.yaml").read_text())["config"][
+    "l2dsr:placement"
+]
+HOSTS_LOG = paths.state_dir() / "logs" / "hosts.log"
+
+
+def tunnel_bytes(out: dict) -> dict[str, dict[str, int]]:
+    """Each host's VXLAN interface counters: what left the host (tx) and arrived (rx) through the tunnel."""
+    stats = f"/sys/class/net/{interface_name(STACK)}/statistics"
+    found = {}
+    for name, host in host_refs(out).items():
+        tx, rx = host.run(f"cat {stats}/tx_bytes {stats}/rx_bytes").stdout.split()
+        found[name] = {"tx": int(tx), "rx": int(rx)}
+    return found
+
+
+def responses_bytes(out: dict) -> int:
+    """The bytes of the files the runs served (a floor under what the replies carried)."""
+    return sum(int(r["totalRequests"]) * int(r["fileSizeBytes"]) for r in out["results"])
+
+
+def on_two_hosts(cli, virsh: Virsh, times: dict, results: dict, memory: dict) -> dict:
+    """The lab's later phases across two hosts: a host that cannot be reached is refused before
+    anything is created (and the other host's lab is left running); then dsr with the webs on h2,
+    then proxy, each proven by the LB's share and the tunnel's counters; the MTU by a full frame."""
+    said: dict = {}
+    h2 = next(h for h in simhosts.read() if h.name == "h2")
+    before = len(json.loads(cli("stack", "export").stdout)["deployment"]["resources"])
+    os.kill(h2.pids["libvirtd"], signal.SIGTERM)  # h2's libvirtd only: h1 and h2's sshd stay
+    for _ in range(50):
+        if not simhosts._alive(h2.pids["libvirtd"]):
+            break
+        time.sleep(0.1)
+    two_hosts = {"hosts": simhosts.inventory(simhosts.read()), "placement": TWO_HOSTS_PLACEMENT}
+    set_matrix(cli, {**two_hosts, **SMALL_MATRIX, **LOAD["dsr"], "lbTuning": "none", "lbVcpus": 1})
+    cli("config", "set", "l2dsr:mode", "dsr")
+    start = time.monotonic()
+    refused = cli("up", "--yes", "--skip-preview", check=False)
+    said["unreachable_s"] = round(time.monotonic() - start, 1)
+    text = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "Traceback" not in text, text[-3000:]
+    assert "l2dsr:hosts: 1 of 2 host(s) cannot be used, so nothing was created on any host" in text, text[-3000:]
+    assert "host h2 (qemu+ssh://root@10.254.0.2/system" in text and "does not answer" in text, text[-3000:]
+    said["unreachable"] = next(line.strip() for line in text.splitlines() if "host h2 (qemu+ssh" in line)
+    assert len(json.loads(cli("stack", "export").stdout)["deployment"]["resources"]) == before
+    assert all(real and real[1] for real in domains(virsh).values())  # the lab on h1 kept running
+    simhosts.up(2, HOSTS_LOG)  # h2's libvirtd again
+
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", timeout=3600)
+    times["up_two_hosts_dsr_s"] = round(time.monotonic() - start, 1)
+    out = results["dsr-two-hosts"] = stack_outputs(cli)
+    assert {vm["name"].rsplit("-", 1)[-1]: vm["host"] for vm in out["vms"]} == {
+        "client01": "h1", "client02": "h1", "lb": "h1", "web01": "h2", "web02": "h2"
+    }  # fmt: skip
+    assert "web02     web     h2" in out["placement"]
+    check_results(out, "dsr", SMALL_MATRIX)
+    assert all(run["flags"] == [] for run in out["results"]), out["resultsTable"]  # balanced within 5%
+    memory["dsr-two-hosts"] = check_guests(cli, "dsr")
+    with KeyFile(private_key(cli)) as key:
+        ssh = lab_ssh(out, key)
+        vms = {vm["name"].rsplit("-", 1)[-1]: vm["address"] for vm in out["vms"]}
+        assert {n: ssh.run(a, "cat /sys/class/net/eth0/mtu").stdout.strip() for n, a in vms.items()} == dict.fromkeys(
+            vms, "1450"
+        )
+        # A full frame (1422 + 28 = 1450 bytes of IP, 1500 once encapsulated) crosses unfragmented both ways.
+        full = ssh.run(vms["client01"], f"ping -M do -s 1422 -c 3 -W 3 {vms['web01']}", check=False)
+        assert full.returncode == 0, full.stdout + full.stderr
+        assert ssh.run(vms["web01"], f"ping -M do -s 1422 -c 3 -W 3 {vms['client01']}", check=False).returncode == 0
+        too_big = ssh.run(vms["client01"], f"ping -M do -s 1423 -c 1 -W 3 {vms['web01']}", check=False)
+        assert "message too long, mtu=1450" in too_big.stdout + too_big.stderr
+    tunnel = tunnel_bytes(out)
+    # The webs' replies leave h2 through its tunnel, straight to the clients' host; what h1 sends
+    # (requests) is a fraction of it, and the LB's share (check_results) says they went around the LB.
+    assert tunnel["h2"]["tx"] >= responses_bytes(out), (tunnel, responses_bytes(out))
+    assert tunnel["h1"]["tx"] < 0.3 * tunnel["h2"]["tx"], tunnel
+    said["tunnel_bytes_dsr"] = tunnel
+
+    cli("config", "set", "l2dsr:mode", "proxy")
+    set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"]})
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", timeout=3600)
+    times["up_two_hosts_proxy_s"] = round(time.monotonic() - start, 1)
+    out = results["proxy-two-hosts"] = stack_outputs(cli)
+    check_results(out, "proxy", SMALL_MATRIX)
+    after = tunnel_bytes(out)
+    delta = {h: {k: after[h][k] - tunnel[h][k] for k in ("tx", "rx")} for h in after}
+    assert delta["h2"]["tx"] >= responses_bytes(out), (delta, responses_bytes(out))
+    said["tunnel_bytes_proxy"] = delta
+    memory["proxy-two-hosts"] = check_guests(cli, "proxy")
+    return said
+
+
+def nothing_left_on(host: simhosts.SimHost) -> list[str]:
+    """Domains, volumes, networks and interfaces of the lab on a simulated host."""
+    h = Virsh(host.uri)
+    found = [f"domain {d}" for d in h.names("list", "--all", "--name")]
+    found += [f"volume {v}" for v in h.names("vol-list", "--pool", libvirt.POOL_NAME)]
+    found += [f"network {n}" for n in h.names("net-list", "--all", "--name")]
+    links = HostRef(host.name, host.address, "root", str(simhosts.key_file())).run("ip -br link").stdout
+    found += [f"interface {line.split()[0]}" for line in links.splitlines() if line.startswith(("l2vx-", "l2dsr-"))]
+    return found
+
+
 def test_up_switch_unchanged_destroy(tmp_path):
     virsh = Virsh(libvirt.URI)
     stale = lab_objects(virsh)
@@ -531,11 +658,17 @@ def test_up_switch_unchanged_destroy(tmp_path):
             start = time.monotonic()
             cli("up", "--yes", "--expect-no-changes")
             times["up_unchanged_s"] = round(time.monotonic() - start, 1)
+
+            simhosts.up(2, HOSTS_LOG)
+            seen["two_hosts"] = on_two_hosts(cli, virsh, times, results, memory)
         finally:
             start = time.monotonic()
             cli("destroy", "--yes", "--skip-preview", timeout=1200)
             times["destroy_s"] = round(time.monotonic() - start, 1)
             cli("stack", "rm", "--yes")
+            h2 = next((h for h in simhosts.read() if h.name == "h2"), None)
+            left_on_h2 = nothing_left_on(h2) if h2 else []
+            simhosts.down(force=True)
             measured: dict = {"phases": times, "memory_after_benchmark_mib": memory, "cli_said": seen}
             for mode, out in results.items():
                 measured[f"boot_{mode}"] = out.get("boot")
@@ -552,3 +685,6 @@ def test_up_switch_unchanged_destroy(tmp_path):
             (out_dir / "e2e.json").write_text(json.dumps(measured, indent=1))
             print(f"\ne2e measurements: {json.dumps(measured)[:2000]}")
     assert lab_objects(virsh) == []
+    assert left_on_h2 == [], f"left on the simulated host h2 after destroy: {left_on_h2}"
+    links = HostRef().run("ip -br link").stdout
+    assert interface_name(STACK) not in links, links

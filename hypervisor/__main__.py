@@ -68,7 +68,9 @@ def test(args: list[str]) -> int:
     """Set up, run pytest where the lab's addresses are, and stop a sandbox that this run started."""
     was_running = libvirt.ours_running(libvirt.read_record())
     rec = setup()
-    libvirt.install_packages(libvirt.TEST_PACKAGES, log_file("setup"), tools_only=True)
+    # The checkers of rendered files, and what the end-to-end test's simulated hosts run (their sshd):
+    # installed here, outside the lab's namespace, which has no way to the package mirror.
+    libvirt.install_packages((*libvirt.TEST_PACKAGES, *simhosts.PACKAGES), log_file("setup"), tools_only=True)
     argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *args]
     try:
         return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())

@@ -36,7 +36,7 @@ PRIVATE_DIRS = {
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
 }
-PACKAGES = ("openssh-server", "netcat-openbsd")
+PACKAGES = ("openssh-server", "netcat-openbsd")  # the hosts' sshd; nc: libvirt's SSH transport falls back on it
 
 
 @dataclass
@@ -202,7 +202,7 @@ def up(count: int, log: Path) -> list[SimHost]:
         raise StepFailed("simulated hosts join the lab's own libvirtd in its namespace: run ./labctl setup first")
     if not 2 <= count <= 8:
         raise StepFailed(f"{count} hosts: simulate 2 to 8 (host 1 is this machine's lab libvirtd)")
-    libvirt.install_packages(PACKAGES, log)
+    libvirt.install_packages(PACKAGES, log, tools_only=True)  # the binaries only: no sshd of the machine's own
     key = key_file()
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,9 @@ def host_fit(
     if not counts:
         return problems, warnings
     this = f"host {name}" if name else "this host"
+    whose, needs = (f"the VMs placed on {name}", "need") if name else ("the lab", "needs")
     place_fewer = f", or place fewer VMs on {name} ({PROJECT}:placement)" if name else ""
+    sized = "" if name else " (Pulumi.lab.yaml is sized for a 24 GiB host)"
     for role in counts:
         if spec.vcpus[role] > host.cpus:
             problems.append(
@@ -66,20 +68,20 @@ def host_fit(
         problems.append(
             Problem(
                 f"{biggest}MemoryMiB",
-                f"the {'VMs placed on ' + name if name else 'lab'} need{'' if name else 's'} {total} MiB ({explain}) and {this} has "
-                f"{host.memory_mib} MiB; lower {keys}{place_fewer} (Pulumi.lab.yaml is sized for a 24 GiB host)",
+                f"{whose} {needs} {total} MiB ({explain}) and {this} has "
+                f"{host.memory_mib} MiB; lower {keys}{place_fewer}{sized}",
             )
         )
     elif total > MEMORY_WARN_SHARE * host.memory_mib:
         warnings.append(
-            f"{'the VMs placed on ' + name + ' need' if name else 'the lab needs'} {total} MiB ({explain}), {100 * total // host.memory_mib}% of {this}'s "
+            f"{whose} {needs} {total} MiB ({explain}), {100 * total // host.memory_mib}% of {this}'s "
             f"{host.memory_mib} MiB (above {MEMORY_WARN_SHARE:.0%}): the host may swap or reclaim, and the "
             f"numbers would measure that; lower {keys}"
         )
     vcpus = sum(counts[r] * spec.vcpus[r] for r in counts)
     if vcpus > VCPU_WARN_RATIO * host.cpus:
         warnings.append(
-            f"{'the ' if name else 'the lab' + chr(39) + 's '}{vcpus} vCPUs {'placed on ' + name + ' ' if name else ''}share {this}'s {host.cpus} CPUs ({vcpus / host.cpus:.1f} per CPU, above "
+            f"{whose}'s {vcpus} vCPUs share {this}'s {host.cpus} CPUs ({vcpus / host.cpus:.1f} per CPU, above "
             f"{VCPU_WARN_RATIO:.0f}): the benchmark's numbers depend on the host's CPUs as much as on the load "
             f"balancer (boots take turns: {PROJECT}:bootConcurrency); lower {PROJECT}:webCount or the *Vcpus keys"
         )

@@ -76,6 +76,7 @@ def test(args: list[str]) -> int:
         return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
     finally:
         if rec.libvirtd == "sandbox" and not was_running:
+            simhosts.down(force=True)  # the end-to-end test stops its own; this is for one that could not
             libvirt.teardown(force=True)
 
 

@@ -133,7 +133,7 @@ def kvm_runs_guests(kernel: Path) -> bool:
 # ---- state -------------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except OSError:
@@ -141,8 +141,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def stop(pid: int) -> bool:
+    """SIGTERM to a daemon we started (by its PID), then up to 5 s for it to end; False if it was not running."""
+    if not alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not alive(pid):
+            break
+        time.sleep(0.1)
+    return True
+
+
 def ours_running(rec: HostRecord | None) -> bool:
-    return bool(rec and rec.libvirtd == "sandbox" and rec.pids and all(_alive(p) for p in rec.pids.values()))
+    return bool(rec and rec.libvirtd == "sandbox" and rec.pids and all(alive(p) for p in rec.pids.values()))
 
 
 def in_namespace(rec: HostRecord | None) -> list[str]:
@@ -271,12 +283,7 @@ def teardown(force: bool = False) -> None:
         VIRSH.run("pool-destroy", POOL_NAME, check=False)
         VIRSH.run("pool-undefine", POOL_NAME, check=False)
     for name, pid in rec.pids.items():
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                if not _alive(pid):
-                    break
-                time.sleep(0.1)
+        if stop(pid):
             say(f"stopped {name} (pid {pid})")
     if rec.namespace:
         subprocess.run(["ip", "netns", "delete", rec.namespace], capture_output=True)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,14 +68,6 @@ def read() -> list[SimHost]:
 def write(hosts: list[SimHost]) -> None:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     RECORD.write_text(json.dumps([asdict(h) for h in hosts], indent=1))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 def _virsh(host: SimHost, *args: str) -> bool:
@@ -212,7 +202,7 @@ def up(count: int, log: Path) -> list[SimHost]:
     for index in range(2, count + 1):
         name = f"h{index}"
         running = hosts.get(name)
-        if running and running.pids and all(_alive(p) for p in running.pids.values()):
+        if running and running.pids and all(libvirt.alive(p) for p in running.pids.values()):
             continue
         if running:
             _stop(running)
@@ -227,13 +217,8 @@ def up(count: int, log: Path) -> list[SimHost]:
 
 def _stop(host: SimHost) -> None:
     for daemon in ("sshd", "libvirtd", "virtlogd"):
-        pid = host.pids.get(daemon)
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                if not _alive(pid):
-                    break
-                time.sleep(0.1)
+        if host.pids.get(daemon):
+            libvirt.stop(host.pids[daemon])
     subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
 
 
@@ -241,7 +226,7 @@ def down(force: bool = False) -> None:
     """Stop every simulated host; refuses while one still has domains, unless forced (then they go too)."""
     hosts = read()
     for host in hosts:
-        if host.pids and all(_alive(p) for p in host.pids.values()):
+        if host.pids and all(libvirt.alive(p) for p in host.pids.values()):
             domains = [d for d in _virsh_out(host, "list", "--all", "--name").split() if d]
             if domains and not force:
                 raise StepFailed(

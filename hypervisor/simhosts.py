@@ -237,7 +237,8 @@ def down(force: bool = False) -> None:
                 _virsh(host, "destroy", d)
                 _virsh(host, "undefine", d)
         _stop(host)
-        say(f"simulated host {host.name}: stopped, namespace {host.namespace} deleted")
+        shutil.rmtree(host.directory, ignore_errors=True)  # its private libvirt state: the host is gone
+        say(f"simulated host {host.name}: stopped, namespace {host.namespace} and {host.directory} deleted")
     rec = libvirt.read_record()
     if rec and rec.namespace:
         subprocess.run(["ip", "-n", rec.namespace, "link", "del", UNDERLAY_BRIDGE], capture_output=True)

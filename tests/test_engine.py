@@ -32,15 +32,16 @@ def test_preview_of_the_lab_stack_plans_the_lab(cli):
     plan = json.loads(done.stdout)
     creates = Counter(step["newState"]["type"] for step in plan["steps"] if step["op"] == "create")
     assert creates["pulumi-python:dynamic/l2dsr:Domain"] == 4
-    assert creates["pulumi-python:dynamic/l2dsr:Volume"] == 5
+    assert creates["pulumi-python:dynamic/l2dsr:Volume"] == 7  # 4 disks, the base and its kernel and initrd
     assert creates["pulumi-python:dynamic/l2dsr:CloudInitDisk"] == 4
     assert creates["pulumi-python:dynamic/l2dsr:Network"] == 1
+    assert creates["pulumi-python:dynamic/l2dsr:Tunnel"] == 0  # one host: no VXLAN
     assert creates["l2dsr:lab:Vm"] == 4 and creates["l2dsr:lab:Benchmark"] == 1
     assert creates["pulumi-python:dynamic/l2dsr:VmReady"] == 4
     assert creates["pulumi:pulumi:Stack"] == 1
     # 11 components (the stack, 4 Vm, web tier, LB, clients, network, base image, benchmark) + 20 resources
     assert creates["pulumi-python:dynamic/l2dsr:StackIdentity"] == 1
-    assert plan["changeSummary"]["create"] == sum(creates.values()) == 32
+    assert plan["changeSummary"]["create"] == sum(creates.values()) == 34
     assert "download" not in (done.stdout + done.stderr).lower()
 
 

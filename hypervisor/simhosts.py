@@ -219,6 +219,11 @@ def _stop(host: SimHost) -> None:
     for daemon in ("sshd", "libvirtd", "virtlogd"):
         if host.pids.get(daemon):
             libvirt.stop(host.pids[daemon])
+    # What else runs in the host's namespace is its own too: sshd's sessions outlive their listener
+    # (a multiplexed client keeps one open), and would outlive the namespace.
+    left = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True).stdout.split()
+    for pid in left:
+        libvirt.stop(int(pid))
     subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
 
 

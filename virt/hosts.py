@@ -4,8 +4,6 @@ An unreachable host stops the preview with its URI and the error, before anythin
 
 from __future__ import annotations
 
-import re
-
 from lab.hostfit import HostFacts
 from lab.spec import HostSpec
 from runtime.hostshell import HostError, HostRef
@@ -14,25 +12,16 @@ from virt.virsh import Virsh, VirshError
 
 def probe(host: HostSpec, ref: HostRef) -> tuple[HostFacts | None, str]:
     """(its CPUs and memory, "") or (None, why it cannot be used)."""
-    virsh = Virsh(host.uri)
     try:
-        info = virsh.ask("nodeinfo", timeout=30)
+        cpus, memory_mib = Virsh(host.uri).node_facts(timeout=30)
     except VirshError as e:
         return None, f"libvirt at {host.uri} does not answer: {e}"
-    try:  # the host's MemTotal; nodeinfo's "Memory size" is one NUMA node's on some hosts
-        mem = virsh.ask("nodememstats", timeout=30)
-    except VirshError:  # drivers without memory stats (libvirt's test driver)
-        mem = re.sub(r"^Memory size:", "total :", info, flags=re.M)
     if ref.remote:
         try:
             ref.run("true", timeout=30)
         except HostError as e:
             return None, f"SSH to it fails (host-side steps and the guests need it): {e}"
-    cpus = re.search(r"^CPU\(s\):\s+(\d+)", info, re.M)
-    total = re.search(r"^total\s*:\s+(\d+) KiB", mem, re.M)
-    if not (cpus and total):
-        return None, f"libvirt at {host.uri} did not say its CPUs and memory"
-    return HostFacts(int(cpus.group(1)), int(total.group(1)) // 1024), ""
+    return HostFacts(cpus, memory_mib), ""
 
 
 def unreachable_message(failed: dict[str, str], hosts: tuple[HostSpec, ...]) -> str:

@@ -65,17 +65,27 @@ class Virsh:
         """The first column of a listing (`list --all --name`, `vol-list --pool p`)."""
         return [line.split()[0] for line in self.ask(*listing).splitlines() if line.strip()]
 
-    def nodeinfo(self) -> tuple[int, int] | None:
-        """(CPUs, memory in MiB) of the libvirt host, or None when libvirt does not say."""
+    def node_facts(self, timeout: float = 15) -> tuple[int, int]:
+        """(CPUs, memory in MiB) of the libvirt host; VirshError when libvirt does not say."""
+        info = self.ask("nodeinfo", timeout=timeout)
         # nodeinfo's "Memory size" is NUMA node memory: 12.5 of 24 GiB on these machines; nodememstats
-        # has the host's MemTotal.
+        # has the host's MemTotal. Drivers without memory stats (libvirt's test driver) have only the former.
         try:
-            info, mem = self.ask("nodeinfo", timeout=15), self.ask("nodememstats", timeout=15)
-        except VirshError:
-            return None
+            mem = self.ask("nodememstats", timeout=timeout)
+        except LibvirtUnknown:
+            mem = re.sub(r"^Memory size:", "total :", info, flags=re.M)
         cpus = re.search(r"^CPU\(s\):\s+(\d+)", info, re.M)
         total = re.search(r"^total\s*:\s+(\d+) KiB", mem, re.M)
-        return (int(cpus.group(1)), int(total.group(1)) // 1024) if cpus and total else None
+        if not (cpus and total):
+            raise VirshError(f"libvirt at {self.uri} did not say its CPUs and memory")
+        return int(cpus.group(1)), int(total.group(1)) // 1024
+
+    def nodeinfo(self) -> tuple[int, int] | None:
+        """(CPUs, memory in MiB) of the libvirt host, or None when libvirt does not say."""
+        try:
+            return self.node_facts()
+        except VirshError:
+            return None
 
     def with_xml(self, verb: str, xml: str, *args: str) -> str:
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:

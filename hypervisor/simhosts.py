@@ -70,17 +70,10 @@ def write(hosts: list[SimHost]) -> None:
     RECORD.write_text(json.dumps([asdict(h) for h in hosts], indent=1))
 
 
-def _virsh(host: SimHost, *args: str) -> bool:
+def _virsh(host: SimHost, *args: str) -> subprocess.CompletedProcess[str]:
     """virsh against a simulated host, from host 1's namespace (the underlay exists only there)."""
-    rec = libvirt.read_record()
-    argv = [*libvirt.in_namespace(rec), "virsh", "-q", "-c", host.uri, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60).returncode == 0
-
-
-def _virsh_out(host: SimHost, *args: str) -> str:
-    rec = libvirt.read_record()
-    argv = [*libvirt.in_namespace(rec), "virsh", "-q", "-c", host.uri, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+    argv = [*libvirt.in_namespace(libvirt.read_record()), "virsh", "-q", "-c", host.uri, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
 def _sh(*argv: str) -> None:
@@ -163,14 +156,14 @@ def _start(index: int, rec: libvirt.HostRecord) -> SimHost:
             time.sleep(0.1)
         host.pids[daemon] = int(pidfile.read_text().strip())
     deadline = time.monotonic() + 30
-    while not _virsh(host, "version"):
+    while _virsh(host, "version").returncode != 0:
         if time.monotonic() > deadline:
             raise StepFailed(f"simulated host {name}: libvirt over SSH ({host.uri}) did not answer within 30 s")
         time.sleep(0.5)
-    if not _virsh(host, "pool-info", libvirt.POOL_NAME):  # kept in its private /etc/libvirt across restarts
+    if _virsh(host, "pool-info", libvirt.POOL_NAME).returncode != 0:  # kept in its private /etc/libvirt across restarts
         _virsh(host, "pool-define-as", libvirt.POOL_NAME, "dir", "--target", libvirt.POOL_PATH)
     _virsh(host, "pool-start", libvirt.POOL_NAME)  # fails when it runs already
-    if "running" not in _virsh_out(host, "pool-info", libvirt.POOL_NAME):
+    if "running" not in _virsh(host, "pool-info", libvirt.POOL_NAME).stdout:
         raise StepFailed(f"simulated host {name}: storage pool {libvirt.POOL_NAME} does not start")
     return host
 
@@ -232,7 +225,7 @@ def down(force: bool = False) -> None:
     hosts = read()
     for host in hosts:
         if host.pids and all(libvirt.alive(p) for p in host.pids.values()):
-            domains = [d for d in _virsh_out(host, "list", "--all", "--name").split() if d]
+            domains = [d for d in _virsh(host, "list", "--all", "--name").stdout.split() if d]
             if domains and not force:
                 raise StepFailed(
                     f"simulated host {host.name} still has domains: {' '.join(domains)}; destroy the stack first "

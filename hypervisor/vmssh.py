@@ -35,10 +35,15 @@ def find_vm(outputs: dict, name: str) -> tuple[dict, HostRef]:
     if vm is None:
         known = ", ".join(v["name"].rsplit("-", 1)[-1] for v in vms) or "none: is the stack up?"
         raise StepFailed(f"no VM {name!r} in this stack (its VMs: {known})")
-    host = next((h for h in outputs.get("hosts") or [] if h["name"] == vm.get("host")), None)
-    if not host:
-        return vm, HostRef()
-    return vm, ref_of(HostSpec(host["name"], host["uri"], host["address"], host["user"], host["identityFile"]))
+    return vm, host_refs(outputs).get(vm.get("host", ""), HostRef())
+
+
+def host_refs(outputs: dict) -> dict[str, HostRef]:
+    """How the lab reaches each of the stack's hosts, from its `hosts` output."""
+    return {
+        h["name"]: ref_of(HostSpec(h["name"], h["uri"], h["address"], h["user"], h["identityFile"]))
+        for h in outputs.get("hosts") or []
+    }
 
 
 def main(args: list[str], pulumi_bin: Path, rec: libvirt.HostRecord | None) -> int:

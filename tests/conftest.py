@@ -29,12 +29,6 @@ def lab_of(values: dict[str, Any] | None = None) -> tuple[LabSpec, Mode]:
     return load_lab(values)
 
 
-def state_private_key(state: dict) -> str:
-    """The stack's SSH private key from `pulumi stack export --show-secrets` (a secret's plaintext is JSON)."""
-    key = next(r for r in state["deployment"]["resources"] if r["type"].endswith(":SshKey"))["outputs"]["private_key"]
-    return json.loads(key["plaintext"]) if isinstance(key, dict) else key
-
-
 def stack_outputs(cli) -> dict:
     """Every output of the test's stack (secrets shown), as the CLI prints them."""
     return json.loads(cli("stack", "output", "--json", "--show-secrets").stdout)

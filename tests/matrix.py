@@ -24,12 +24,12 @@ sys.path.insert(0, str(PROJECT))
 
 from bench.runner import run  # noqa: E402
 from components.benchmark import bench_spec  # noqa: E402
+from hypervisor.vmssh import private_key as private_key_of  # noqa: E402
 from lab.addressing import plan  # noqa: E402
 from lab.config import stack_values  # noqa: E402
 from lbmodes import load_lab  # noqa: E402
 from runtime.ssh import KeyFile, Ssh  # noqa: E402
 from runtime.vm import VmRef  # noqa: E402
-from tests.conftest import state_private_key  # noqa: E402
 
 
 def pulumi(stack: str, *args: str) -> str:
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     spec, mode = load_lab(stack_values(args.stack))
     state = json.loads(pulumi(args.stack, "stack", "export", "--show-secrets"))
     resources = state["deployment"]["resources"]
-    key = state_private_key(state)
+    key = private_key_of(state)
     refs = {
         g["name"]: VmRef(g["name"], g["role"], g["address"], g["domain"], g["console_log"])
         for g in (r["outputs"]["guest"] for r in resources if r["type"].endswith(":VmReady"))

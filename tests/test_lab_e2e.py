@@ -22,10 +22,11 @@ import yaml
 import lbmodes
 from guest import render
 from hypervisor import libvirt, paths, simhosts
-from lab.spec import HostSpec
-from runtime.hostshell import HostRef, ref_of
+from hypervisor.vmssh import host_refs
+from hypervisor.vmssh import private_key as private_key_of
+from runtime.hostshell import HostRef
 from runtime.ssh import KeyFile, Ssh
-from tests.conftest import stack_outputs, state_private_key
+from tests.conftest import stack_outputs
 from tests.stacks import lab_stack, project_copy
 from virt.tunnel import interface_name
 from virt.virsh import Virsh
@@ -144,20 +145,12 @@ IPVS_METHOD = {"dsr": "Route", "l3dsr": "Tunnel", "nat": "Masq"}  # ipvsadm -Ln'
 
 
 def private_key(cli) -> str:
-    return state_private_key(json.loads(cli("stack", "export", "--show-secrets").stdout))
+    return private_key_of(json.loads(cli("stack", "export", "--show-secrets").stdout))
 
 
 def active_units(ssh: Ssh, address: str) -> set[str]:
     out = ssh.run(address, "systemctl list-units --type=service --state=active --no-legend --plain").stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def host_refs(out: dict) -> dict[str, HostRef]:
-    """How the lab reaches each of its hosts, from the stack's `hosts` output."""
-    return {
-        h["name"]: ref_of(HostSpec(h["name"], h["uri"], h["address"], h["user"], h["identityFile"]))
-        for h in out["hosts"]
-    }
 
 
 def lab_ssh(out: dict, key: str) -> Ssh:

@@ -68,9 +68,9 @@ class TunnelProvider(ReplaceOnChange):
         if known(news.get("owner")):
             args = read_props(TunnelArgs, news)
             try:
-                state = parse_state(args.host.run(end_of(args).read_command(), timeout=60).stdout)
-            except HostError as e:
-                failures.append(CheckFailure("host", f"cannot reach the lab's {e}"))
+                state = self.state(args)
+            except runtime.LabFailure as e:
+                failures.append(CheckFailure("host", str(e)))
             else:
                 if state.exists and state.marker != end_of(args).marker:
                     failures.append(CheckFailure("name", self.foreign(args, state.marker)))

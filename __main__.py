@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from bench.cost import cost_problems
-from bench.report import as_outputs, results_table
+from bench.report import as_outputs, fault_table, results_table
 from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
 from components.client import Clients, ClientsArgs
 from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
@@ -116,7 +116,14 @@ all_vms = [*clients.vms, lb.vm, *webs.vms]
 bench = Benchmark(
     "bench",
     BenchmarkArgs(
-        plan=bench_spec(stack, spec, mode, plan, {vm.ref.name: vm.ref for vm in all_vms}),
+        plan=bench_spec(
+            stack,
+            spec,
+            mode,
+            plan,
+            {vm.ref.name: vm.ref for vm in all_vms},
+            {g.name: vm_sites.of(g).uri for g in plan.guests},
+        ),
         vms=all_vms,
         private_key=key.private_key,
         trigger=spec.bench_trigger,
@@ -168,6 +175,9 @@ pulumi.export(
 pulumi.export("results", bench.result.apply(lambda r: as_outputs(r["runs"])))
 pulumi.export("summary", bench.result.apply(lambda r: as_outputs(r["summary"])))
 pulumi.export("resultsTable", bench.result.apply(lambda r: results_table(r["summary"])))
+# l2dsr:benchFault: the fault run's times and its second-by-second record (null without a fault)
+pulumi.export("fault", bench.result.apply(lambda r: as_outputs(r.get("fault"))))
+pulumi.export("faultTable", bench.result.apply(lambda r: fault_table([r["fault"]]) if r.get("fault") else ""))
 pulumi.export("requestsPerWeb", bench.result.apply(lambda r: r["requests_per_web"]))
 pulumi.export(
     "byteCounters",

@@ -69,14 +69,74 @@ def results_table(rows: list[dict]) -> str:
 # ---- the report: saved results of one or more stacks -> Markdown and PNG charts ---------------------
 
 
-def kind_of(result: dict) -> tuple[str, str, bool, str]:
-    """What a run can be compared with: its mode, tool, keep-alive and scheme."""
+def kind_of(result: dict) -> tuple[str, str, bool, str, str]:
+    """What a run can be compared with: its mode, tool, keep-alive and scheme, and for a fault run
+    what took the dead web out (dsr with keepalived and dsr without are two kinds)."""
     return (
         result["mode"],
         result.get("tool", "ab"),
         bool(result.get("keepalive", False)),
         result.get("scheme", "http"),
+        (result.get("fault") or {}).get("health_check", ""),
     )
+
+
+def _after(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
+def fault_table(faults: list[dict]) -> str:
+    """The fault runs side by side: what failed, and how long the LB sent to the dead web and took to
+    have it back (seconds after the fault and after the restore, read from the LB every half second)."""
+    lines = [
+        "| Mode | Health check | Fault | Concurrency | Requests | Failed | Requests/sec | Eject (s) | Readmit (s) "
+        "| Sent to the dead web | Flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in faults:
+        lines.append(
+            f"| {f['mode']} | {f['health_check']} | {f['fault']} | {int(f['concurrency']):,} | "
+            f"{int(f['total_requests']):,} | {int(f['failed_requests'] + f['non_2xx_responses']):,} | "
+            f"{f['requests_per_second']:,.2f} | {_after(f['eject_s'])} | {_after(f['readmit_s'])} | "
+            f"{int(f['sent_while_down']):,} | {'; '.join(f.get('flags', [])) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def fault_chart(faults: list[dict], out: Path) -> Path:
+    """Per fault run, second by second: requests the webs served, connection errors at the clients,
+    and the dead web in rotation; the time it was down shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(faults), 1, figsize=(8, 2.6 * len(faults)), dpi=100, squeeze=False, sharex=True)
+    for ax, f in zip(axes[:, 0], faults, strict=True):
+        line = f["timeline"]
+        seconds = range(len(line["served"]))
+        ax.axvspan(f["fault_at_s"], f["restored_at_s"], color="grey", alpha=0.2, label=f"{f['web']} down")
+        ax.plot(seconds, line["served"], marker=".", label="served (all webs)")
+        ax.plot(seconds, line["connection_errors"], marker=".", color="red", label="connection errors")
+        top = max([*line["served"], *line["connection_errors"], 1])
+        ax.step(
+            seconds,
+            [v * top for v in line["in_rotation"]],
+            where="post",
+            color="green",
+            alpha=0.6,
+            label=f"{f['web']} in rotation",
+        )
+        ax.set_title(f"{f['mode']}, {f['health_check']}: {f['fault']}", fontsize=9)
+        ax.set_ylabel("per second")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[-1, 0].set_xlabel("seconds of the fault run")
+    fig.tight_layout()
+    path = out / "fault.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def load_results(paths_: list[Path]) -> list[dict]:
@@ -254,6 +314,10 @@ def write_report(results: list[dict], out: Path, scale: dict | None = None) -> P
     if results:
         for png in charts(results, out):
             parts.append(f"![{png.stem}]({png.name})\n")
+    faults = [{**res["fault"], "mode": res["mode"]} for res in results if res.get("fault")]
+    if faults:
+        parts.append(f"## A web fails during the load\n\n{fault_table(faults)}")
+        parts.append(f"![fault]({fault_chart(faults, out).name})\n")
     if scale and scale.get("points"):
         parts.append(f"## Scaling (`./labctl test -m scale`)\n\n{scaling_table(scale['points'])}")
         parts.append(f"Phases: {scale.get('phases', {})}\n\n![scaling]({scaling_chart(scale['points'], out).name})\n")

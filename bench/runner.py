@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from bench import clocks, counters, judge, loadtools, probes
+from bench import clocks, counters, faultrun, judge, loadtools, probes
+from bench.faultrun import FaultPlan
 from bench.loadtools import Load
 from bench.matrix import Step, split, steps, summarize
 from bench.parse import ParseError, Placed, combine
@@ -68,6 +69,7 @@ class BenchSpec:
     retunes: dict[str, Retune]
     shares: ShareRule
     balances: str  # what the mode's scheduler spreads over the webs: "connections" or "requests"
+    fault: FaultPlan | None = None  # l2dsr:benchFault: a fault run after the steps
 
     @property
     def url(self) -> str:
@@ -121,6 +123,16 @@ def measure(ssh: Ssh, p: BenchSpec, step: Step, tag: str, out: Path) -> tuple[li
         p, lambda i: ssh.run(p.clients[i].address, tool.run(work[i], starts[i]), timeout=3600, check=False).stdout
     )
     after, webs1 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
+    placed = place_runs(p, tag, texts, work, offsets, out)
+    webs = {name: webs1[name].since(webs0[name]) for name in webs1}
+    return placed, before, after, webs
+
+
+def place_runs(
+    p: BenchSpec, tag: str, texts: list[str], work: list[Load], offsets: list[clocks.Offset], out: Path
+) -> list[Placed]:
+    """The clients' outputs, kept under `out` and parsed, each run placed on the host's clock."""
+    tool = loadtools.TOOLS[p.tool]
     placed = []
     for client, text, load, offset in zip(p.clients, texts, work, offsets, strict=True):
         (out / f"{tag}.{client.name}.{p.tool}.txt").write_text(text)
@@ -133,8 +145,7 @@ def measure(ssh: Ssh, p: BenchSpec, step: Step, tag: str, out: Path) -> tuple[li
             ) from None
         started = loadtools.clock_start(text) / 1e9 - offset.seconds
         placed.append(Placed(run, client.name, started, offset.error_s))
-    webs = {name: webs1[name].since(webs0[name]) for name in webs1}
-    return placed, before, after, webs
+    return placed
 
 
 def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
@@ -183,6 +194,66 @@ def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
     return record
 
 
+def run_fault(ssh: Ssh, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
+    """The fault run (bench/faultrun.py): load for `plan.seconds` while one web fails and comes back."""
+    tool = loadtools.TOOLS[p.tool]
+    work = faultrun.loads(p.url, plan, len(p.clients), p.keepalive)
+    web = next(w for w in p.webs if w.name == plan.web)
+    probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
+    offsets = {v.name: o for v, o in zip(p.vms, on_vms(p.vms, lambda v: clocks.measure(ssh, v.address)), strict=True)}
+    faultrun.start_samplers(ssh, plan, p.lb, list(p.clients), list(p.webs), plan.seconds + 60)
+
+    def load(t0: float) -> list[str]:
+        return on_clients(
+            p,
+            lambda i: (
+                ssh.run(
+                    p.clients[i].address,
+                    tool.run(work[i], int((t0 + offsets[p.clients[i].name].seconds) * 1e9)),
+                    timeout=plan.seconds + 600,
+                    check=False,
+                ).stdout
+            ),
+        )
+
+    injector = faultrun.Injector(ssh, plan, web, offsets[web.name].seconds)
+    texts, t0, times = faultrun.run_during(load, plan, injector, START_LEAD_S)
+    samples = faultrun.collect(ssh, p.vms)
+    placed = place_runs(p, "fault", texts, work, [offsets[c.name] for c in p.clients], out)
+    combined = combine(placed, tool.rank, tool.grid_pct)
+    rec = faultrun.record(
+        plan,
+        samples,
+        {name: o.seconds for name, o in offsets.items()},
+        t0,
+        times,
+        p.lb.name,
+        [c.name for c in p.clients],
+        [w.name for w in p.webs],
+    )
+    rec = {
+        "mode": p.mode,
+        **rec,
+        "concurrency": combined["concurrency"],
+        "total_requests": combined["total_requests"],
+        "failed_requests": combined["failed_requests"],
+        "non_2xx_responses": combined["non_2xx_responses"],
+        "requests_per_second": combined["requests_per_second"],
+        "latency_percentiles_ms": combined["latency_percentiles_ms"],
+        "window_s": combined["window_s"],
+        "started_at": round(t0, 3),  # the host's clock: with the offsets, the raw samples' time line
+        "clock_offsets_s": {name: round(o.seconds, 4) for name, o in offsets.items()},
+    }
+    rec["flags"] = faultrun.flags(rec, rec["failed_requests"] + rec["non_2xx_responses"])
+    faultrun.write(out, rec, samples)
+    return rec
+
+
+def on_vms(vms: list[VmRef], command) -> list:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(command, vms))
+
+
 def stop_load_tools(ssh: Ssh, clients: tuple[VmRef, ...]) -> None:
     """Best effort, after a cancel or a failure: no load tool left running on a client."""
     kill = "; ".join(f"sudo pkill -x {name}" for name in loadtools.TOOLS) + "; true"
@@ -211,15 +282,19 @@ def run(p: BenchSpec, ssh: Ssh, results_dir: str) -> dict:
         return _run(p, ssh, out, doing)
     except BaseException as e:
         failure: BaseException = readable(e, p, doing[0]) if isinstance(e, SshError) else e
-        if isinstance(e, (BenchmarkFailed, ParseError)) and not str(e).startswith("benchmark"):
+        if isinstance(e, (BenchmarkFailed, ParseError, faultrun.FaultFailed)) and not str(e).startswith("benchmark"):
             # A parse error here is the clients' combined output (a tool's own is named in measure())
             failure = BenchmarkFailed(f"benchmark, {doing[0]}: {e} (raw output in {out})")
         (out / "FAILED").write_text(f"{type(failure).__name__}: {failure}\n")
-        if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed, ParseError)):
+        if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed, ParseError, faultrun.FaultFailed)):
             stop_load_tools(ssh, p.clients)
         if failure is e:
             raise
         raise failure from None
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
 
 
 def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
@@ -251,6 +326,17 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
         if current != p.lb_threads and not runtime.cancelled.is_set():
             doing[0] = f"returning the LB to {p.lb_threads} thread(s)"
             retune(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
+    fault = None
+    if p.fault:
+        doing[0] = f"the fault run ({p.fault.label})"
+        fault = run_fault(ssh, p, p.fault, out)
+        oom.check("during the fault run")
+        runtime.log(
+            f"{p.mode} fault run ({p.fault.label}, {fault['health_check']}): {fault['total_requests']:,} requests, "
+            f"{fault['failed_requests'] + fault['non_2xx_responses']} failed, eject "
+            f"{_seconds(fault['eject_s'])}, readmit {_seconds(fault['readmit_s'])}"
+            + (f"; flags: {'; '.join(fault['flags'])}" if fault["flags"] else "")
+        )
     per_web: dict[str, int] = {}
     for r in runs:
         for name, count in r["requests_per_web"].items():
@@ -263,6 +349,7 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
         "runs": runs,
         "summary": summarize(runs),
         "requests_per_web": per_web,
+        **({"fault": fault} if fault else {}),
         "raw_dir": str(out),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from bench.faultrun import FaultPlan
 from bench.runner import BenchSpec
 from components.vm import Vm
 from guest import render
@@ -21,8 +22,36 @@ from resources.benchmark import Command, CommandArgs, Connection
 from runtime.vm import VmRef
 
 
-def bench_spec(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: dict[str, VmRef]) -> BenchSpec:
-    """The benchmark of this lab, resolved: the VMs, the load, and what the mode says of its runs."""
+def fault_plan(spec: LabSpec, mode: Mode, plan: AddressPlan, uris: dict[str, str] | None = None) -> FaultPlan | None:
+    """l2dsr:benchFault with what the mode says of its rotation; None without a fault."""
+    fault = spec.bench_fault
+    if fault is None:
+        return None
+    checker, rotation = mode.rotation(spec)
+    return FaultPlan(
+        action=fault.action,
+        web=fault.web,
+        at_s=fault.at_s,
+        restore_s=fault.restore_s,
+        seconds=spec.bench_fault_seconds,
+        concurrency=spec.bench_concurrency[0],
+        checker=checker,
+        rotation=rotation,
+        keys={**{str(w.address): w.name for w in plan.webs}, **{w.name: w.name for w in plan.webs}},
+        uri=(uris or {}).get(fault.web, spec.hosts[0].uri),
+    )
+
+
+def bench_spec(
+    stack: str,
+    spec: LabSpec,
+    mode: Mode,
+    plan: AddressPlan,
+    vms: dict[str, VmRef],
+    uris: dict[str, str] | None = None,
+) -> BenchSpec:
+    """The benchmark of this lab, resolved: the VMs, the load, what the mode says of its runs, and
+    the fault run (`uris`: each VM's libvirt host, where kill-web pauses it)."""
     lb_steps, lb_threads = mode.lb_steps(spec), mode.lb_threads(spec)
     retunes = {t: mode.retune(spec, plan, t) for t in sorted({*lb_steps, lb_threads})}
     return BenchSpec(
@@ -45,6 +74,7 @@ def bench_spec(stack: str, spec: LabSpec, mode: Mode, plan: AddressPlan, vms: di
         retunes={str(t): r for t, r in retunes.items() if r is not None},
         shares=mode.shares,
         balances=mode.balances,
+        fault=fault_plan(spec, mode, plan, uris),
     )
 
 
@@ -68,13 +98,18 @@ class Benchmark(pulumi.ComponentResource):
             CommandArgs(
                 connection=Connection(render.LOGIN_USER, args.private_key),
                 create=args.plan,
-                # The boots it measures: a VM created anew (or rebooted) has a new boot id, and that means a new run.
-                triggers=(args.trigger, *(vm.ready.boot_id for vm in args.vms)),
+                # The boots it measures: a VM created anew (or rebooted) has a new boot id, and that means a new
+                # run; so does a guest whose drifted state was put back in place (a new state token).
+                triggers=(
+                    args.trigger,
+                    *(vm.ready.boot_id for vm in args.vms),
+                    *(vm.state.token for vm in args.vms),
+                ),
                 results_dir=args.results_dir,
             ),
             pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[*(vm.ready for vm in args.vms), *args.segment],
+                depends_on=[*(vm.state for vm in args.vms), *args.segment],
                 custom_timeouts=pulumi.CustomTimeouts(create="120m"),
             ),
         )

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import pulumi
 
-from guest import render
+from guest import render, state
 from lab.addressing import AddressPlan, Guest, domain_name, mac_address
+from lab.files import Check
 from lab.spec import LabSpec
 from lbmodes import Mode
 from resources.domain import Domain, DomainArgs
+from resources.gueststate import GuestState, GuestStateArgs
 from resources.readiness import VmReady, VmReadyArgs
 from resources.volume import CloudInitDisk, CloudInitDiskArgs, Volume, VolumeArgs, content_hash
 from runtime.hostshell import HostRef
@@ -82,6 +84,12 @@ class GuestConfig:
     def network_config(self, guest: Guest) -> str:
         return render.network_config(self.plan, guest, self.mtu)
 
+    def state(self, guest: Guest) -> tuple[tuple[Check, ...], str]:
+        """What the running guest must show of its role, and the command that puts it back (guest/state.py)."""
+        return state.checks(self.spec, self.mode, self.plan, guest), state.repair_command(
+            self.spec, self.mode, self.plan, guest
+        )
+
 
 @dataclass(frozen=True)
 class VmArgs:
@@ -91,6 +99,8 @@ class VmArgs:
     memory_mib: int
     user_data: pulumi.Input[str]
     network_config: str
+    checks: tuple[Check, ...]  # what the running guest must show (guest/state.py), read at every preview
+    repair: str  # how its role is re-applied in place when it drifted
     tuning: DomainTuning | None = None  # the LB's, with l2dsr:lbTuning seed
 
 
@@ -170,8 +180,27 @@ class Vm(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self, depends_on=[self.domain]),
         )
+        # Its role's state, read on the running guest at every preview; drift is repaired in place.
+        self.state = GuestState(
+            f"{name}-state",
+            GuestStateArgs(
+                guest=self.ref,
+                checks=args.checks,
+                repair=args.repair,
+                boot_id=self.ready.boot_id,
+                login_user=render.LOGIN_USER,
+                private_key=site.private_key,
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.ready]),
+        )
         self.register_outputs(
-            {"name": domain, "address": self.ref.address, "domain": self.domain.id, "bootId": self.ready.boot_id}
+            {
+                "name": domain,
+                "address": self.ref.address,
+                "domain": self.domain.id,
+                "bootId": self.ready.boot_id,
+                "repaired": self.state.repaired,
+            }
         )
 
 
@@ -197,7 +226,10 @@ def guest_vm(
     tuning: DomainTuning | None = None,
 ) -> Vm:
     """One VM, rendered for its guest and sized by its role's settings, as a child of `parent`."""
-    args = VmArgs(site, guest, vcpus, memory_mib, config.user_data(guest), config.network_config(guest), tuning)
+    checks, repair = config.state(guest)
+    args = VmArgs(
+        site, guest, vcpus, memory_mib, config.user_data(guest), config.network_config(guest), checks, repair, tuning
+    )
     return Vm(name, args, pulumi.ResourceOptions(parent=parent))
 
 

@@ -49,7 +49,7 @@ HOST_PACKAGES = [
     "e2fsprogs",
     "iproute2",
 ]
-TEST_PACKAGES = ("cloud-init", "haproxy", "nginx-light")  # the tools that check rendered files
+TEST_PACKAGES = ("cloud-init", "haproxy", "keepalived", "nginx-light")  # the tools that check rendered files
 
 
 # ---- decisions (pure) --------------------------------------------------------------------------

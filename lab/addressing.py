@@ -89,10 +89,15 @@ def plan(spec: LabSpec) -> AddressPlan:
     clients = tuple(
         Guest(f"client{i + 1:02d}", "client", _nth(front, FIRST_CLIENT_OFFSET + i)) for i in range(spec.client_count)
     )
-    webs = tuple(Guest(f"web{i + 1:02d}", "web", spec.first_web_address + i) for i in range(spec.web_count))
+    webs = tuple(Guest(web_name(i), "web", spec.first_web_address + i) for i in range(spec.web_count))
     return AddressPlan(
         front, server, spec.vip, _nth(front, GATEWAY_OFFSET), _nth(server, GATEWAY_OFFSET), lb, clients, webs
     )
+
+
+def web_name(index: int) -> str:
+    """The name of the web at `index` (0-based): web01, web02, ..."""
+    return f"web{index + 1:02d}"
 
 
 def plan_problems(spec: LabSpec) -> list[Problem]:

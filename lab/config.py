@@ -9,6 +9,7 @@ resource is registered.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -19,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from lab.addressing import plan_problems
+from lab.addressing import plan_problems, web_name
+from lab.fault import read_fault
 from lab.inventory import read_hosts
 from lab.spec import PROJECT, ROLES, LabSpec, Problem
 from lab.tuning import PROFILES
@@ -31,6 +33,8 @@ DOMAIN_TYPES = ("auto", "kvm", "qemu")
 IMAGE_FAMILIES = ("debian", "rhel")
 BENCH_TOOLS = ("ab", "wrk")
 BENCH_SCHEMES = ("http", "https")
+IPVS_HEALTH_CHECKS = ("none", "keepalived")
+IPVS_CHECKS = ("http", "tcp")
 
 MAX_VCPUS = 64
 # Bounds of the tools the keys end up in, so a value they would refuse is refused here, at preview:
@@ -145,6 +149,10 @@ def read_spec(
             "ipvsUpperThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -x takes 0 (no limit) to 2147483647"
         ),
         ipvs_lower_threshold=within("ipvsLowerThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -y takes 0 to 2147483647"),
+        ipvs_health_check=choice("ipvsHealthCheck", IPVS_HEALTH_CHECKS),
+        ipvs_check=choice("ipvsCheck", IPVS_CHECKS),
+        ipvs_check_interval_s=within("ipvsCheckIntervalS", 1, 60, "keepalived checks every 1 to 60 s here"),
+        ipvs_check_fall=within("ipvsCheckFall", 1, 10, "1 to 10 failed checks before a web is removed"),
         lb_tuning=choice("lbTuning", PROFILES),
         https=raw["https"],
         bench_tool=bench_tool,
@@ -161,7 +169,14 @@ def read_spec(
         bench_file_size_kib=at_least("benchFileSizeKiB", 1, "/dummy_file needs a size"),
         bench_max_minutes=at_least("benchMaxMinutes", 1, "a benchmark takes time"),
         bench_trigger=raw["benchTrigger"],
+        bench_fault=None,  # read below, once the web names are known
+        bench_fault_seconds=within("benchFaultSeconds", 5, 600, "a fault run of 5 s to 10 min"),
     )
+    if raw["webCount"] >= 1:
+        webs = [web_name(i) for i in range(raw["webCount"])]
+        fault, fault_problems = read_fault(raw["benchFault"], webs, spec.bench_fault_seconds)
+        problems.extend(fault_problems)
+        spec = dataclasses.replace(spec, bench_fault=fault)
     problems.extend(_matrix_problems(spec))
     if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
         problems.append(Problem("ipvsLowerThreshold", "above ipvsUpperThreshold; set it to the upper value or less"))

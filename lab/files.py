@@ -62,3 +62,13 @@ class Retune:
     apply: str
     check: str
     expect: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One fact of a running guest that its role set up: a command that prints it, and what it must
+    print (guest/state.py reads them at every preview; a difference is drift, repaired in place)."""
+
+    what: str  # for people: "VIP 192.168.16.100/32 on lo"
+    command: str  # prints one line
+    expect: str

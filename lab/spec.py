@@ -51,6 +51,19 @@ class HostSpec:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """The fault run's fault (`l2dsr:benchFault`): what happens to which web, and when, in seconds of the run."""
+
+    action: str  # stop-web: nginx stopped (connections refused); kill-web: the VM paused (nothing answers)
+    web: str
+    at_s: int
+    restore_s: int
+
+    def __str__(self) -> str:
+        return f"{self.action}:{self.web}@{self.at_s}s-{self.restore_s}s"
+
+
+@dataclass(frozen=True)
 class LabSpec:
     mode: str  # the LB mode's name; resolved once into its object by lbmodes.load_lab
     web_count: int
@@ -73,6 +86,10 @@ class LabSpec:
     haproxy_threads: int
     ipvs_upper_threshold: int
     ipvs_lower_threshold: int
+    ipvs_health_check: str  # none (the seed's static rules) | keepalived
+    ipvs_check: str  # http | tcp: keepalived's check of each web
+    ipvs_check_interval_s: int
+    ipvs_check_fall: int
     lb_tuning: str  # none | seed (lab/tuning.py)
     https: bool
     bench_tool: str
@@ -85,6 +102,8 @@ class LabSpec:
     bench_file_size_kib: int
     bench_max_minutes: int  # refused at preview above this estimate (bench/cost.py)
     bench_trigger: str
+    bench_fault: Fault | None  # a fault run after the steps (l2dsr:benchFault); None: no fault run
+    bench_fault_seconds: int
 
     @property
     def image_is_builtin(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab.addressing import AddressPlan, Guest
-from lab.files import Retune, RoleSetup, WriteFile, fill
+from lab.files import Check, Retune, RoleSetup, WriteFile, fill
 from lab.spec import LabSpec
 
 
@@ -75,6 +75,17 @@ class Mode:
         """The LB thread counts the benchmark steps through; a mode with nothing to tune reports one
         row per point, as the seed did for IPVS (the kernel's, one 'thread')."""
         return (1,)
+
+    def lb_checks(self, spec: LabSpec, plan: AddressPlan) -> tuple[Check, ...]:
+        """What the LB's balancer must show while it runs as deployed (its service, its webs); the
+        drift a preview reports for the LB, beside its units and sysctls (guest/state.py)."""
+        return ()
+
+    def rotation(self, spec: LabSpec) -> tuple[str, str]:
+        """(what checks the webs, a command on the LB): the command prints a line per web the LB
+        balances over, `<web's address or name> <1: in rotation, 0: out> <connections or sessions
+        it has sent that web so far>`; a web it prints nothing for is out. The fault run samples it."""
+        raise NotImplementedError
 
     def retune(self, spec: LabSpec, plan: AddressPlan, threads: int) -> Retune | None:
         """What the benchmark does to run a step with `threads`; None: nothing to change."""

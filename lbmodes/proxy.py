@@ -8,13 +8,14 @@ nbthread 1-8) by re-rendering haproxy.cfg and reloading. With `l2dsr:https` the 
 from __future__ import annotations
 
 from lab.addressing import AddressPlan, Guest
-from lab.files import Retune, RoleSetup, WriteFile, fill
+from lab.files import Check, Retune, RoleSetup, WriteFile, fill
 from lab.memory import mib
 from lab.spec import LabSpec
 from lab.tuning import cpu_range, tuning_of
 from lbmodes.base import Mode, through, vip_on_lo_web
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+STATS_SOCKET = "/run/haproxy/admin.sock"
 # HAProxy 2.6, idle, with the seed's maxconn and ulimit-n: 36 MiB (measured); per thread a little
 # more. Per connection (not measured at the seed's scale): session and two connections hold a few
 # KiB, and a 16 KiB buffer (tune.bufsize) is taken only while data waits; assumed 8 KiB on average.
@@ -45,6 +46,7 @@ def haproxy_cfg(spec: LabSpec, plan: AddressPlan, threads: int | None = None, ce
         nbthread=threads or spec.haproxy_threads,
         cpu_list=cpu_list(spec),
         vip=plan.vip,
+        stats_socket=STATS_SOCKET,
         https_bind=https,
         servers=servers,
     )
@@ -99,6 +101,25 @@ class Proxy(Mode):
 
     def lb_steps(self, spec: LabSpec) -> tuple[int, ...]:
         return spec.bench_threads or (spec.haproxy_threads,)
+
+    def lb_checks(self, spec: LabSpec, plan: AddressPlan) -> tuple[Check, ...]:
+        servers = (
+            f"echo 'show stat' | socat stdio {STATS_SOCKET} | awk -F, '$1 == \"web\" && $2 != \"BACKEND\" {{print $2}}'"
+        )
+        return (
+            Check("HAProxy's servers", f"{servers} | xargs", " ".join(w.name for w in plan.webs)),
+            Check(
+                "HAProxy's threads", "ps -o nlwp= -C haproxy | sort -n | tail -1 | xargs", str(self.lb_threads(spec))
+            ),
+        )
+
+    def rotation(self, spec: LabSpec) -> tuple[str, str]:
+        # `show stat`'s CSV: field 2 the server, 8 its sessions so far, 18 its status (UP, UP 1/3
+        # going down: still in; DOWN, DOWN 1/2 coming back, MAINT: out).
+        return "HAProxy check", (
+            f"echo 'show stat' | socat stdio {STATS_SOCKET} | "
+            'awk -F, \'$1 == "web" && $2 != "BACKEND" {print $2, ($18 ~ /^UP/ ? 1 : 0), $8}\''
+        )
 
     def retune(self, spec: LabSpec, plan: AddressPlan, threads: int) -> Retune:
         return Retune(

@@ -62,8 +62,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["owner"] = f"{inputs['project']}/{inputs['stack']}/mocktoken"
         if "xml" in inputs and "host_addresses" not in inputs:  # Domain: a new definition runs anew
             outs["run_token"] = f"run-of-{hashlib.sha256(str(inputs['xml']).encode()).hexdigest()[:8]}"
-        if "guest" in inputs:  # VmReady: a new run boots anew
+        if "final_message" in inputs:  # VmReady: a new run boots anew
             outs["boot_id"] = f"boot-of-{inputs['run_token']}"
+        if "checks" in inputs:  # GuestState: a new boot is read anew
+            outs.update(observed={}, repaired=[], token=f"state-of-{inputs['boot_id']}")
         if "create" in inputs:  # the benchmark's Command
             outs["result"] = dict(MOCK_RESULT)
         return f"{args.name}-id", outs

@@ -40,17 +40,17 @@ def test_seed_config_builds_the_seeds_lab(seed_graph):
     assert types["pulumi-python:dynamic/l2dsr:Domain"] == 27
     assert types["pulumi-python:dynamic/l2dsr:Volume"] == 27 + 1  # an overlay each, one base
     assert types["pulumi-python:dynamic/l2dsr:CloudInitDisk"] == 27
-    assert types["pulumi-python:dynamic/l2dsr:VmReady"] == 27
+    assert types["pulumi-python:dynamic/l2dsr:VmReady"] == types["pulumi-python:dynamic/l2dsr:GuestState"] == 27
     # components: 27 Vm + WebTier, LoadBalancer, Clients, LabNetwork, BaseImage, Benchmark = 33;
-    # custom: 27 x (disk, seed, domain, ready) + base volume, network, identity, SSH key, benchmark run = 113
-    assert len(seed_graph) == 146
+    # custom: 27 x (disk, seed, domain, ready, state) + base volume, network, identity, SSH key, benchmark run = 140
+    assert len(seed_graph) == 173
 
 
-def test_every_vm_has_disk_seed_domain_and_readiness_as_children(seed_graph):
+def test_every_vm_has_disk_seed_domain_readiness_and_state_as_children(seed_graph):
     vms = [r.name for r in seed_graph.values() if r.type == "l2dsr:lab:Vm"]
     for vm in vms:
         children = sorted(r.name.removeprefix(vm + "-") for r in seed_graph.values() if r.parent == vm)
-        assert children == ["disk", "domain", "ready", "seed"], vm
+        assert children == ["disk", "domain", "ready", "seed", "state"], vm
     assert {seed_graph[v].parent for v in vms} == {"web", "lb", "client"}
     assert seed_graph["web-web25"].parent == "web"
 
@@ -76,7 +76,7 @@ def test_private_key_is_a_secret(lab_graph):
         name: r for name, r in lab_graph.items() if r.custom and ("private_key" in r.inputs or "connection" in r.inputs)
     }
     holders["ssh-key"] = lab_graph["ssh-key"]
-    assert len(holders) == 1 + 4 + 1  # the key, 4 readiness waits, the benchmark
+    assert len(holders) == 1 + 4 + 4 + 1  # the key, 4 readiness waits, 4 guest states, the benchmark
     for name, r in holders.items():
         secret = {"ssh-key": "private_key", "bench-run": "connection"}.get(name, "private_key")
         assert secret in r.secret_outputs, f"{name} stores {secret} in plain text"
@@ -92,7 +92,8 @@ def test_mode_switch_changes_the_lb_and_benchmark_only(lab_graph):
     before, after = _inputs(lab_graph), _inputs(dsr)
     assert before.keys() == after.keys()
     changed = sorted(n for n in before if before[n] != after[n])
-    assert changed == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
+    # The LB's state checks change with its mode (IPVS rules instead of HAProxy's servers).
+    assert changed == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed", "lb-vm-state"]
 
 
 def test_a_vm_created_anew_reruns_the_benchmark(lab_graph):
@@ -101,7 +102,15 @@ def test_a_vm_created_anew_reruns_the_benchmark(lab_graph):
     bigger = graph({**lab_stack_values(), "webMemoryMiB": 640})
     before, after = _inputs(lab_graph), _inputs(bigger)
     changed = sorted(n for n in before if before[n] != after[n])
-    assert changed == ["bench-run", "web-web01-domain", "web-web01-ready", "web-web02-domain", "web-web02-ready"]
+    assert changed == [
+        "bench-run",
+        "web-web01-domain",
+        "web-web01-ready",
+        "web-web01-state",
+        "web-web02-domain",
+        "web-web02-ready",
+        "web-web02-state",
+    ]
     assert before["bench-run"]["create"] == after["bench-run"]["create"]
     assert before["bench-run"]["triggers"] != after["bench-run"]["triggers"]
 

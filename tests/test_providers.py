@@ -319,7 +319,7 @@ def test_every_declaration_resolves_its_types(resource):
         hints = field_types(cls)
         assert set(hints) >= {f.name for f in dataclasses.fields(cls)}
         todo += [t for t in hints.values() if isinstance(t, type) and dataclasses.is_dataclass(t)]
-    assert len(declared_resources()) == 9
+    assert len(declared_resources()) == 10
 
 
 def test_readiness_reads_its_stored_inputs_back():

@@ -1,6 +1,6 @@
 """Every rendered file, checked by the tool that will read it, and against the seed's own values.
 
-haproxy -c, nginx -t and `cloud-init schema` are Debian's, installed by `./labctl test`. Golden
+haproxy -c, keepalived -t, nginx -t and `cloud-init schema` are Debian's, installed by `./labctl test`. Golden
 files make any change to what reaches a VM (tests/cases/render-*/rendered/, checked by
 tests/test_cases.py, libvirt XML included) visible in review; regenerate them with
 L2DSR_UPDATE_GOLDEN=1 after an intended change.
@@ -19,7 +19,7 @@ import lbmodes
 from guest import render
 from lab.addressing import plan
 from lab.files import fill
-from lbmodes.ipvs import ipvsadm_rules
+from lbmodes.ipvs import LB_KIND, ipvsadm_rules, keepalived_conf
 from lbmodes.proxy import haproxy_cfg
 from tests.conftest import lab_stack_values, spec_of
 
@@ -111,6 +111,42 @@ def test_haproxy_accepts_the_config(tmp_path, values):
     cfg.write_text(haproxy_cfg(spec, plan(spec), cert=str(cert)))
     done = subprocess.run([need("haproxy"), "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+IPVS_MODES = [m for m in lbmodes.MODES.values() if getattr(m, "forwarding", None)]
+
+
+@pytest.mark.parametrize("mode", IPVS_MODES, ids=lambda m: m.name)
+@pytest.mark.parametrize("check", [{}, {"ipvsCheck": "tcp", "ipvsCheckIntervalS": 1, "ipvsCheckFall": 1}])
+def test_keepalived_accepts_the_config(tmp_path, mode, check):
+    spec = spec_of({"mode": mode.name, "ipvsHealthCheck": "keepalived", **check})
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(keepalived_conf(spec, plan(spec), mode.forwarding))
+    done = subprocess.run([need("keepalived"), "-t", "-f", str(conf)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = conf.read_text()
+    assert f"lb_kind {LB_KIND[mode.forwarding]}" in text and text.count("real_server ") == spec.web_count
+
+
+def test_keepalived_refuses_a_broken_config(tmp_path):
+    """The check above can fail: keepalived -t names the line of a bad forwarding method."""
+    spec = spec_of({"mode": "dsr", "ipvsHealthCheck": "keepalived"})
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(keepalived_conf(spec, plan(spec), "-g").replace("lb_kind DR", "lb_kind XX"))
+    done = subprocess.run([need("keepalived"), "-t", "-f", str(conf)], capture_output=True, text=True)
+    assert done.returncode != 0 and "unknown [XX] routing method" in done.stdout + done.stderr
+
+
+def test_keepalived_keeps_the_seeds_service_and_thresholds():
+    """The same virtual service as the seed's ipvsadm lines: rr, one real server per web, -x/-y as u/lthreshold."""
+    spec = spec_of({"mode": "dsr", "ipvsHealthCheck": "keepalived"})
+    text = keepalived_conf(spec, plan(spec), "-g")
+    assert f"virtual_server {spec.vip} 80" in text and "lb_algo rr" in text
+    reals = [line.split()[1] for line in text.splitlines() if line.strip().startswith("real_server")]
+    assert reals == [str(w.address) for w in plan(spec).webs]
+    assert text.count(f"uthreshold {spec.ipvs_upper_threshold}") == spec.web_count
+    assert text.count(f"lthreshold {spec.ipvs_lower_threshold}") == spec.web_count
+    assert "retry 2" in text and "delay_loop 2" in text and "path /dummy_file" in text
 
 
 @pytest.mark.parametrize("family", ["debian"])

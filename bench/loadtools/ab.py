@@ -15,8 +15,11 @@ PER_REQUEST = "/tmp/l2dsr-ab.tsv"  # ab -g: one line per request; column 5 is it
 
 def command(load: Load) -> str:
     keepalive = "-k " if load.keepalive else ""
+    # A timed run (the fault run) goes on through refused and reset connections (-r); its -n, after
+    # -t, is the ceiling ab allocates its per-request records for.
+    timed = f"-r -t {load.seconds} " if load.seconds else ""
     return (
-        f"ulimit -n 1048576; ab {keepalive}-c {load.concurrency} -n {load.requests} -g {PER_REQUEST} {load.url} 2>&1; "
+        f"ulimit -n 1048576; ab {keepalive}{timed}-c {load.concurrency} -n {load.requests} -g {PER_REQUEST} {load.url} 2>&1; "
         f"echo {HISTOGRAM_START}; "
         f"awk -F'\\t' 'NR > 1 {{print $5}}' {PER_REQUEST} 2>/dev/null | sort -n | uniq -c | awk '{{print $2 * 1000, $1}}'; "
         f"echo {HISTOGRAM_END}; rm -f {PER_REQUEST}"
@@ -26,6 +29,18 @@ def command(load: Load) -> str:
 def rank(n: int, p: float) -> int:
     """ab's percentile: the request at index n * p / 100 (0-based) of those sorted by total time."""
     return min(n, int(n * p / 100) + 1)
+
+
+def failed(text: str) -> int:
+    """ab's failed requests, each counted once. With -r (the fault run), a receive error counts twice
+    in ab's own total: as Receive, and again as Length (the short response it closes); the
+    breakdown line gives the requests: Connect + Receive + Exceptions + the Length beyond Receive."""
+    total = number(r"^Failed requests:\s+(\d+)", text, "failed requests", int)
+    parts = re.search(r"\(Connect: (\d+), Receive: (\d+), Length: (\d+), Exceptions: (\d+)\)", text)
+    if not parts:
+        return total
+    connect, receive, length, exceptions = (int(v) for v in parts.groups())
+    return connect + receive + exceptions + max(0, length - receive)
 
 
 def parse(text: str, load: Load | None = None, document_length: int = 0) -> RunResult:
@@ -41,7 +56,7 @@ def parse(text: str, load: Load | None = None, document_length: int = 0) -> RunR
         keepalive=load.keepalive if load else keepalive is not None,
         concurrency=number(r"^Concurrency Level:\s+(\d+)", text, "concurrency level", int),
         complete_requests=number(r"^Complete requests:\s+(\d+)", text, "complete requests", int),
-        failed_requests=number(r"^Failed requests:\s+(\d+)", text, "failed requests", int),
+        failed_requests=failed(text),
         non_2xx_responses=int(non_2xx.group(1)) if non_2xx else 0,
         requests_per_second=number(r"^Requests per second:\s+([\d.]+)", text, "requests per second"),
         time_per_request_ms=number(r"^Time per request:\s+([\d.]+) \[ms\] \(mean\)$", text, "time per request"),

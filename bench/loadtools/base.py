@@ -27,6 +27,7 @@ class Load:
     concurrency: int
     requests: int
     keepalive: bool  # l2dsr:benchKeepAlive; false (the seed's ab): a connection per request
+    seconds: int = 0  # a run of this length instead (the fault run): `requests` is then only a ceiling
 
 
 @dataclass(frozen=True)

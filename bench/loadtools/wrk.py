@@ -43,7 +43,7 @@ def command(load: Load) -> str:
     close = "" if load.keepalive else "-H 'Connection: close' "
     return (
         f"echo {script} | base64 -d > {SCRIPT}; ulimit -n 1048576; "
-        f"wrk -t1 -c{load.concurrency} -d{duration_s(load.requests)}s --latency {close}-s {SCRIPT} {load.url} 2>&1"
+        f"wrk -t1 -c{load.concurrency} -d{load.seconds or duration_s(load.requests)}s --latency {close}-s {SCRIPT} {load.url} 2>&1"
     )
 
 

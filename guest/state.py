@@ -1,0 +1,130 @@
+"""What a running guest must show of what its role set up, and how to put it back in place.
+
+Pure: from the same role set-up the user-data is rendered from (guest/render.py), so the two cannot
+disagree. Read at every preview by the guest's state resource (resources/gueststate.py):
+- its role's services running (l2dsr-net, nginx, haproxy, keepalived, l2dsr-ipvs ...);
+- every sysctl its files set (the seed's profile, the webs' ARP settings), as the kernel reads them;
+- the addresses and routes of its addressing script (the webs' VIP on lo, the routes to the other
+  subnet), and the LB's own VIP and second address on eth0;
+- on the LB, what its mode says of its balancer (lbmodes: the IPVS service and real servers, or
+  HAProxy's servers and threads); on a web, /dummy_file served whole.
+The repair re-applies what the guest already has (cloud-init wrote the files): the sysctls, the
+addressing script, and a restart of the role's services; no file is rewritten, no VM rebuilt.
+"""
+
+from __future__ import annotations
+
+import re
+
+from guest.render import NGINX_ROOT, role_files, role_setup
+from lab.addressing import AddressPlan, Guest
+from lab.files import Check
+from lab.spec import LabSpec
+from lbmodes import Mode
+
+NET_SCRIPT = "/usr/local/sbin/l2dsr-net"
+_ADDR = re.compile(r"^ip addr replace (\S+) dev (\S+)$")
+_ROUTE = re.compile(r"^ip route replace (\S+) dev (\S+)$")
+
+
+def sysctl_checks(text: str) -> list[Check]:
+    """A sysctl.d file's settings; `-` lines (those the kernel may refuse) are not checked."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "-")) or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        # The shell's own read and echo (no process per key: the seed's profile has dozens, and a
+        # process costs tens of ms of an emulated CPU); echo unquoted collapses tabs as `sysctl` shows them.
+        path = "/proc/sys/" + key.replace(".", "/")
+        out.append(Check(f"sysctl {key}", f"read -r v < {path}; echo $v", " ".join(value.split())))
+    return out
+
+
+def net_checks(lines: tuple[str, ...]) -> list[Check]:
+    out = []
+    for line in lines:
+        if m := _ADDR.match(line):
+            address, dev = m.groups()
+            out.append(Check(f"{address} on {dev}", f"ip -o -4 addr show dev {dev} | grep -c ' inet {address} '", "1"))
+        elif m := _ROUTE.match(line):
+            dest, dev = m.groups()
+            out.append(
+                Check(
+                    f"route to {dest} on {dev}",
+                    f"ip -4 route show {dest} | awk '{{print $1, $2, $3}}'",
+                    f"{dest} dev {dev}",
+                )
+            )
+    return out
+
+
+def checks(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[Check, ...]:
+    setup = role_setup(spec, mode, plan, guest)
+    files, _ = role_files(spec, mode, plan, guest)
+    units = [*(["l2dsr-net.service"] if setup.net else []), *setup.units]
+    out = [Check(f"{unit} running", f"systemctl is-active {unit}", "active") for unit in units]
+    for f in files:
+        if f.path.startswith("/etc/sysctl.d/"):
+            out += sysctl_checks(f.content)
+    out += net_checks(setup.net)
+    out += net_checks(
+        tuple(f"ip addr replace {extra} dev eth0" for extra in guest.extra)
+    )  # the LB's VIP, its second subnet
+    if guest.role == "lb":
+        out += mode.lb_checks(spec, plan)
+    if guest.role == "web":
+        size = spec.bench_file_size_kib * 1024
+        out.append(
+            Check(
+                f"{NGINX_ROOT}/dummy_file served",
+                "curl -s -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' http://127.0.0.1/dummy_file",
+                f"200 {size}",
+            )
+        )
+    return tuple(out)
+
+
+def repair_command(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> str:
+    """Re-apply the role in place from the files on the guest: sysctls, addressing, services."""
+    setup = role_setup(spec, mode, plan, guest)
+    steps = ["systemctl restart systemd-sysctl.service"]
+    if setup.net:
+        steps.append(NET_SCRIPT)
+    steps += [f"ip addr replace {extra} dev eth0" for extra in guest.extra]
+    if setup.units:
+        steps.append(f"systemctl restart {' '.join(setup.units)}")
+    return "sudo sh -c '" + " && ".join(steps) + "'"
+
+
+MARK = "@l2dsr-check"
+
+
+def probe_script(items: tuple[Check, ...]) -> str:
+    """One script printing `@l2dsr-check <index>` and then what the check's command printed, per check."""
+    return "\n".join(f"echo {MARK} {i}; {{ {c.command}; }} 2>/dev/null" for i, c in enumerate(items)) + "\n"
+
+
+def observed(output: str, items: tuple[Check, ...]) -> dict[str, str]:
+    """probe_script's output: each check's `what` -> the first line its command printed ("" if none)."""
+    found: dict[str, str] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith(MARK + " "):
+            index = line.split()[1]
+            current = items[int(index)].what if index.isdigit() and int(index) < len(items) else None
+            if current is not None:
+                found[current] = ""
+        elif current is not None and not found[current]:
+            found[current] = line.strip()
+    return {c.what: found.get(c.what, "") for c in items}
+
+
+def differences(items: tuple[Check, ...], seen: dict[str, str]) -> list[str]:
+    """Each check the guest does not meet, as `what: expected X, found Y`."""
+    return [
+        f"{c.what}: expected {c.expect!r}, found {seen.get(c.what, '')!r}"
+        for c in items
+        if seen.get(c.what, "") != c.expect
+    ]

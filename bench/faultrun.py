@@ -60,11 +60,14 @@ def loads(url: str, plan: FaultPlan, clients: int, keepalive: bool) -> list[Load
 
 
 # On the web, over one SSH session opened before the load (a new login under full load can take
-# seconds of an emulated CPU): each line read is done at once, and answered with the web's clock.
+# seconds of an emulated CPU): each line read is done at once, and answered with the exit status
+# and the web's clock before and after. nginx stops taking connections as its stop begins (a
+# graceful stop then lets requests under way finish, seconds under load), and answers again once
+# its start is done: those are the fault's and the restore's moments.
 WEB_SESSION = (
-    "echo ready; while read what; do case $what in "
+    "echo ready; while read what; do t=$(date +%s.%N); case $what in "
     "stop) sudo systemctl stop nginx;; start) sudo systemctl start nginx;; *) exit;; esac; "
-    'echo "$? $(date +%s.%N)"; done'
+    'echo "$? $t $(date +%s.%N)"; done'
 )
 
 
@@ -102,9 +105,9 @@ class Injector:
         session.stdin.write(what + "\n")
         session.stdin.flush()
         answer = session.stdout.readline().split()
-        if len(answer) != 2 or answer[0] != "0":
+        if len(answer) != 3 or answer[0] != "0":
             raise FaultFailed(f"{self.web.name}: `systemctl {what} nginx` failed (exit {answer[:1] or 'none'})")
-        return float(answer[1]) - self.offset_s
+        return float(answer[1 if what == "stop" else 2]) - self.offset_s
 
     def fail(self) -> float:
         self.down = True

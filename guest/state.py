@@ -35,10 +35,9 @@ def sysctl_checks(text: str) -> list[Check]:
         if not line or line.startswith(("#", ";", "-")) or "=" not in line:
             continue
         key, value = (part.strip() for part in line.split("=", 1))
-        # The shell's own read and echo (no process per key: the seed's profile has dozens, and a
-        # process costs tens of ms of an emulated CPU); echo unquoted collapses tabs as `sysctl` shows them.
-        path = "/proc/sys/" + key.replace(".", "/")
-        out.append(Check(f"sysctl {key}", f"read -r v < {path}; echo $v", " ".join(value.split())))
+        # Not the shell's own `read` from /proc/sys: it reads a byte at a time, and a sysctl file
+        # answers only its first byte's read (found: '5' for 500000).
+        out.append(Check(f"sysctl {key}", f"sysctl -n {key}", " ".join(value.split())))
     return out
 
 
@@ -117,8 +116,14 @@ def observed(output: str, items: tuple[Check, ...]) -> dict[str, str]:
             if current is not None:
                 found[current] = ""
         elif current is not None and not found[current]:
-            found[current] = line.strip()
+            found[current] = " ".join(line.split())  # as sysctl.d writes it: tabs and runs of spaces as one
     return {c.what: found.get(c.what, "") for c in items}
+
+
+def summary(found: list[str], shown: int = 4) -> str:
+    """Differences for one line of a message: the first few, then how many more."""
+    more = f"; and {len(found) - shown} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more
 
 
 def differences(items: tuple[Check, ...], seen: dict[str, str]) -> list[str]:

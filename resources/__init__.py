@@ -1,7 +1,7 @@
 """The lab's resources as Pulumi dynamic providers, one module each: identity and SSH key
 (identity.py), network (network.py), volumes and the cloud-init seed (volume.py), domain
-(domain.py), readiness (readiness.py), the benchmark (benchmark.py); what they share, and how each
-declares its inputs and outputs once, in base.py.
+(domain.py), readiness (readiness.py), a guest's state (gueststate.py), the benchmark
+(benchmark.py); what they share, and how each declares its inputs and outputs once, in base.py.
 
 Why not pulumi-libvirt and pulumi-command: their Go modules (and terraform-provider-libvirt's) are
 not served by the module proxy these machines reach, and upstream has deprecated pulumi-libvirt.

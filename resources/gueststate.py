@@ -65,7 +65,7 @@ class GuestStateProvider(ReplaceOnChange):
         seen = read_guest(args)
         found = state.differences(args.checks, seen)
         if found:
-            runtime.log(f"{args.guest.name}: putting back in place: {'; '.join(found)}")
+            runtime.log(f"{args.guest.name}: putting back in place: {state.summary(found)}")
             try:
                 repair(args)
             except SshError as e:
@@ -80,7 +80,7 @@ class GuestStateProvider(ReplaceOnChange):
             if left:
                 raise runtime.LabFailure(
                     f"{args.guest.name}: still not as its role set it up after re-applying it in place "
-                    f"({SETTLE_S} s): {'; '.join(left)}. Replace the VM: pulumi up --replace <its domain's URN>"
+                    f"({SETTLE_S} s): {state.summary(left)}. Replace the VM: pulumi up --replace <its domain's URN>"
                 )
         outs = GuestStateOutputs(seen, tuple(found), uuid.uuid4().hex)
         return CreateResult(
@@ -96,7 +96,7 @@ class GuestStateProvider(ReplaceOnChange):
             drift_note(f"{args.guest.name}: its state could not be read ({e}); the VM's own resources say why")
             return []
         if found:
-            drift_note(f"{args.guest.name} drifted, and will be put back in place: {'; '.join(found)}")
+            drift_note(f"{args.guest.name} drifted, and will be put back in place: {state.summary(found)}")
             return ["observed"]
         return []
 

@@ -37,11 +37,11 @@ def test_preview_of_the_lab_stack_plans_the_lab(cli):
     assert creates["pulumi-python:dynamic/l2dsr:Network"] == 1
     assert creates["pulumi-python:dynamic/l2dsr:Tunnel"] == 0  # one host: no VXLAN
     assert creates["l2dsr:lab:Vm"] == 4 and creates["l2dsr:lab:Benchmark"] == 1
-    assert creates["pulumi-python:dynamic/l2dsr:VmReady"] == 4
+    assert creates["pulumi-python:dynamic/l2dsr:VmReady"] == creates["pulumi-python:dynamic/l2dsr:GuestState"] == 4
     assert creates["pulumi:pulumi:Stack"] == 1
-    # 11 components (the stack, 4 Vm, web tier, LB, clients, network, base image, benchmark) + 20 resources
+    # 11 components (the stack, 4 Vm, web tier, LB, clients, network, base image, benchmark) + 24 resources
     assert creates["pulumi-python:dynamic/l2dsr:StackIdentity"] == 1
-    assert plan["changeSummary"]["create"] == sum(creates.values()) == 34
+    assert plan["changeSummary"]["create"] == sum(creates.values()) == 38
     assert "download" not in (done.stdout + done.stderr).lower()
 
 

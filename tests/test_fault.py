@@ -240,7 +240,11 @@ def test_a_failed_load_still_restores_the_web(tmp_path):
     class Ssh:
         def argv(self, address, command):
             assert "systemctl stop nginx" in command and "systemctl start nginx" in command
-            return ["sh", "-c", f'echo ready; while read what; do echo "$what" >> {log}; echo "0 $(date +%s.%N)"; done']
+            return [
+                "sh",
+                "-c",
+                f'echo ready; while read what; do echo "$what" >> {log}; echo "0 $(date +%s.%N) $(date +%s.%N)"; done',
+            ]
 
     fp = FaultPlan("stop-web", "web02", 0, 30, 40, 20, "HAProxy check", "true", KEYS, "")
     injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""))  # type: ignore[arg-type]
@@ -257,7 +261,7 @@ def test_a_failed_load_still_restores_the_web(tmp_path):
 def test_a_web_that_refuses_the_fault_is_one_readable_error(tmp_path):
     class Ssh:
         def argv(self, address, command):
-            return ["sh", "-c", 'echo ready; while read what; do echo "5 $(date +%s.%N)"; done']
+            return ["sh", "-c", 'echo ready; while read what; do echo "5 $(date +%s.%N) $(date +%s.%N)"; done']
 
     fp = FaultPlan("stop-web", "web02", 0, 1, 5, 20, "keepalived", "true", KEYS, "")
     injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""))  # type: ignore[arg-type]
@@ -273,3 +277,20 @@ def test_modes_all_say_how_their_rotation_is_read():
     for mode in lbmodes.MODES.values():
         checker, command = mode.rotation(spec)
         assert checker and command
+
+
+def test_the_fault_is_when_the_stop_began_and_the_restore_when_the_start_was_done():
+    """nginx refuses new connections as its stop begins (the graceful part then takes seconds under
+    load), and answers once its start is done: the web's clock before and after each command."""
+
+    class Ssh:
+        def argv(self, address, command):
+            return ["sh", "-c", 'echo ready; while read what; do echo "0 100.0 105.0"; done']
+
+    fp = FaultPlan("stop-web", "web02", 0, 1, 5, 20, "keepalived", "true", KEYS, "")
+    injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""), offset_s=2.0)  # type: ignore[arg-type]
+    injector.open()
+    try:
+        assert (injector.fail(), injector.restore()) == (98.0, 103.0)
+    finally:
+        injector.close()

@@ -129,6 +129,7 @@ ROLE_UNITS = {
     "nginx.service",
     "haproxy.service",
     "ipvsadm.service",
+    "keepalived.service",
     "l2dsr-ipvs.service",
     "l2dsr-net.service",
     "l2dsr-tune.service",
@@ -161,7 +162,7 @@ def lab_ssh(out: dict, key: str) -> Ssh:
     )
 
 
-def check_guests(cli, mode: str, tuned: bool = False) -> dict:
+def check_guests(cli, mode: str, tuned: bool = False, health_check: str = "none") -> dict:
     """Inside the guests: exactly each role's services, HAProxy one supervised tree, no OOM kill."""
     out = stack_outputs(cli)
     vms = {vm["name"]: vm for vm in out["vms"]}
@@ -174,6 +175,8 @@ def check_guests(cli, mode: str, tuned: bool = False) -> dict:
             expected = EXPECTED_ROLE_UNITS[(vm["role"], mode)] | (
                 {"l2dsr-tune.service"} if tuned and vm["role"] == "lb" else set()
             )
+            if health_check == "keepalived" and vm["role"] == "lb":  # keepalived owns the IPVS service
+                expected = expected - {"l2dsr-ipvs.service"} | {"keepalived.service"}
             assert active & ROLE_UNITS == expected, (name, sorted(active))
             os_units[name] = active - ROLE_UNITS
             oom = ssh.run(vm["address"], "sudo dmesg | grep -c 'Out of memory' || true").stdout.strip()
@@ -281,14 +284,16 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
         "bench-run",
         "web-web01-domain",
         "web-web01-ready",
+        "web-web01-state",
         "web-web02-domain",
         "web-web02-ready",
+        "web-web02-state",
     ]
     start = time.monotonic()
     cli("up", "--yes", "--skip-preview", timeout=3600)
     times["up_restore_drift_s"] = round(time.monotonic() - start, 1)
     changes = last_changes(cli)
-    assert changes.get("replace") == 5 and "create" not in changes and "delete" not in changes, changes
+    assert changes.get("replace") == 7 and "create" not in changes and "delete" not in changes, changes
     after = domains(virsh)
     assert all(after[vm][1] and after[vm][0] != before[vm][0] for vm in ("web01", "web02")), after
     assert all(after[vm] == before[vm] for vm in ("client01", "lb")), after
@@ -300,7 +305,7 @@ def check_lifecycle(cli, virsh: Virsh, tmp_path, times: dict, seen: dict) -> Non
     times["up_replace_web_domain_s"] = round(time.monotonic() - start, 1)
     replaced = domains(virsh)["web01"]
     assert replaced is not None and replaced[1] and replaced[0] != after["web01"][0], replaced
-    assert last_changes(cli).get("replace") == 3  # the domain, its readiness, the benchmark
+    assert last_changes(cli).get("replace") == 4  # the domain, its readiness and state, the benchmark
     check_results(stack_outputs(cli), "proxy", SMALL_MATRIX)
     cli("preview", "--expect-no-changes")
 
@@ -339,9 +344,11 @@ def on_lab(cli):
 
 
 def bench_again(cli, trigger: str):
-    """Rerun only the benchmark (l2dsr:benchTrigger); the CLI's result, whatever it is."""
+    """Rerun only the benchmark (l2dsr:benchTrigger), on the guests as they are: `--target` skips
+    their state resources, which would put a guest changed by hand back in place first (so the
+    benchmark's own checks are what meets it). The CLI's result, whatever it is."""
     cli("config", "set", "l2dsr:benchTrigger", trigger)
-    return cli("up", "--yes", "--skip-preview", timeout=1800, check=False)
+    return cli("up", "--yes", "--skip-preview", "--target", urn_of(cli, "bench-run"), timeout=1800, check=False)
 
 
 HOG = "chunks = []\nwhile True: chunks.append(bytearray(16 * 2**20))"
@@ -447,6 +454,94 @@ def provoke_flags(cli) -> dict:
     assert any(f.startswith("drops on lb:") and "rx_dropped" in f for f in flags), flags
     assert "unbalanced connections" in out["resultsTable"]
     return {"flags": sorted(flags), "resultsTable": out["resultsTable"]}
+
+
+# The fault run's fault, and how far its measured times may be from the checks' own (2 s interval,
+# fall 3; HAProxy's rise 2, keepalived's one passing check): a reading each half second, emulated guests.
+FAULT = {"benchFault": "stop-web:web02@5s-15s", "benchFaultSeconds": 25}
+CHECK_INTERVAL_S, FALL, MARGIN_S = 2, 3, 3.5
+
+
+def check_fault(out: dict, health_check: str, rise: int) -> dict:
+    """The fault run's record: web02 taken out within fall x interval (never without a health check),
+    back within rise x interval, and no connection error once it was out until it came back."""
+    fault = out["fault"]
+    assert fault["healthCheck"] == health_check and fault["fault"] == "stop-web:web02@5s-15s", fault
+    line = fault["timeline"]
+    assert len(line["served"]) == 25 and sum(line["served"]) > 0, line
+    if health_check.startswith("none"):
+        assert fault["ejectS"] is None and fault["sentWhileDown"] > 0, fault
+        assert any("never taken out" in f for f in fault["flags"]), fault["flags"]
+        assert sum(line["connectionErrors"]) > 0, line  # the dead web's share failed all along
+    else:
+        assert fault["ejectS"] is not None and fault["ejectS"] <= FALL * CHECK_INTERVAL_S + MARGIN_S, fault
+        assert fault["readmitS"] is not None and fault["readmitS"] <= rise * CHECK_INTERVAL_S + MARGIN_S, fault
+        out_from, back_at = int(fault["faultAtS"] + fault["ejectS"] + 2), int(fault["restoredAtS"])
+        assert sum(line["connectionErrors"][out_from:back_at]) == 0, (out_from, back_at, line)
+        assert line["servedByWeb"][-1] > 0 or line["servedByWeb"][-2] > 0, line  # web02 serves again
+    return {
+        k: fault[k]
+        for k in ("healthCheck", "faultAtS", "restoredAtS", "ejectS", "readmitS", "sentWhileDown", "failedRequests")
+    } | {"requests": fault["totalRequests"], "flags": fault["flags"]}
+
+
+def fault_runs_and_drift(cli, virsh: Virsh, times: dict, results: dict, seen: dict) -> None:
+    """On the dsr lab: the same fault under the seed's static IPVS rules, then with keepalived; then
+    three things changed by hand inside the guests, seen at preview and put back by up in place."""
+    set_matrix(cli, {**SMALL_MATRIX, **FAULT, "benchTrigger": "fault-static"})
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", timeout=3600)  # also puts back what the flags' run changed
+    times["up_fault_dsr_static_s"] = round(time.monotonic() - start, 1)
+    seen["fault_dsr_static"] = check_fault(stack_outputs(cli), "none (static rules)", 1)
+
+    cli("config", "set", "l2dsr:ipvsHealthCheck", "keepalived")
+    assert replaced_in_plan(cli) == [
+        "bench-run",
+        "lb-vm-disk",
+        "lb-vm-domain",
+        "lb-vm-ready",
+        "lb-vm-seed",
+        "lb-vm-state",
+    ]
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", timeout=3600)
+    times["up_switch_to_keepalived_s"] = round(time.monotonic() - start, 1)
+    out = stack_outputs(cli)
+    results["dsr-keepalived"] = out
+    seen["fault_dsr_keepalived"] = check_fault(out, "keepalived", 1)
+    check_guests(cli, "dsr", health_check="keepalived")
+
+    # Drift inside the guests: a web's VIP, an IPVS real server, a web's nginx.
+    key, vms = on_lab(cli)
+    vip = out["vip"]
+    before = domains(virsh)
+    with KeyFile(key) as key_file:
+        ssh = Ssh(render.LOGIN_USER, key_file)
+        ssh.run(vms["web01"], f"sudo ip addr del {vip}/32 dev lo")
+        ssh.run(vms["lb"], f"sudo ipvsadm -d -t {vip}:80 -r {vms['web02']}:80")
+        ssh.run(vms["web02"], "sudo systemctl stop nginx")
+    start = time.monotonic()
+    preview = cli("preview", "--diff")
+    times["preview_guest_drift_s"] = round(time.monotonic() - start, 1)
+    said = preview.stdout + preview.stderr
+    seen["preview_guest_drift"] = sorted({line.strip() for line in said.splitlines() if "drifted" in line})
+    for expected in (
+        f"web01 drifted, and will be put back in place: {vip}/32 on lo: expected '1', found '0'",
+        "lb drifted, and will be put back in place: IPVS real servers:",
+        "web02 drifted, and will be put back in place: nginx.service running: expected 'active', found 'inactive'",
+    ):
+        assert expected in said, said[-3000:]
+    assert replaced_in_plan(cli) == ["bench-run", "lb-vm-state", "web-web01-state", "web-web02-state"]
+    start = time.monotonic()
+    cli("up", "--yes", "--skip-preview", timeout=3600)
+    times["up_repair_guest_drift_s"] = round(time.monotonic() - start, 1)
+    changes = last_changes(cli)
+    assert changes.get("replace") == 4 and "create" not in changes and "delete" not in changes, changes
+    assert domains(virsh) == before  # no VM rebuilt, none restarted
+    out = stack_outputs(cli)
+    check_results(out, "dsr", SMALL_MATRIX)  # the benchmark ran again, on the repaired guests
+    check_fault(out, "keepalived", 1)
+    cli("preview", "--expect-no-changes")
 
 
 # Across two hosts (simulated: ./labctl hosts up 2), placed as Pulumi.twohost.yaml places them.
@@ -606,15 +701,29 @@ def test_up_switch_unchanged_destroy(tmp_path):
             results["proxy-https"] = stack_outputs(cli)
             check_results(results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https", load="proxy-https")
 
-            set_matrix(cli, {**MATRIX, **LOAD["dsr"]})
+            # A web fails during the load: HAProxy's check takes it out and back (the benchmark only).
+            set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"], **FAULT})
             cli("config", "set", "l2dsr:benchScheme", "http")
+            start = time.monotonic()
+            cli("up", "--yes", "--skip-preview", timeout=3600)
+            times["up_fault_proxy_s"] = round(time.monotonic() - start, 1)
+            seen["fault_proxy"] = check_fault(stack_outputs(cli), "HAProxy check", 2)
+
+            set_matrix(cli, {**MATRIX, **LOAD["dsr"], "benchFault": ""})
             cli("config", "set", "l2dsr:mode", "dsr")
-            assert replaced_in_plan(cli) == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"]
+            assert replaced_in_plan(cli) == [
+                "bench-run",
+                "lb-vm-disk",
+                "lb-vm-domain",
+                "lb-vm-ready",
+                "lb-vm-seed",
+                "lb-vm-state",
+            ]
             start = time.monotonic()
             cli("up", "--yes", "--skip-preview", timeout=3600)
             times["up_switch_to_dsr_s"] = round(time.monotonic() - start, 1)
             history = last_changes(cli)
-            assert history.get("replace") == 5 and "create" not in history and "delete" not in history, history
+            assert history.get("replace") == 6 and "create" not in history and "delete" not in history, history
             results["dsr"] = stack_outputs(cli)
             check_results(results["dsr"], "dsr")
             assert all(run["flags"] == [] for run in results["dsr"]["results"]), results["dsr"]["resultsTable"]
@@ -629,24 +738,29 @@ def test_up_switch_unchanged_destroy(tmp_path):
             start = time.monotonic()
             results["dsr-flags"] = provoke_flags(cli)
             times["bench_flags_s"] = round(time.monotonic() - start, 1)
+            fault_runs_and_drift(cli, virsh, times, results, seen)
 
             # l3dsr and nat need other webs (a tunnel holding the VIP; a route via the LB): LB, webs
             # and benchmark are replaced, the clients and the network are not.
             webs_and_lb = sorted(
                 ["bench-run"]
-                + [f"lb-vm-{r}" for r in ("disk", "domain", "ready", "seed")]
-                + [f"web-{w}-{r}" for w in ("web01", "web02") for r in ("disk", "domain", "ready", "seed")]
+                + [f"lb-vm-{r}" for r in ("disk", "domain", "ready", "seed", "state")]
+                + [f"web-{w}-{r}" for w in ("web01", "web02") for r in ("disk", "domain", "ready", "seed", "state")]
             )
             for mode in ("l3dsr", "nat"):
                 # nat on an LB with the seed's tuning (2 vCPUs): it carries the replies too
-                set_matrix(cli, {**MATRIX, **LOAD[mode], "benchTrigger": "", **(TUNED if mode == "nat" else {})})
+                set_matrix(
+                    cli,
+                    {**MATRIX, **LOAD[mode], "benchTrigger": "", "benchFault": "", **(TUNED if mode == "nat" else {})},
+                )
                 cli("config", "set", "l2dsr:mode", mode)
+                cli("config", "set", "l2dsr:ipvsHealthCheck", "none")
                 assert replaced_in_plan(cli) == webs_and_lb
                 start = time.monotonic()
                 cli("up", "--yes", "--skip-preview", timeout=3600)
                 times[f"up_switch_to_{mode}_s"] = round(time.monotonic() - start, 1)
                 history = last_changes(cli)
-                assert history.get("replace") == 13 and "create" not in history and "delete" not in history, history
+                assert history.get("replace") == 16 and "create" not in history and "delete" not in history, history
                 results[mode] = stack_outputs(cli)
                 check_results(results[mode], mode)
                 memory[mode] = check_guests(cli, mode, tuned=mode == "nat")

@@ -60,23 +60,24 @@ def loads(url: str, plan: FaultPlan, clients: int, keepalive: bool) -> list[Load
 
 
 # On the web, over one SSH session opened before the load (a new login under full load can take
-# seconds of an emulated CPU): each line read is done at once, and answered with the exit status
-# and the web's clock before and after. nginx stops taking connections as its stop begins (a
-# graceful stop then lets requests under way finish, seconds under load), and answers again once
-# its start is done: those are the fault's and the restore's moments.
+# seconds of an emulated CPU): each line read is done at once, and answered with its exit status.
 WEB_SESSION = (
-    "echo ready; while read what; do t=$(date +%s.%N); case $what in "
+    "echo ready; while read what; do case $what in "
     "stop) sudo systemctl stop nginx;; start) sudo systemctl start nginx;; *) exit;; esac; "
-    'echo "$? $t $(date +%s.%N)"; done'
+    'echo "$?"; done'
 )
 
 
 class Injector:
     """The fault and its undoing on one web; `restore` is safe to call twice and after a failed fault.
-    `fail` and `restore` return when it took effect, on the host's clock."""
 
-    def __init__(self, ssh: Ssh, plan: FaultPlan, web: VmRef, offset_s: float = 0.0):
-        self.ssh, self.plan, self.web, self.offset_s = ssh, plan, web, offset_s
+    Their moments are the host's, not the web's (a guest's clock under full load lags by seconds):
+    the fault when it was sent (nginx refuses connections as its stop begins; a graceful stop then
+    lets requests under way finish, seconds under load), the restore when it was done (the web
+    answers again once its start returned, or its VM resumed)."""
+
+    def __init__(self, ssh: Ssh, plan: FaultPlan, web: VmRef):
+        self.ssh, self.plan, self.web = ssh, plan, web
         self.down = False
         self.session: subprocess.Popen[str] | None = None
 
@@ -98,38 +99,37 @@ class Injector:
             self.session = None
             raise FaultFailed(f"{self.web.name}: no SSH session for the fault ({said or 'it printed nothing'})")
 
-    def _on_web(self, what: str) -> float:
+    def _on_web(self, what: str) -> None:
         session = self.session
         if session is None or session.stdin is None or session.stdout is None:
             raise FaultFailed(f"{self.web.name}: the fault's SSH session is not open")
         session.stdin.write(what + "\n")
         session.stdin.flush()
-        answer = session.stdout.readline().split()
-        if len(answer) != 3 or answer[0] != "0":
-            raise FaultFailed(f"{self.web.name}: `systemctl {what} nginx` failed (exit {answer[:1] or 'none'})")
-        return float(answer[1 if what == "stop" else 2]) - self.offset_s
+        answer = session.stdout.readline().strip()
+        if answer != "0":
+            raise FaultFailed(f"{self.web.name}: `systemctl {what} nginx` failed (exit {answer or 'none'})")
 
     def fail(self) -> float:
         self.down = True
+        sent = time.time()
         if self.plan.action == "stop-web":
-            return self._on_web("stop")
-        Virsh(self.plan.uri).run("suspend", self.web.domain, timeout=60)
-        return time.time()
+            self._on_web("stop")
+        else:
+            Virsh(self.plan.uri).run("suspend", self.web.domain, timeout=60)
+        return sent
 
     def restore(self) -> float:
         if not self.down:
             return time.time()
         if self.plan.action == "stop-web":
             if self.session is not None and self.session.poll() is None:
-                at = self._on_web("start")
+                self._on_web("start")
             else:  # the session is gone: a new one
                 self.ssh.run(self.web.address, "sudo systemctl start nginx", timeout=120, cancellable=False)
-                at = time.time()
         else:
             Virsh(self.plan.uri).run("resume", self.web.domain, timeout=60)
-            at = time.time()
         self.down = False
-        return at
+        return time.time()
 
     def close(self) -> None:
         if self.session is not None:
@@ -173,7 +173,7 @@ def collect(ssh: Ssh, vms: list[VmRef]) -> dict[str, str]:
 def record(
     plan: FaultPlan,
     texts: dict[str, str],
-    offsets: dict[str, float],
+    clocks_of: dict[str, timeline.Clock],
     t0: float,
     times: dict[str, float],
     lb: str,
@@ -182,7 +182,10 @@ def record(
 ) -> dict:
     """The fault run's timeline and times from the samplers' outputs (pure)."""
     s = plan.seconds
-    on = {name: timeline.samples(texts.get(name, ""), offsets.get(name, 0.0), t0) for name in [lb, *clients, *webs]}
+    on = {
+        name: timeline.samples(texts.get(name, ""), clocks_of.get(name, timeline.SAME), t0)
+        for name in [lb, *clients, *webs]
+    }
     fault_t, restore_t = times.get("fault", float(plan.at_s)), times.get("restore", float(plan.restore_s))
     ft = timeline.fault_times(on[lb], plan.keys, plan.web, fault_t, restore_t)
 
@@ -203,7 +206,11 @@ def record(
         "seconds": s,
         "fault_at_s": fault_t,
         "restored_at_s": restore_t,
+        # A time that never came is None in fault.json; Pulumi drops null values from outputs, so
+        # the stack output says it with these two as well.
+        "ejected": ft.eject_s is not None,
         "eject_s": ft.eject_s,
+        "readmitted": ft.readmit_s is not None,
         "readmit_s": ft.readmit_s,
         "sent_while_down": ft.sent_while_down,
         "timeline": {
@@ -220,12 +227,12 @@ def record(
 def flags(rec: dict, failed: int, interval_s: float | None = None) -> list[str]:
     """What the fault run's row must say beside its numbers."""
     out = []
-    if rec["eject_s"] is None:
+    if rec.get("eject_s") is None:
         out.append(
             f"{rec['web']} never taken out ({rec['health_check']}): the LB sent it {rec['sent_while_down']} "
             "connection(s) while it was down"
         )
-    if rec["eject_s"] is not None and rec["readmit_s"] is None:
+    if rec.get("eject_s") is not None and rec.get("readmit_s") is None:
         out.append(f"{rec['web']} not back in rotation by the end of the run")
     if failed:
         out.append(f"{failed} request(s) failed")

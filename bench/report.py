@@ -97,7 +97,7 @@ def fault_table(faults: list[dict]) -> str:
         lines.append(
             f"| {f['mode']} | {f['health_check']} | {f['fault']} | {int(f['concurrency']):,} | "
             f"{int(f['total_requests']):,} | {int(f['failed_requests'] + f['non_2xx_responses']):,} | "
-            f"{f['requests_per_second']:,.2f} | {_after(f['eject_s'])} | {_after(f['readmit_s'])} | "
+            f"{f['requests_per_second']:,.2f} | {_after(f.get('eject_s'))} | {_after(f.get('readmit_s'))} | "
             f"{int(f['sent_while_down']):,} | {'; '.join(f.get('flags', [])) or '-'} |"
         )
     return "\n".join(lines) + "\n"

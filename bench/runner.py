@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from bench import clocks, counters, faultrun, judge, loadtools, probes
+from bench import clocks, counters, faultrun, judge, loadtools, probes, timeline
 from bench.faultrun import FaultPlan
 from bench.loadtools import Load
 from bench.matrix import Step, split, steps, summarize
@@ -200,7 +200,7 @@ def run_fault(ssh: Ssh, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
     work = faultrun.loads(p.url, plan, len(p.clients), p.keepalive)
     web = next(w for w in p.webs if w.name == plan.web)
     probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
-    offsets = {v.name: o for v, o in zip(p.vms, on_vms(p.vms, lambda v: clocks.measure(ssh, v.address)), strict=True)}
+    offsets, measured_at = measure_clocks(ssh, p.vms)
     faultrun.start_samplers(ssh, plan, p.lb, list(p.clients), list(p.webs), plan.seconds + 60)
 
     def load(t0: float) -> list[str]:
@@ -216,15 +216,16 @@ def run_fault(ssh: Ssh, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
             ),
         )
 
-    injector = faultrun.Injector(ssh, plan, web, offsets[web.name].seconds)
-    texts, t0, times = faultrun.run_during(load, plan, injector, START_LEAD_S)
+    texts, t0, times = faultrun.run_during(load, plan, faultrun.Injector(ssh, plan, web), START_LEAD_S)
     samples = faultrun.collect(ssh, p.vms)
+    after, after_at = measure_clocks(ssh, p.vms)
+    lines = {n: timeline.Clock(measured_at, offsets[n].seconds, after_at, after[n].seconds) for n in offsets}
     placed = place_runs(p, "fault", texts, work, [offsets[c.name] for c in p.clients], out)
     combined = combine(placed, tool.rank, tool.grid_pct)
     rec = faultrun.record(
         plan,
         samples,
-        {name: o.seconds for name, o in offsets.items()},
+        lines,
         t0,
         times,
         p.lb.name,
@@ -242,11 +243,19 @@ def run_fault(ssh: Ssh, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
         "latency_percentiles_ms": combined["latency_percentiles_ms"],
         "window_s": combined["window_s"],
         "started_at": round(t0, 3),  # the host's clock: with the offsets, the raw samples' time line
-        "clock_offsets_s": {name: round(o.seconds, 4) for name, o in offsets.items()},
+        # Each VM's clock - the host's, before and after the run (they drift apart under load).
+        "clock_offsets_s": {name: [round(offsets[name].seconds, 4), round(after[name].seconds, 4)] for name in offsets},
     }
     rec["flags"] = faultrun.flags(rec, rec["failed_requests"] + rec["non_2xx_responses"])
     faultrun.write(out, rec, samples)
     return rec
+
+
+def measure_clocks(ssh: Ssh, vms: tuple[VmRef, ...] | list[VmRef]) -> tuple[dict[str, clocks.Offset], float]:
+    """Every VM's clock against the host's, and when (the host's clock) they were measured."""
+    at = time.time()
+    found = on_vms(list(vms), lambda v: clocks.measure(ssh, v.address))
+    return {v.name: o for v, o in zip(vms, found, strict=True)}, (at + time.time()) / 2
 
 
 def on_vms(vms: list[VmRef], command) -> list:
@@ -334,7 +343,7 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
         runtime.log(
             f"{p.mode} fault run ({p.fault.label}, {fault['health_check']}): {fault['total_requests']:,} requests, "
             f"{fault['failed_requests'] + fault['non_2xx_responses']} failed, eject "
-            f"{_seconds(fault['eject_s'])}, readmit {_seconds(fault['readmit_s'])}"
+            f"{_seconds(fault.get('eject_s'))}, readmit {_seconds(fault.get('readmit_s'))}"
             + (f"; flags: {'; '.join(fault['flags'])}" if fault["flags"] else "")
         )
     per_web: dict[str, int] = {}

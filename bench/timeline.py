@@ -42,8 +42,30 @@ class Sample:
     lines: tuple[str, ...]
 
 
-def samples(text: str, offset_s: float, t0: float) -> list[Sample]:
-    """A sampler's output; its clock (`offset_s` ahead of the host's) mapped to seconds since `t0` (host)."""
+@dataclass(frozen=True)
+class Clock:
+    """A guest's clock against the host's: its offset (guest - host) measured at two moments of the
+    host's, before and after the run, and taken as linear in between (an emulated guest under full
+    load falls behind by seconds: one offset from before the run would misplace its readings)."""
+
+    at1: float
+    offset1: float
+    at2: float
+    offset2: float
+
+    def host(self, guest_t: float) -> float:
+        host_t = guest_t - self.offset1
+        if self.at2 > self.at1:
+            offset = self.offset1 + (self.offset2 - self.offset1) * (host_t - self.at1) / (self.at2 - self.at1)
+            host_t = guest_t - offset
+        return host_t
+
+
+SAME = Clock(0.0, 0.0, 0.0, 0.0)  # a clock taken as the host's
+
+
+def samples(text: str, clock: Clock, t0: float) -> list[Sample]:
+    """A sampler's output; its clock mapped to the host's, in seconds since `t0` (host)."""
     found: list[Sample] = []
     t: float | None = None
     lines: list[str] = []
@@ -52,7 +74,7 @@ def samples(text: str, offset_s: float, t0: float) -> list[Sample]:
             if t is not None:
                 found.append(Sample(t, tuple(lines)))
             stamp = line[2:].strip()
-            t = float(stamp) - offset_s - t0 if stamp.replace(".", "", 1).isdigit() else None
+            t = clock.host(float(stamp)) - t0 if stamp.replace(".", "", 1).isdigit() else None
             lines = []
         elif line.strip():
             lines.append(line.strip())

@@ -98,25 +98,45 @@ def repair_command(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -
 
 
 MARK = "@l2dsr-check"
+SYSCTLS = "@l2dsr-sysctls"
+_SYSCTL = "sysctl -n "
 
 
 def probe_script(items: tuple[Check, ...]) -> str:
-    """One script printing `@l2dsr-check <index>` and then what the check's command printed, per check."""
-    return "\n".join(f"echo {MARK} {i}; {{ {c.command}; }} 2>/dev/null" for i, c in enumerate(items)) + "\n"
+    """One script: every sysctl read by one `sysctl` (`key = value` lines after `@l2dsr-sysctls`; a
+    process per key cost seconds of an emulated CPU at every preview), then per other check
+    `@l2dsr-check <index>` and what its command printed."""
+    keys = [c.command.removeprefix(_SYSCTL) for c in items if c.command.startswith(_SYSCTL)]
+    lines = [f"echo {SYSCTLS}; sysctl -e {' '.join(keys)} 2>/dev/null"] if keys else []
+    lines += [
+        f"echo {MARK} {i}; {{ {c.command}; }} 2>/dev/null"
+        for i, c in enumerate(items)
+        if not c.command.startswith(_SYSCTL)
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def observed(output: str, items: tuple[Check, ...]) -> dict[str, str]:
-    """probe_script's output: each check's `what` -> the first line its command printed ("" if none)."""
+    """probe_script's output: each check's `what` -> the first line its command printed ("" if
+    none), tabs and runs of spaces as one (as sysctl.d files write values)."""
+    by_key = {c.command.removeprefix(_SYSCTL): c.what for c in items if c.command.startswith(_SYSCTL)}
     found: dict[str, str] = {}
-    current = None
+    current, in_sysctls = None, False
     for line in output.splitlines():
-        if line.startswith(MARK + " "):
+        if line == SYSCTLS:
+            in_sysctls, current = True, None
+        elif line.startswith(MARK + " "):
+            in_sysctls = False
             index = line.split()[1]
             current = items[int(index)].what if index.isdigit() and int(index) < len(items) else None
             if current is not None:
                 found[current] = ""
+        elif in_sysctls:
+            key, _, value = line.partition(" = ")
+            if key.strip() in by_key:
+                found[by_key[key.strip()]] = " ".join(value.split())
         elif current is not None and not found[current]:
-            found[current] = " ".join(line.split())  # as sysctl.d writes it: tabs and runs of spaces as one
+            found[current] = " ".join(line.split())
     return {c.what: found.get(c.what, "") for c in items}
 
 

@@ -470,17 +470,17 @@ def check_fault(out: dict, health_check: str, rise: int) -> dict:
     line = fault["timeline"]
     assert len(line["served"]) == 25 and sum(line["served"]) > 0, line
     if health_check.startswith("none"):
-        assert fault["ejectS"] is None and fault["sentWhileDown"] > 0, fault
+        assert not fault["ejected"] and fault.get("ejectS") is None and fault["sentWhileDown"] > 0, fault
         assert any("never taken out" in f for f in fault["flags"]), fault["flags"]
         assert sum(line["connectionErrors"]) > 0, line  # the dead web's share failed all along
     else:
-        assert fault["ejectS"] is not None and fault["ejectS"] <= FALL * CHECK_INTERVAL_S + MARGIN_S, fault
-        assert fault["readmitS"] is not None and fault["readmitS"] <= rise * CHECK_INTERVAL_S + MARGIN_S, fault
+        assert fault["ejected"] and fault["ejectS"] <= FALL * CHECK_INTERVAL_S + MARGIN_S, fault
+        assert fault["readmitted"] and fault["readmitS"] <= rise * CHECK_INTERVAL_S + MARGIN_S, fault
         out_from, back_at = int(fault["faultAtS"] + fault["ejectS"] + 2), int(fault["restoredAtS"])
         assert sum(line["connectionErrors"][out_from:back_at]) == 0, (out_from, back_at, line)
         assert line["servedByWeb"][-1] > 0 or line["servedByWeb"][-2] > 0, line  # web02 serves again
     return {
-        k: fault[k]
+        k: fault.get(k)
         for k in ("healthCheck", "faultAtS", "restoredAtS", "ejectS", "readmitS", "sentWhileDown", "failedRequests")
     } | {"requests": fault["totalRequests"], "flags": fault["flags"]}
 

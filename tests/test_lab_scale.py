@@ -109,7 +109,14 @@ def test_scaling_curve_then_the_seeds_27_vm_lab(tmp_path):
             replaced = sorted(
                 s["urn"].split("::")[-1] for s in plan["steps"] if s["op"] in ("replace", "create-replacement")
             )
-            assert replaced == ["bench-run", "lb-vm-disk", "lb-vm-domain", "lb-vm-ready", "lb-vm-seed"], replaced
+            assert replaced == [
+                "bench-run",
+                "lb-vm-disk",
+                "lb-vm-domain",
+                "lb-vm-ready",
+                "lb-vm-seed",
+                "lb-vm-state",
+            ], replaced
             dsr = up(cli, "webCount 25, switch to dsr")
             points.append(dsr)
             check_even(dsr)

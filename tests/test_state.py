@@ -78,6 +78,21 @@ def test_the_probe_runs_in_a_real_shell_and_reads_each_checks_first_line():
     assert state.differences(items, seen) == ["fails: expected 'x', found ''"]
 
 
+def test_sysctls_are_read_by_one_sysctl_and_matched_by_key():
+    items = (
+        Check("sysctl net.ipv4.tcp_rmem", "sysctl -n net.ipv4.tcp_rmem", "4096 16384 4194304"),
+        Check("sysctl kernel.ostype", "sysctl -n kernel.ostype", "Linux"),
+        Check("sysctl no.such.key", "sysctl -n no.such.key", "1"),
+        Check("after", "echo ok", "ok"),
+    )
+    script = state.probe_script(items)
+    assert script.count("sysctl -e ") == 1 and "sysctl -n" not in script
+    out = subprocess.run(["sh"], input=script, capture_output=True, text=True).stdout  # this machine's sysctl
+    seen = state.observed(out, items)
+    assert seen["sysctl kernel.ostype"] == "Linux" and seen["after"] == "ok" and seen["sysctl no.such.key"] == ""
+    assert len(seen["sysctl net.ipv4.tcp_rmem"].split()) == 3  # tabs read as single spaces
+
+
 def test_a_long_list_of_differences_is_cut_for_the_message():
     found = [f"sysctl k{i}: expected '1', found '0'" for i in range(7)]
     assert state.summary(found).endswith("sysctl k3: expected '1', found '0'; and 3 more")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -220,6 +221,8 @@ def run_fault(ssh: Ssh, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
     samples = faultrun.collect(ssh, p.vms)
     after, after_at = measure_clocks(ssh, p.vms)
     lines = {n: timeline.Clock(measured_at, offsets[n].seconds, after_at, after[n].seconds) for n in offsets}
+    if plan.action == "kill-web" and "restore" in times:  # its clock stood still while it was paused
+        lines[web.name] = dataclasses.replace(lines[web.name], paused_until=t0 + times["restore"])
     placed = place_runs(p, "fault", texts, work, [offsets[c.name] for c in p.clients], out)
     combined = combine(placed, tool.rank, tool.grid_pct)
     rec = faultrun.record(

@@ -52,9 +52,12 @@ class Clock:
     offset1: float
     at2: float
     offset2: float
+    paused_until: float = 0.0  # a VM paused (kill-web): its clock stood still until then (host), one offset each side
 
     def host(self, guest_t: float) -> float:
         host_t = guest_t - self.offset1
+        if self.paused_until:
+            return host_t if host_t < self.paused_until else guest_t - self.offset2
         if self.at2 > self.at1:
             offset = self.offset1 + (self.offset2 - self.offset1) * (host_t - self.at1) / (self.at2 - self.at1)
             host_t = guest_t - offset

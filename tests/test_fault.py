@@ -305,3 +305,10 @@ def test_a_lagging_clock_is_placed_between_its_two_measurements():
     by the guest was taken at the host's 1050."""
     clock = timeline.Clock(1000.0, 0.0, 1100.0, -2.0)
     assert abs(clock.host(1049.0) - 1050.0) < 0.05 and clock.host(1000.0) == 1000.0
+
+
+def test_a_paused_vms_clock_stood_still_while_it_was_paused():
+    """kill-web: web02's clock was 10 s behind after a 10 s pause; its readings before the resume
+    (host 1015) keep the first offset, those after take the second."""
+    clock = timeline.Clock(1000.0, -0.4, 1030.0, -10.4, paused_until=1015.0)
+    assert abs(clock.host(1004.6) - 1005.0) < 1e-9 and abs(clock.host(1010.0) - 1020.4) < 1e-9

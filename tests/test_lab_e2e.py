@@ -457,9 +457,10 @@ def provoke_flags(cli) -> dict:
 
 
 # The fault run's fault, and how far its measured times may be from the checks' own (2 s interval,
-# fall 3; HAProxy's rise 2, keepalived's one passing check): a reading each half second, emulated guests.
+# fall 3; HAProxy's rise 2, keepalived's one passing check): a reading each half second, and the
+# seconds a loaded emulated web takes to act on its `systemctl stop` (measured: up to 2.5 s).
 FAULT = {"benchFault": "stop-web:web02@5s-15s", "benchFaultSeconds": 25}
-CHECK_INTERVAL_S, FALL, MARGIN_S = 2, 3, 3.5
+CHECK_INTERVAL_S, FALL, MARGIN_S = 2, 3, 5.0
 
 
 def check_fault(out: dict, health_check: str, rise: int) -> dict:

@@ -56,8 +56,8 @@ class Clock:
 
     def host(self, guest_t: float) -> float:
         host_t = guest_t - self.offset1
-        if self.paused_until:
-            return host_t if host_t < self.paused_until else guest_t - self.offset2
+        if self.paused_until:  # after the resume, its clock went on from where it stood
+            return guest_t - self.offset2 if guest_t - self.offset2 >= self.paused_until else host_t
         if self.at2 > self.at1:
             offset = self.offset1 + (self.offset2 - self.offset1) * (host_t - self.at1) / (self.at2 - self.at1)
             host_t = guest_t - offset

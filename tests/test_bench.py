@@ -59,6 +59,7 @@ def test_parse_ab_counts_non_2xx_and_failures():
     text = text.replace("Total transferred:", "Non-2xx responses:      12\nTotal transferred:")
     r = parse_ab(text)
     assert (r.failed_requests, r.non_2xx_responses) == (7, 12)
+    assert r.complete_requests == 2000 - 7  # ab's "complete" counts the failed ones too
 
 
 def test_parse_ab_says_when_ab_did_not_finish():

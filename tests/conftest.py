@@ -29,6 +29,14 @@ def lab_of(values: dict[str, Any] | None = None) -> tuple[LabSpec, Mode]:
     return load_lab(values)
 
 
+VM_PARTS = ("disk", "domain", "ready", "seed", "state")  # a Vm component's resources (components/vm.py)
+
+
+def replaced_with(*vms: str) -> list[str]:
+    """What replacing these VMs (by resource prefix: "lb-vm", "web-web01") plans, with the benchmark, sorted."""
+    return sorted(["bench-run", *(f"{vm}-{part}" for vm in vms for part in VM_PARTS)])
+
+
 def stack_outputs(cli) -> dict:
     """Every output of the test's stack (secrets shown), as the CLI prints them."""
     return json.loads(cli("stack", "output", "--json", "--show-secrets").stdout)

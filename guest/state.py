@@ -64,9 +64,12 @@ def checks(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[
     files, _ = role_files(spec, mode, plan, guest)
     units = [*(["l2dsr-net.service"] if setup.net else []), *setup.units]
     out = [Check(f"{unit} running", f"systemctl is-active {unit}", "active") for unit in units]
-    for f in files:
-        if f.path.startswith("/etc/sysctl.d/"):
-            out += sysctl_checks(f.content)
+    # systemd-sysctl applies /etc/sysctl.d in file-name order, a later file's key over an earlier
+    # one's (the seed's LB tuning raises the profile's netdev_max_backlog): one check per key, the last.
+    sysctls: dict[str, Check] = {}
+    for f in sorted((f for f in files if f.path.startswith("/etc/sysctl.d/")), key=lambda f: f.path):
+        sysctls.update((c.what, c) for c in sysctl_checks(f.content))
+    out += sysctls.values()
     out += net_checks(setup.net)
     out += net_checks(
         tuple(f"ip addr replace {extra} dev eth0" for extra in guest.extra)

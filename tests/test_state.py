@@ -53,6 +53,16 @@ def test_the_lb_is_read_for_its_balancer(mode, extra, unit, balancer):
         assert lb[balancer].expect == "web01 web02" and lb["HAProxy's threads"].expect == "1"
 
 
+def test_a_later_sysctl_file_wins_as_systemd_sysctl_applies_them():
+    """The seed's LB tuning (62-...) raises netdev_max_backlog over the profile's (60-...): one check, 9000000."""
+    spec, m = lab_of({**lab_stack_values(), "mode": "nat", "lbTuning": "seed", "lbVcpus": 2})
+    p = plan(spec)
+    found = [c for c in state.checks(spec, m, p, p.lb) if c.what == "sysctl net.core.netdev_max_backlog"]
+    assert [c.expect for c in found] == ["9000000"]
+    whats = [c.what for c in state.checks(spec, m, p, p.lb)]
+    assert len(whats) == len(set(whats))  # every check its own name, as observed() keys them
+
+
 def test_the_repair_reapplies_the_role_without_rewriting_a_file():
     spec, m = lab_of({**lab_stack_values(), "mode": "dsr"})
     p = plan(spec)

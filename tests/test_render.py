@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import lbmodes
+from bench.counters import SERVED
 from guest import render
 from lab.addressing import plan
 from lab.files import fill
@@ -146,7 +147,15 @@ def test_keepalived_keeps_the_seeds_service_and_thresholds():
     assert reals == [str(w.address) for w in plan(spec).webs]
     assert text.count(f"uthreshold {spec.ipvs_upper_threshold}") == spec.web_count
     assert text.count(f"lthreshold {spec.ipvs_lower_threshold}") == spec.web_count
-    assert "retry 2" in text and "delay_loop 2" in text and "path /dummy_file" in text
+    assert "retry 2" in text and "delay_loop 2" in text and "path /dummy_file?l2dsr-health-check" in text
+
+
+def test_keepalived_checks_are_not_counted_as_the_benchmarks_requests():
+    """The benchmark counts access-log lines of ' /dummy_file ' (bench/counters.py); a check's line must not be one."""
+    counted = SERVED.split("'")[1]
+    check_line = '172.16.0.2 - - [30/Nov/2026:05:50:00 +0000] "GET /dummy_file?l2dsr-health-check HTTP/1.0" 200 5120'
+    bench_line = '192.168.16.11 - - [30/Nov/2026:05:50:00 +0000] "GET /dummy_file HTTP/1.0" 200 5120'
+    assert counted == " /dummy_file " and counted not in check_line and counted in bench_line
 
 
 @pytest.mark.parametrize("family", ["debian"])

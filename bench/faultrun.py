@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from bench import clocks, timeline
+from bench import timeline
 from bench.loadtools import Load
 from bench.matrix import split
 from runtime.ssh import Ssh, SshError
@@ -224,7 +224,7 @@ def record(
     }
 
 
-def flags(rec: dict, failed: int, interval_s: float | None = None) -> list[str]:
+def flags(rec: dict, failed: int) -> list[str]:
     """What the fault run's row must say beside its numbers."""
     out = []
     if rec.get("eject_s") is None:
@@ -237,13 +237,6 @@ def flags(rec: dict, failed: int, interval_s: float | None = None) -> list[str]:
     if failed:
         out.append(f"{failed} request(s) failed")
     return out
-
-
-def measure_offsets(ssh: Ssh, vms: list[VmRef]) -> dict[str, float]:
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(
-            zip([v.name for v in vms], pool.map(lambda v: clocks.measure(ssh, v.address).seconds, vms), strict=True)
-        )
 
 
 class FaultFailed(runtime.LabFailure):

@@ -9,7 +9,7 @@ import pulumi
 from components.vm import BootSpec
 from lab.spec import LabSpec
 from resources.volume import Volume, VolumeArgs, content_hash
-from runtime.hostfacts import KERNEL_CMDLINE, builtin_image, download_path
+from runtime.hostfacts import builtin_image, download_path, kernel_cmdline
 
 
 class ImageMissing(RuntimeError):
@@ -34,7 +34,7 @@ def resolve_image(spec: LabSpec) -> ImageSource:
                 f"l2dsr:image: builtin, but the offline base image {built.directory.name} is not built yet: "
                 "run ./labctl image (or ./labctl setup)"
             )
-        return ImageSource(str(built.disk), built.key, BootSpec(str(built.kernel), str(built.initrd), KERNEL_CMDLINE))
+        return ImageSource(str(built.disk), built.key, BootSpec(str(built.kernel), str(built.initrd), kernel_cmdline()))
     if spec.image.startswith(("http://", "https://")):
         local = download_path(spec.image)  # downloaded at set-up, never while the program runs
         if not local.exists():

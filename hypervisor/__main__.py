@@ -34,18 +34,27 @@ def log_file(name: str) -> Path:
     return paths.state_dir() / "logs" / f"{name}.log"
 
 
-def setup() -> libvirt.HostRecord:
-    """The host, as a graph: the Debian packages then the image (debootstrap: network and disk) at
-    the same time as the Pulumi CLI (the Go build: CPU); libvirt once the image's kernel exists (its
-    KVM probe boots it)."""
+def setup(tools: tuple[str, ...] = ()) -> libvirt.HostRecord:
+    """The host, as a graph of two branches that run at once, each step with its log and a line when
+    it starts and ends (and every 30 s, the steps still running); the first that fails is the error,
+    and the other branch is stopped:
+    - the engine: the Pulumi CLI's Go build (CPU), started by ./labctl beside the virtualenv when
+      the CLI must be built;
+    - the host: the Debian packages, the image (debootstrap: network and disk), then libvirt and
+      its KVM probe (which boots the image's kernel), then `tools` (the test command's checkers).
+    Guests need the image and libvirt; `pulumi up` also needs the engine."""
     start = time.monotonic()
 
-    def packages_and_image() -> image.BuiltImage:
+    def host() -> libvirt.HostRecord:
         libvirt.install_packages(libvirt.HOST_PACKAGES, log_file("setup"))
-        return image.build()
+        built = image.build()
+        rec = libvirt.setup(probe_kernel=built.kernel)
+        if tools:
+            # Installed here, outside the lab's namespace, which has no way to the package mirror.
+            libvirt.install_packages(tools, log_file("setup"), tools_only=True)
+        return rec
 
-    built = in_parallel({"image": packages_and_image, "pulumi": pulumi_cli.ensure_pulumi})["image"]
-    rec = libvirt.setup(probe_kernel=built.kernel)
+    rec = in_parallel({"host": host, "pulumi": pulumi_cli.ensure_pulumi_step})["host"]
     say(f"host ready in {time.monotonic() - start:.0f} s")
     return rec
 
@@ -67,10 +76,8 @@ def select_stack(stack: str, rec: libvirt.HostRecord) -> None:
 def test(args: list[str]) -> int:
     """Set up, run pytest where the lab's addresses are, and stop a sandbox that this run started."""
     was_running = libvirt.ours_running(libvirt.read_record())
-    rec = setup()
-    # The checkers of rendered files, and what the end-to-end test's simulated hosts run (their sshd):
-    # installed here, outside the lab's namespace, which has no way to the package mirror.
-    libvirt.install_packages((*libvirt.TEST_PACKAGES, *simhosts.PACKAGES), log_file("setup"), tools_only=True)
+    # The checkers of rendered files, and what the end-to-end test's simulated hosts run (their sshd).
+    rec = setup(tools=(*libvirt.TEST_PACKAGES, *simhosts.PACKAGES))
     argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *args]
     try:
         return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())

@@ -24,11 +24,13 @@ class StepStopped(StepFailed):
 
 
 _stop = threading.Event()  # set when a step of an `in_parallel` group failed
-_running: set[subprocess.Popen] = set()
+_running: set[Any] = set()  # what _stop_all ends: anything with the `pid` of a process group leader
+_active: dict[str, float] = {}  # the steps running now, by what they are: when each started
 _lock = threading.Lock()
+TICK_S = 30  # a line naming the steps still running, this often, while steps run at once
 
 
-def _stop_all() -> None:
+def stop_all() -> None:
     _stop.set()
     with _lock:
         for proc in list(_running):
@@ -48,18 +50,22 @@ def in_parallel(steps: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
         except BaseException as e:  # noqa: BLE001 (reported below, in the caller's thread)
             if not isinstance(e, StepStopped):
                 failures.append(e)
-                _stop_all()
+                stop_all()
 
     threads = [threading.Thread(target=run, args=item, name=item[0], daemon=True) for item in steps.items()]
     _stop.clear()
+    next_tick = time.monotonic() + TICK_S
     try:
         for t in threads:
             t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.5)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + TICK_S
+                    say(still_running())
     except KeyboardInterrupt:
-        _stop_all()
+        stop_all()
         raise
     finally:
         for t in threads:
@@ -68,6 +74,13 @@ def in_parallel(steps: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
     if failures:
         raise failures[0]
     return results
+
+
+def still_running() -> str:
+    now = time.monotonic()
+    with _lock:
+        steps = ", ".join(f"{what} ({now - start:.0f} s)" for what, start in _active.items())
+    return f"still running: {steps or 'nothing'}"
 
 
 def say(message: str) -> None:
@@ -94,16 +107,48 @@ def run_logged(
         proc = subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True
         )
-        with _lock:
-            _running.add(proc)
-        try:
-            rc = proc.wait()
-        except BaseException:
+        rc = _wait(what, proc, proc.wait, start)
+    return _ended(what, rc, start, log)
+
+
+def follow(what: str, pid: int, log: Path) -> float:
+    """A step that ./labctl started before this process existed (the engine's build, beside the
+    virtualenv), in its own process group, as a child of this process: waited for, ended with the
+    others on a failure, and reported as run_logged reports its own."""
+    if _stop.is_set():
+        os.killpg(pid, signal.SIGTERM)
+        raise StepStopped(f"{what}: ended, another step failed")
+    say(f"{what} (started beside the virtualenv) ... (log: {log})")
+    start = time.monotonic()
+
+    def wait() -> int:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    return _ended(what, _wait(what, _Pid(pid), wait, start), start, log)
+
+
+class _Pid:
+    def __init__(self, pid: int):
+        self.pid = pid
+
+
+def _wait(what: str, proc: Any, wait: Callable[[], int], start: float) -> int:
+    with _lock:
+        _running.add(proc)
+        _active[what] = start
+    try:
+        return wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # Ctrl-C: the step goes with us
-            raise
-        finally:
-            with _lock:
-                _running.discard(proc)
+        raise
+    finally:
+        with _lock:
+            _running.discard(proc)
+            _active.pop(what, None)
+
+
+def _ended(what: str, rc: int, start: float, log: Path) -> float:
     took = time.monotonic() - start
     if rc != 0 and _stop.is_set():
         raise StepStopped(f"{what}: stopped after {took:.0f} s, another step failed")

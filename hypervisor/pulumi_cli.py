@@ -15,11 +15,13 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from hypervisor import paths
-from hypervisor.progress import StepFailed, run_logged, say
+from hypervisor.progress import StepFailed, follow, run_logged, say, stop_all
 
 CLI_VERSION = "v3.274.1"  # newest pkg/v3 the module proxy serves; >= the Python SDK (3.272.0)
 MIN_CLI = (3, 272, 0)
@@ -74,7 +76,7 @@ def build_cli() -> Path:
         )
     target = cached_cli()
     src = target.parent.parent / f"src-{CLI_VERSION}"
-    log = target.parent.parent / f"pulumi-{CLI_VERSION}.log"
+    log = engine_log()
     src.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     if not (src / "go.mod").exists():
@@ -114,6 +116,22 @@ def bin_dir() -> Path:
 
 def venv_python() -> Path:
     return paths.PROJECT_DIR / ".venv" / "bin" / "python"
+
+
+ENGINE_PID = "L2DSR_ENGINE_PID"  # ./labctl: the engine's build it started beside the virtualenv
+
+
+def engine_log() -> Path:
+    return paths.cache_dir() / "engine" / f"pulumi-{CLI_VERSION}.log"
+
+
+def ensure_pulumi_step() -> bool:
+    """The set-up graph's engine step: the build ./labctl started before the virtualenv existed,
+    followed to its end (its failure is this step's), or else ensure_pulumi() here."""
+    pid = os.environ.pop(ENGINE_PID, "")
+    if pid.isdigit():
+        follow(f"pulumi CLI {CLI_VERSION}", int(pid), engine_log())
+    return ensure_pulumi()
 
 
 def ensure_pulumi() -> bool:
@@ -167,3 +185,18 @@ def passphrase_file() -> Path:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(24) + "\n")
     return path
+
+
+if __name__ == "__main__":
+    # ./labctl runs this with the system's Python 3 (the standard library only: no virtualenv yet),
+    # in its own process group, while it makes the virtualenv; the set-up then follows it.
+    def ended(*_: object) -> None:
+        stop_all()  # its go build (a process group of its own) ends with it
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, ended)
+    try:
+        ensure_pulumi()
+    except StepFailed as e:
+        say(f"error: {e}")
+        sys.exit(1)

@@ -19,8 +19,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RECIPE_FILE = Path(__file__).resolve().parent / "builtin-image.yaml"
 RUN_DIR = Path("/run/l2dsr")
@@ -107,6 +105,8 @@ def download_path(url: str) -> Path:
 
 
 def _recipe_data() -> dict:
+    import yaml  # here, not at the top: ./labctl builds the engine with this module before the venv exists
+
     return yaml.safe_load(RECIPE_FILE.read_text())
 
 
@@ -131,7 +131,9 @@ class Recipe:
         return cls(**{**data, **changes})  # type: ignore[arg-type]
 
 
-KERNEL_CMDLINE: str = _recipe_data()["kernel_cmdline"]
+def kernel_cmdline() -> str:
+    """How the builtin image boots (the recipe's kernel_cmdline; not part of its key)."""
+    return str(_recipe_data()["kernel_cmdline"])
 
 
 def image_key(recipe: Recipe) -> str:

@@ -215,3 +215,75 @@ def test_a_failing_set_up_step_stops_the_others_and_is_the_error(tmp_path):
     assert "slow" not in str(err.value)
     pid = int(marker.read_text())
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+FAKE_GO = """#!/bin/sh
+# A stand-in for the Go toolchain: `go build` either makes a CLI that prints its version, or hangs.
+case "$1" in
+  mod) touch go.mod ;;
+  build) [ -n "$HANG" ] && { echo $$ > "$HANG"; exec sleep 60; }
+         while [ "$1" != "-o" ]; do shift; done
+         printf '#!/bin/sh\\necho v3.274.1\\n' > "$2"; chmod +x "$2" ;;
+esac
+"""
+
+
+def _engine_started_by_labctl(tmp_path, monkeypatch, hang: str = ""):
+    """What ./labctl starts beside the virtualenv: `python3 -m hypervisor.pulumi_cli` in its own
+    process group, here with a stand-in `go`, an empty cache and no `pulumi` on PATH."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "bin" / "go"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_GO)
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "L2DSR_CACHE": str(tmp_path / "cache"), "HANG": hang}
+    env["L2DSR_STATE"] = str(tmp_path / "state")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    proc = subprocess.Popen(
+        # -S, as ./labctl runs it: the standard library only (a fresh machine's python3 has no PyYAML)
+        [sys.executable, "-S", "-m", "hypervisor.pulumi_cli"],
+        cwd=Path(__file__).parent.parent,
+        start_new_session=True,
+    )
+    monkeypatch.setenv("L2DSR_ENGINE_PID", str(proc.pid))
+    return proc
+
+
+def test_the_set_up_follows_the_engine_build_labctl_started(tmp_path, monkeypatch):
+    from hypervisor import pulumi_cli
+
+    _engine_started_by_labctl(tmp_path, monkeypatch)
+    assert pulumi_cli.ensure_pulumi_step() is False  # built by the process it followed, found here
+    assert pulumi_cli.cached_cli().exists() and (tmp_path / "state" / "bin" / "pulumi").exists()
+    assert "L2DSR_ENGINE_PID" not in os.environ
+
+
+def test_a_failing_host_step_ends_the_engine_build_labctl_started(tmp_path, monkeypatch):
+    """The engine's build runs in a process ./labctl started (its go build in a session of its own):
+    another step's failure ends both, and that failure is the error."""
+    from hypervisor import pulumi_cli
+    from hypervisor.progress import StepFailed, in_parallel, run_logged
+
+    marker = tmp_path / "go-build.pid"
+    proc = _engine_started_by_labctl(tmp_path, monkeypatch, hang=str(marker))
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    start = time.monotonic()
+    with pytest.raises(StepFailed, match=r"^debootstrap failed \(exit 2\)"):
+        in_parallel(
+            {
+                "pulumi": pulumi_cli.ensure_pulumi_step,
+                "host": lambda: (
+                    time.sleep(0.5),
+                    run_logged("debootstrap", ["sh", "-c", "exit 2"], tmp_path / "d.log"),
+                ),
+            }
+        )
+    assert time.monotonic() - start < 10, "the engine's build was waited for"
+    go_build = int(marker.read_text())
+    assert not Path(f"/proc/{go_build}").exists() or "Z" in Path(f"/proc/{go_build}/stat").read_text().split()[2]
+    assert proc.poll() is not None or not Path(f"/proc/{proc.pid}").exists()

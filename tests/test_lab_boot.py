@@ -88,7 +88,7 @@ def test_a_guest_boots_from_the_image_and_cloud_init_configures_it(tmp_path):
                     mac=mac_address(web),
                     kernel=str(built.kernel),
                     initrd=str(built.initrd),
-                    cmdline=hostfacts.KERNEL_CMDLINE,
+                    cmdline=hostfacts.kernel_cmdline(),
                 )
             ),
             NAME,

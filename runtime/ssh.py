@@ -1,12 +1,22 @@
-"""SSH to the lab's VMs with the stack's key: plain OpenSSH, bounded, no host-key prompts."""
+"""SSH to the lab's VMs with the stack's key: plain OpenSSH, bounded, no host-key prompts.
+
+`Ssh.multiplexed()` keeps one master connection per VM for the length of a `with` block (the
+benchmark's): each later command is a new channel on it, not a new handshake, which under software
+emulation costs a guest seconds of CPU (sshd re-executes itself and does the key exchange).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +48,11 @@ class Ssh:
     connect_timeout: int = 30
     # Guests on a remote libvirt host are reached through it: address -> that host (runtime/hostshell.py).
     via: dict[str, HostRef] = field(default_factory=dict)
+    # Set by multiplexed(): the directory of the master connections' sockets, one per address.
+    control_dir: str = ""
+
+    # A master ends by itself this long after its last channel, should the `with` block never end.
+    CONTROL_PERSIST_S = 300
 
     @classmethod
     def to(cls, user: str, key_file: str, vms: list[VmRef]) -> Ssh:
@@ -45,9 +60,22 @@ class Ssh:
         return cls(user, key_file, via={vm.address: vm.host for vm in vms if vm.host.remote})
 
     def argv(self, address: str, command: str) -> list[str]:
+        return self._argv(address, self._control(address, "no"), [command])
+
+    def _control(self, address: str, master: str = "") -> list[str]:
+        if not self.control_dir:
+            return []
+        return [
+            *(["-o", f"ControlMaster={master}"] if master else []),
+            "-o",
+            f"ControlPath={self.control_dir}/{address}",
+        ]
+
+    def _argv(self, address: str, extra: list[str], command: list[str]) -> list[str]:
         assert_in_lab_namespace()  # every SSH of the project is built here
         return [
             "ssh",
+            *extra,
             "-i",
             self.key_file,
             "-o",
@@ -68,8 +96,62 @@ class Ssh:
             "IdentityAgent=none",
             *(["-o", f"ProxyCommand={self.via[address].proxy_command()}"] if address in self.via else []),
             f"{self.user}@{address}",
-            command,
+            *command,
         ]
+
+    @contextmanager
+    def multiplexed(self) -> Iterator[Ssh]:
+        """This Ssh with one master connection per address, opened on first use (or by connect())
+        and ended when the block ends. A command to an address whose master could not be opened
+        connects on its own, as without multiplexing (OpenSSH falls back when the socket is absent)."""
+        directory = tempfile.mkdtemp(prefix="l2dsr-mux-")  # short: a socket's path is at most 107 bytes
+        ssh = dataclasses.replace(self, control_dir=directory)
+        _MASTERS[directory] = {}
+        try:
+            yield ssh
+        finally:
+            for address in _MASTERS.pop(directory, {}):
+                _TRIED.discard((directory, address))
+                if Path(directory, address).exists():
+                    subprocess.run(
+                        ssh._argv(address, [*ssh._control(address), "-O", "exit"], []),
+                        capture_output=True,
+                        timeout=30,
+                        check=False,
+                    )
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def connect(self, addresses: list[str]) -> None:
+        """Open the masters of these addresses at once (no-op without multiplexing)."""
+        if self.control_dir:
+            threads = [threading.Thread(target=self._master, args=(a,), daemon=True) for a in addresses]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+    def _master(self, address: str) -> None:
+        """The address's master connection, tried once: `ssh -M -N -f` returns once it is logged in
+        and stays in the background (its output goes nowhere, so no pipe of ours waits on it)."""
+        masters = _MASTERS.get(self.control_dir)
+        if masters is None:
+            return
+        with _MASTERS_LOCK:
+            lock = masters.setdefault(address, threading.Lock())
+        with lock:
+            if (self.control_dir, address) in _TRIED:
+                return
+            _TRIED.add((self.control_dir, address))
+            extra = ["-M", "-N", "-f", *self._control(address), "-o", f"ControlPersist={self.CONTROL_PERSIST_S}"]
+            with contextlib.suppress(subprocess.TimeoutExpired):  # its commands then connect on their own
+                subprocess.run(
+                    self._argv(address, extra, []),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=self.connect_timeout + 30,
+                    check=False,
+                )
 
     def run(
         self, address: str, command: str, timeout: float = 120, check: bool = True, cancellable: bool = True
@@ -77,6 +159,7 @@ class Ssh:
         """One command; bounded by `timeout`, and (if `cancellable`) ended within a second when the
         operation is cancelled. Clean-up after a cancel runs with cancellable=False."""
         cancelled = runtime.cancelled if cancellable else threading.Event()
+        self._master(address)
         argv = self.argv(address, command)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
@@ -119,6 +202,11 @@ class Ssh:
             last = done.stderr.strip()
             runtime.sleep(5, f"{address}: waiting for SSH")
         raise SshError(f"{address}: no SSH login before the deadline (last: {last or 'no answer'})")
+
+
+_MASTERS: dict[str, dict[str, threading.Lock]] = {}  # control_dir -> address -> its master's lock
+_TRIED: set[tuple[str, str]] = set()  # (control_dir, address): a master was tried, whatever came of it
+_MASTERS_LOCK = threading.Lock()
 
 
 class KeyFile:

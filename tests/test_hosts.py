@@ -5,9 +5,11 @@ that reaches a remote host's guests through it. Placement and the rendered tunne
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,39 @@ def test_a_simulated_host_has_private_libvirt_state_and_an_sshd_on_the_underlay_
     assert [h["name"] for h in inventory] == ["h1", "h2"] and inventory[0]["uri"] == "qemu:///system"
     _, problems = read_hosts(inventory, "qemu:///system", False)
     assert problems == []  # what `hosts up` prints is a valid l2dsr:hosts
+
+
+def test_multiplexed_ssh_opens_one_master_per_vm_and_ends_them(tmp_path, monkeypatch):
+    """The benchmark's SSH: the first command to a VM opens its master (`-M -N -f`) once, however many
+    threads ask at once; every command names the master's socket; the block's end sends `-O exit` to
+    each master and removes the sockets' directory. (A stand-in `ssh` records its calls.)"""
+    import threading
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'case " $* " in *" -M "*) for a; do case "$a" in ControlPath=*) : > "${a#ControlPath=}";; esac; done;; esac\n'
+        "echo ok\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr("runtime.ssh.assert_in_lab_namespace", lambda: None)
+    with Ssh("lab", "/key").multiplexed() as ssh:
+        directory = Path(ssh.control_dir)
+        threads = [threading.Thread(target=ssh.run, args=(a, "uptime")) for a in ["172.16.0.101", "172.16.0.102"] * 4]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(p.name for p in directory.iterdir()) == ["172.16.0.101", "172.16.0.102"]
+    lines = calls.read_text().splitlines()
+    masters = [line for line in lines if " -M -N -f " in f" {line} "]
+    assert len(masters) == 2 and all(f"ControlPersist={Ssh.CONTROL_PERSIST_S}" in m for m in masters)
+    commands = [line for line in lines if line.endswith(" uptime")]
+    assert len(commands) == 8 and all("ControlMaster=no" in c and f"ControlPath={directory}/" in c for c in commands)
+    exits = [line for line in lines if "-O exit" in line]
+    assert len(exits) == 2 and not directory.exists()
+    assert Ssh("lab", "/key").argv("172.16.0.101", "true")[:2] == ["ssh", "-i"]  # not multiplexed: as before

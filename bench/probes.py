@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import runtime
-from bench.counters import served
+from bench.counters import Readers, Reading, served
 from runtime.console import oom_kills
 from runtime.ssh import Ssh
 from runtime.vm import VmRef
@@ -16,6 +16,11 @@ from runtime.vm import VmRef
 
 class BenchmarkFailed(runtime.LabFailure):
     pass
+
+
+def served_by(ssh: Ssh, webs: list[VmRef]) -> dict[str, int]:
+    with ThreadPoolExecutor(max_workers=max(1, len(webs))) as pool:
+        return dict(zip([w.name for w in webs], pool.map(lambda w: served(ssh, w), webs), strict=True))
 
 
 def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, client: VmRef, webs: list[VmRef]) -> None:
@@ -28,7 +33,7 @@ def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, clien
             f"{client.name}'s ARP entry for the VIP is {neigh.strip()!r}, not the LB's MAC {lb_mac}: "
             "something other than the LB answers ARP for the VIP (a web without arp_ignore=1/arp_announce=2?)"
         )
-    before = {w.name: served(ssh, w) for w in webs}
+    before = served_by(ssh, webs)
     probes = 4 * len(webs)
     # Every failed request says why (curl -S), so a web that lost the VIP or its route is named below.
     said = ssh.run(
@@ -36,7 +41,8 @@ def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, clien
         f"for i in $(seq {probes}); do {curl} -S --max-time 5 {url} 2>&1 || true; done",
         timeout=60 + 6 * probes,
     ).stdout
-    missed = [w.name for w in webs if served(ssh, w) == before[w.name]]
+    after = served_by(ssh, webs)
+    missed = [w.name for w in webs if after[w.name] == before[w.name]]
     errors = [line for line in said.splitlines() if line.startswith("curl:")]
     if missed or errors:
         raise BenchmarkFailed(
@@ -53,38 +59,31 @@ def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, clien
         raise BenchmarkFailed(f"{url} from {client.name}: expected '200 {file_size}', got {got.strip()!r}")
 
 
-def settled_command(vip: str, port: int) -> str:
-    """Open client connections to the VIP (zero on the LB and webs), then `ss -s`'s TCP line."""
-    return f"ss -Htan state established dst {vip}:{port} | wc -l; ss -s | sed -n 's/^TCP: *//p'"
+def unsettled(lines: dict[str, list[str]]) -> int:
+    """A client's connections to the VIP still open, plus orphaned sockets (bench/reader.sh's
+    `open` and `tcp` lines: /proc/net/tcp and /proc/net/sockstat)."""
+    orphaned = re.search(r"orphan(?:ed)? (\d+)", " ".join(lines.get("tcp", [])))
+    return int((lines.get("open") or ["0"])[0]) + (int(orphaned.group(1)) if orphaned else 0)
 
 
-def unsettled(out: str) -> int:
-    """Client connections to the VIP still open, plus orphaned sockets (`ss -s`), from settled_command."""
-    count, _, tcp = out.partition("\n")
-    orphaned = re.search(r"orphaned (\d+)", tcp)
-    return int(count.strip() or 0) + (int(orphaned.group(1)) if orphaned else 0)
-
-
-def settle(ssh: Ssh, vip: str, port: int, vms: list[VmRef], timeout_s: float = 120) -> dict[str, str]:
-    """Wait until the previous run's connections are gone (the seed checked `ss -s` by hand).
+def settle(readers: Readers, timeout_s: float = 120) -> tuple[dict[str, str], dict[str, Reading]]:
+    """Wait until the previous run's connections are gone (the seed checked `ss -s` by hand), and
+    return with every VM's counters as they were then: the run's start.
 
     What counts: the clients' connections to the VIP and orphaned sockets anywhere. HAProxy's pooled
-    keep-alive connections to the webs are its steady state, not leftovers of a run.
+    keep-alive connections to the webs are its steady state, not leftovers of a run. The VMs are
+    asked again every half second until it holds: the wait ends on the condition.
     """
     deadline = time.monotonic() + timeout_s
-    command = settled_command(vip, port)
     while True:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            outs = dict(
-                zip([v.name for v in vms], pool.map(lambda v: ssh.run(v.address, command).stdout, vms), strict=True)
-            )
-        left = {name: unsettled(out) for name, out in outs.items()}
+        readings = readers.read_all()
+        left = {name: unsettled(r.lines) for name, r in readings.items()}
         if not any(left.values()) or time.monotonic() > deadline:
-            state = {name: out.partition("\n")[2].strip() for name, out in outs.items()}
+            state = {name: " ".join(r.lines.get("tcp", [])) for name, r in readings.items()}
             if any(left.values()):
                 state["unsettled"] = ", ".join(f"{n} ({c})" for n, c in left.items() if c)
-            return state
-        runtime.sleep(2, "benchmark: waiting for connections to settle")
+            return state, readings
+        runtime.sleep(0.5, "benchmark: waiting for connections to settle")
 
 
 class OomWatch:

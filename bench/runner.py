@@ -110,23 +110,61 @@ def loads(p: BenchSpec, step: Step) -> list[Load]:
     return [Load(p.url, c, n, p.keepalive) for c, n in zip(conc, reqs, strict=True)]
 
 
-def measure(ssh: Ssh, p: BenchSpec, step: Step, tag: str, out: Path) -> tuple[list[Placed], dict, dict, dict]:
-    """One run of the step on every client at once, with the counters read around it: the runs placed
-    on the host's clock, and the VMs', the webs' and the clients' counters over the run."""
+@dataclass
+class Measured:
+    """One run of a step on every client at once, with what was read around it."""
+
+    placed: list[Placed]  # the clients' runs, on the host's clock
+    settled: dict[str, str]  # each VM's TCP state when the run began (probes.settle)
+    deltas: dict[str, dict[str, int]]  # each VM's counters over the run: guest counters and domain bytes
+    cpu: dict[str, float]  # each VM's busy share over the run, as the guest saw it
+    webs: dict[str, counters.WebCounts]  # what each web's nginx served and accepted over the run
+    timing_s: dict[str, float]  # how long each part took: the load, and what the runner did around it
+
+
+def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: str, out: Path) -> Measured:
+    """A warm-up, then (once the warm-up's connections are gone) every VM's counters, the clients'
+    clocks, the domains' bytes from the hypervisor right before and right after the load, and every
+    VM's counters again."""
     tool, work = loadtools.TOOLS[p.tool], loads(p, step)
+    timing: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def took(part: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timing[part] = round(now - mark, 2)
+        mark = now
+
     on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
+    took("warmup")
+    settled, before = probes.settle(readers)
+    took("settle_and_read")
     offsets = on_clients(p, lambda i: clocks.measure(ssh, p.clients[i].address))
-    before, webs0 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
+    took("clocks")
+    bytes0 = counters.domain_bytes(p.vms)
+    took("domain_bytes")
     # One moment of the host's clock, on each client's own: the clients start together.
     start = time.time() + START_LEAD_S if len(p.clients) > 1 else 0.0
     starts = [int((start + o.seconds) * 1e9) if start else 0 for o in offsets]
     texts = on_clients(
         p, lambda i: ssh.run(p.clients[i].address, tool.run(work[i], starts[i]), timeout=3600, check=False).stdout
     )
-    after, webs1 = counters.snapshots(ssh, p.vms), counters.webs_counts(ssh, list(p.webs))
+    took("load")
+    bytes1 = counters.domain_bytes(p.vms)
+    after = readers.read_all()
+    took("read_after")
     placed = place_runs(p, tag, texts, work, offsets, out)
-    webs = {name: webs1[name].since(webs0[name]) for name in webs1}
-    return placed, before, after, webs
+    deltas = {
+        name: {
+            **counters.delta(after[name].counters(), before[name].counters()),
+            **counters.delta(bytes1[name], bytes0[name]),
+        }
+        for name in after
+    }
+    cpu = {name: counters.busy(after[name].counters(), before[name].counters()) for name in after}
+    webs = {w.name: after[w.name].web().since(before[w.name].web()) for w in p.webs}
+    return Measured(placed, settled, deltas, cpu, webs, timing)
 
 
 def place_runs(
@@ -149,12 +187,21 @@ def place_runs(
     return placed
 
 
-def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
+def readers_of(ssh: Ssh, p: BenchSpec) -> counters.Readers:
+    """Every VM's reading process (bench/reader.sh), for the length of a `with` block."""
+    return counters.Readers(ssh, p.vms, p.vip, loadtools.port(p.scheme))
+
+
+def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path, readers: counters.Readers | None = None) -> dict:
+    """One run of a step, judged and recorded; `readers` the benchmark's (else opened for this step)."""
+    if readers is None:
+        with readers_of(ssh, p) as opened:
+            return run_step(ssh, p, step, out, opened)
     tag = f"t{step.threads}-c{step.concurrency}-n{step.requests}-r{step.repeat}"
-    settled = probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
-    placed, before, after, webs = measure(ssh, p, step, tag, out)
-    deltas = {name: counters.delta(after[name], before[name]) for name in after}
-    cpu = {name: counters.busy(after[name], before[name]) for name in after}
+    started = time.monotonic()
+    m = measure(ssh, readers, p, step, tag, out)
+    placed, settled, deltas, cpu, webs = m.placed, m.settled, m.deltas, m.cpu, m.webs
+    step_s = time.monotonic() - started
     lb_bytes = counters.bytes_of([deltas[p.lb.name]])
     client_bytes = counters.bytes_of([deltas[c.name] for c in p.clients])
     tool = loadtools.TOOLS[p.tool]
@@ -184,6 +231,9 @@ def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
         "cpu_busy": cpu,
         "counters": deltas,
         "before_run": settled,
+        # Wall time of the step's parts, and what the runner spent around the load (benchmark overhead).
+        "timing_s": {**m.timing_s, "step": round(step_s, 2)},
+        "overhead_s": round(step_s - m.timing_s["load"], 2),
         "flags": judge.flags_of(deltas, cpu, list(p.clients))
         + ([balance] if balance else [])
         + ([f"connections still open: {settled['unsettled']}"] if "unsettled" in settled else []),
@@ -195,12 +245,12 @@ def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path) -> dict:
     return record
 
 
-def run_fault(ssh: Ssh, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
+def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
     """The fault run (bench/faultrun.py): load for `plan.seconds` while one web fails and comes back."""
     tool = loadtools.TOOLS[p.tool]
     work = faultrun.loads(p.url, plan, len(p.clients), p.keepalive)
     web = next(w for w in p.webs if w.name == plan.web)
-    probes.settle(ssh, p.vip, loadtools.port(p.scheme), p.vms)
+    probes.settle(readers)
     offsets, measured_at = measure_clocks(ssh, p.vms)
     faultrun.start_samplers(ssh, plan, p.lb, list(p.clients), list(p.webs), plan.seconds + 60)
 
@@ -262,7 +312,7 @@ def measure_clocks(ssh: Ssh, vms: tuple[VmRef, ...] | list[VmRef]) -> tuple[dict
 
 
 def on_vms(vms: list[VmRef], command) -> list:
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(vms))) as pool:
         return list(pool.map(command, vms))
 
 
@@ -312,6 +362,11 @@ def _seconds(value: float | None) -> str:
 def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
     oom = probes.OomWatch(p.vms)
     probes.check_paths(ssh, p.url, p.vip, p.lb_mac, p.file_size_bytes, p.clients[0], list(p.webs))
+    with readers_of(ssh, p) as readers:
+        return _runs(p, ssh, readers, out, doing, oom)
+
+
+def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: list[str], oom: probes.OomWatch) -> dict:
     matrix = steps(p.lb_steps, p.concurrency, p.requests, p.repeats)
     runs, current = [], p.lb_threads
     try:
@@ -322,7 +377,7 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
                 retune(ssh, p, step.threads)
                 current = step.threads
             doing[0] = f"run {i} of {len(matrix)} (concurrency {step.concurrency}, repeat {step.repeat})"
-            runs.append(run_step(ssh, p, step, out))
+            runs.append(run_step(ssh, p, step, out, readers))
             oom.check(f"during run {i} of {len(matrix)}")
             r = runs[-1]
             # Each step stays in `pulumi up`'s output as it completes (not only in the status column).
@@ -331,7 +386,7 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
                 f"{p.mode} run {i}/{len(matrix)}: {threads}concurrency {step.concurrency}, repeat {step.repeat}: "
                 f"{r['total_requests']:,} requests, {r['requests_per_second']:.1f} req/s, "
                 f"p50 {r['latency_percentiles_ms'].get('p50', 0):.1f} ms, p99 {r['latency_percentiles_ms'].get('p99', 0):.1f} ms, "
-                f"{r['lb_response_share']:.0%} of the responses through the LB"
+                f"{r['lb_response_share']:.0%} of the responses through the LB, {r['overhead_s']:.1f} s around the load"
                 + (f"; flags: {'; '.join(r['flags'])}" if r["flags"] else "")
             )
     finally:
@@ -341,7 +396,7 @@ def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
     fault = None
     if p.fault:
         doing[0] = f"the fault run ({p.fault.label})"
-        fault = run_fault(ssh, p, p.fault, out)
+        fault = run_fault(ssh, readers, p, p.fault, out)
         oom.check("during the fault run")
         runtime.log(
             f"{p.mode} fault run ({p.fault.label}, {fault['health_check']}): {fault['total_requests']:,} requests, "

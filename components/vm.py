@@ -111,7 +111,9 @@ class Vm(pulumi.ComponentResource):
         super().__init__("l2dsr:lab:Vm", name, None, opts)
         site, guest = args.site, args.guest
         domain = domain_name(site.stack, guest)
-        self.ref = VmRef(guest.name, guest.role, str(guest.address), domain, console_log_path(domain), site.host)
+        self.ref = VmRef(
+            guest.name, guest.role, str(guest.address), domain, console_log_path(domain), site.host, site.uri
+        )
         user_data = pulumi.Output.from_input(args.user_data)
         self.disk = Volume(
             f"{name}-disk",

@@ -46,8 +46,12 @@ class BenchmarkProvider(ReplaceOnChange):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         args = read_props(CommandArgs, props)
-        with KeyFile(str(args.connection.private_key)) as key:  # the plain key, in the provider
-            result = run(args.create, Ssh.to(args.connection.user, key, args.create.vms), args.results_dir)
+        with (
+            KeyFile(str(args.connection.private_key)) as key,  # the plain key, in the provider
+            Ssh.to(args.connection.user, key, args.create.vms).multiplexed() as ssh,  # a connection per VM
+        ):
+            ssh.connect([vm.address for vm in args.create.vms])
+            result = run(args.create, ssh, args.results_dir)
         return CreateResult(id_=result["raw_dir"], outs={**props, "result": result})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:

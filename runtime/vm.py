@@ -17,3 +17,4 @@ class VmRef:
     domain: str  # the libvirt domain (l2dsr-<stack>-<name>)
     console_log: str  # the domain's console log on the libvirt host
     host: HostRef = field(default=LOCAL)  # the libvirt host it runs on: its console is read there, SSH jumps through it
+    uri: str = "qemu:///system"  # that host's libvirt: the benchmark reads the domain's counters there

@@ -57,8 +57,7 @@ def main(argv: list[str]) -> int:
         base, concurrency=(args.concurrency,), requests=(args.requests,), repeats=1, lb_steps=(base.lb_threads,)
     )
     rows = []
-    with KeyFile(key) as key_file:
-        ssh = Ssh("lab", key_file)
+    with KeyFile(key) as key_file, Ssh("lab", key_file).multiplexed() as ssh:
         for clients in (1, 2):
             for tool in ("ab", "wrk"):
                 for keepalive in (False, True):

@@ -383,12 +383,17 @@ def test_report_draws_the_scaling_curve(tmp_path):
 
 
 def test_settled_counts_client_connections_to_the_vip_and_orphans():
-    from bench.probes import settled_command, unsettled
+    from bench.counters import parse_reading, proc_net_tcp
+    from bench.probes import unsettled
 
-    assert "dst 192.168.16.100:80" in settled_command("192.168.16.100", 80)
-    assert unsettled("0\n6 (estab 1, closed 0, orphaned 0, timewait 0)") == 0
-    assert unsettled("3\n9 (estab 4, closed 0, orphaned 0, timewait 0)") == 3
-    assert unsettled("0\n9 (estab 1, closed 2, orphaned 2, timewait 2)") == 2
+    assert proc_net_tcp("192.168.16.100", 80) == "6410A8C0:0050"  # as /proc/net/tcp writes it
+
+    def left(open_, tcp):
+        return unsettled(parse_reading(f"cpu 10 5\ndrops 0 0\nlisten\nopen {open_}\ntcp {tcp}\n", False).lines)
+
+    assert left(0, "inuse 3 orphan 0 tw 2 alloc 5 mem 0") == 0
+    assert left(3, "inuse 9 orphan 0 tw 0 alloc 9 mem 1") == 3
+    assert left(0, "inuse 9 orphan 2 tw 2 alloc 9 mem 1") == 2
 
 
 def test_parse_wrk_real_run_on_a_lab_guest():
@@ -499,6 +504,27 @@ def test_nginx_counters_take_off_the_readings_own_connection():
     assert WebCounts(1500, 1201).since(WebCounts(500, 200)) == WebCounts(1000, 1000)
 
 
+READING = "cpu 8 4\ndrops 0 0\nlisten 0 0\nserved 5\naccepted 9\nopen 0\ntcp inuse 3 orphan 0 tw 2 alloc 5 mem 0\n"
+
+
+class FakeReaders:
+    """Every VM answers READING (bench/reader.sh's lines), for tests of the runner's other parts."""
+
+    def __init__(self, ssh, vms, vip, port):
+        self.vms = vms
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        pass
+
+    def read_all(self):
+        from bench.counters import parse_reading
+
+        return {v.name: parse_reading(READING, v.role == "web") for v in self.vms}
+
+
 class ScriptedSsh:
     """Answers the runner's commands from a script of (substring, stdout) or (substring, SshError)."""
 
@@ -573,13 +599,13 @@ def test_a_load_tool_that_did_not_run_is_named_with_its_last_lines(tmp_path, mon
 
     params, _ = _dsr_plan(tmp_path)
     monkeypatch.setattr(runner.probes, "check_paths", lambda *a, **k: None)
-    monkeypatch.setattr(runner.probes, "settle", lambda *a, **k: {})
     monkeypatch.setattr(clocks_module, "measure", lambda ssh, address: clocks_module.Offset(0.0, 0.001))
-    snapshot = "cpu 1 1 1 1 1 1 1 1\n1\n1\n0\n0\n0\n0\n"
+    monkeypatch.setattr(
+        runner.counters, "domain_bytes", lambda vms: {v.name: {"rx_bytes": 0, "tx_bytes": 0} for v in vms}
+    )
+    monkeypatch.setattr(runner.counters, "Readers", FakeReaders)
     ssh = ScriptedSsh(
         [
-            ("head -1 /proc/stat", snapshot),
-            ("grep -c", "5\n9"),
             (
                 "echo l2dsr-start",
                 "l2dsr-start 1\nbash: line 1: ab: command not found\nl2dsr-latency-us\nl2dsr-latency-end\n",
@@ -644,13 +670,14 @@ def test_clients_output_without_latency_data_is_one_readable_error(tmp_path, mon
 
     params, _ = _dsr_plan(tmp_path)
     monkeypatch.setattr(runner.probes, "check_paths", lambda *a, **k: None)
-    monkeypatch.setattr(runner.probes, "settle", lambda *a, **k: {})
     monkeypatch.setattr(clocks_module, "measure", lambda ssh, address: clocks_module.Offset(0.0, 0.001))
+    monkeypatch.setattr(
+        runner.counters, "domain_bytes", lambda vms: {v.name: {"rx_bytes": 0, "tx_bytes": 0} for v in vms}
+    )
+    monkeypatch.setattr(runner.counters, "Readers", FakeReaders)
     report = (TWO / "ab.client01.txt").read_text().split(HISTOGRAM_START)[0]  # awk missing: no histogram
     ssh = ScriptedSsh(
         [
-            ("head -1 /proc/stat", "cpu 1 1 1 1 1 1 1 1\n1\n1\n0\n0\n0\n0\n"),
-            ("grep -c", "5\n9"),
             ("echo l2dsr-start", report),
         ]
     )
@@ -665,3 +692,123 @@ def test_a_run_without_its_start_mark_cannot_be_placed():
     assert clock_start(text) == int(text.splitlines()[0].split()[1])
     with pytest.raises(ParseError, match="l2dsr-start"):
         clock_start(text.split("\n", 1)[1])
+
+
+DOMSTATS = """Domain: 'l2dsr-t-lb'
+  net.count=1
+  net.0.name=vnet2
+  net.0.rx.bytes=123456
+  net.0.rx.pkts=100
+  net.0.rx.drop=0
+  net.0.tx.bytes=654321
+  net.0.tx.pkts=90
+
+Domain: 'l2dsr-t-web01'
+  net.count=2
+  net.0.name=vnet3
+  net.0.rx.bytes=10
+  net.0.tx.bytes=20
+  net.1.name=vnet4
+  net.1.rx.bytes=1
+  net.1.tx.bytes=2
+"""
+
+
+def test_domain_bytes_are_summed_over_a_domains_interfaces():
+    from bench.counters import parse_domstats
+
+    assert parse_domstats(DOMSTATS) == {
+        "l2dsr-t-lb": {"rx_bytes": 123456, "tx_bytes": 654321},
+        "l2dsr-t-web01": {"rx_bytes": 11, "tx_bytes": 22},
+    }
+
+
+def test_a_domain_libvirt_did_not_count_is_an_error(monkeypatch):
+    from bench import counters
+    from virt.virsh import VirshError
+
+    monkeypatch.setattr(counters.Virsh, "run", lambda self, *args, **kw: DOMSTATS)
+    lb = VmRef("lb", "lb", "172.16.0.10", "l2dsr-t-lb", "")
+    gone = VmRef("web02", "web", "172.16.0.102", "l2dsr-t-web02", "")
+    assert counters.domain_bytes([lb])["lb"]["tx_bytes"] == 654321
+    with pytest.raises(VirshError, match="no interface counters for web02"):
+        counters.domain_bytes([lb, gone])
+
+
+def _reader(tmp_path, role: str, proc: str = "/proc", sys_net: str = "/sys/class/net"):
+    """bench/reader.sh run by bash here, as on a guest (paths moved into tmp_path where asked)."""
+    import subprocess
+
+    from bench.counters import READER
+
+    script = tmp_path / "reader.sh"
+    log = tmp_path / "access.log"
+    log.write_text('1.2.3.4 - - [x] "GET /dummy_file HTTP/1.0" 200 5120\n' * 2)
+    script.write_text(
+        READER.replace("/proc/", f"{proc}/")
+        .replace("/sys/class/net/", f"{sys_net}/")
+        .replace("/var/log/nginx/access.log", str(log))
+    )
+    vip = "6410A8C0:0050" if role == "client" else ""
+    return subprocess.Popen(
+        ["bash", str(script), vip, "1" if role == "web" else ""],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_reader_answers_each_request_with_the_guests_counters(tmp_path):
+    """bench/reader.sh on files shaped as a guest's (/proc/stat, eth0's drops, /proc/net/netstat,
+    /proc/net/tcp, /proc/net/sockstat): a client's reading, twice, then `quit` ends it."""
+    from bench.counters import parse_reading
+    from bench.probes import unsettled
+
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    (proc / "stat").write_text("cpu  100 2 30 400 5 6 7 8 0 0\ncpu0 100 2 30 400 5 6 7 8 0 0\n")
+    (proc / "net" / "netstat").write_text(
+        "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPTimeouts\nTcpExt: 0 3 4 9\nIpExt: InNoRoutes\nIpExt: 0\n"
+    )
+    (proc / "net" / "tcp").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 0B10A8C0:D2F4 6410A8C0:0050 01 00000000:00000000\n"
+        "   1: 0B10A8C0:D2F6 6410A8C0:0050 06 00000000:00000000\n"
+    )
+    (proc / "net" / "sockstat").write_text("sockets: used 58\nTCP: inuse 3 orphan 1 tw 2 alloc 5 mem 0\n")
+    stats = tmp_path / "net" / "eth0" / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_dropped").write_text("11\n")
+    (stats / "tx_dropped").write_text("12\n")
+    reader = _reader(tmp_path, "client", str(proc), str(tmp_path / "net"))
+    out, err = reader.communicate("read\nread\nquit\n", timeout=30)
+    assert reader.returncode == 0 and not err, err
+    first, second, rest = out.split("@@end\n")
+    assert first == second and rest == ""
+    r = parse_reading(first, web=False)
+    assert r.counters() == {
+        "cpu_total": 100 + 2 + 30 + 400 + 5 + 6 + 7 + 8,
+        "cpu_idle": 405,
+        "rx_dropped": 11,
+        "tx_dropped": 12,
+        "listen_drops": 4,
+        "listen_overflows": 3,
+    }
+    assert unsettled(r.lines) == 1 + 1  # one established to the VIP (not the one in TIME_WAIT), one orphan
+
+
+def test_a_web_that_prints_no_nginx_counts_is_named_with_what_it_printed(tmp_path, monkeypatch):
+    """A web's reader that cannot give nginx's counts (here, its access log has 2 requests but no
+    nginx answers at 127.0.0.1:80) fails the reading with one error naming the web and what it printed."""
+    from bench import counters
+    from runtime.ssh import SshError
+
+    web = VmRef("web01", "web", "172.16.0.101", "d", "")
+    readers = counters.Readers(None, [web], "192.168.16.100", 80)  # type: ignore[arg-type]
+    monkeypatch.setattr(readers, "command", lambda vm: "")
+    readers.procs = {"web01": _reader(tmp_path, "web")}
+    with pytest.raises(SshError, match=r"did not print its counters \(no accepted counts\); is nginx running") as e:
+        readers.read(web)
+    assert "cpu " in e.value.output and "served 2\n" in e.value.output
+    readers.__exit__()

@@ -94,8 +94,11 @@ def run_logged(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    nice: int = 0,
 ) -> float:
-    """Run one long step, appending its output to `log`; one line when it starts and ends."""
+    """Run one long step, appending its output to `log`; one line when it starts and ends. `nice`:
+    a step off the critical path yields the CPU to one on it (it still gets what is idle)."""
+    argv = ["nice", "-n", str(nice), *argv] if nice else list(argv)
     if _stop.is_set():
         raise StepStopped(f"{what}: not started, another step failed")
     log.parent.mkdir(parents=True, exist_ok=True)

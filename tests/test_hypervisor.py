@@ -290,3 +290,14 @@ def test_a_failing_host_step_ends_the_engine_build_labctl_started(tmp_path, monk
     go_build = int(marker.read_text())
     assert not Path(f"/proc/{go_build}").exists() or "Z" in Path(f"/proc/{go_build}/stat").read_text().split()[2]
     assert proc.poll() is not None or not Path(f"/proc/{proc.pid}").exists()
+
+
+def test_a_step_off_the_critical_path_runs_niced(tmp_path):
+    """The image's steps yield the CPU to the Go build: what run_logged starts with nice=10 (and its
+    children) runs at niceness 10 more than ours."""
+    from hypervisor.progress import run_logged
+
+    out = tmp_path / "nice"
+    run_logged("niced", ["sh", "-c", f"sh -c 'nice' > {out}"], tmp_path / "n.log", nice=10)
+    assert int(out.read_text()) == os.nice(0) + 10
+    assert "$ nice -n 10 sh -c" in (tmp_path / "n.log").read_text()

@@ -122,10 +122,10 @@ class Measured:
     timing_s: dict[str, float]  # how long each part took: the load, and what the runner did around it
 
 
-def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: str, out: Path) -> Measured:
-    """A warm-up, then (once the warm-up's connections are gone) every VM's counters, the clients'
-    clocks, the domains' bytes from the hypervisor right before and right after the load, and every
-    VM's counters again."""
+def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: str, out: Path, warm: bool) -> Measured:
+    """A warm-up when `warm`, then (once earlier connections are gone) every VM's counters and at
+    the same time the clients' clocks, the domains' bytes from the hypervisor right before and right
+    after the load, and every VM's counters again."""
     tool, work = loadtools.TOOLS[p.tool], loads(p, step)
     timing: dict[str, float] = {}
     mark = time.monotonic()
@@ -136,12 +136,14 @@ def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: 
         timing[part] = round(now - mark, 2)
         mark = now
 
-    on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
+    if warm:
+        on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
     took("warmup")
-    settled, before = probes.settle(readers)
-    took("settle_and_read")
-    offsets = on_clients(p, lambda i: clocks.measure(ssh, p.clients[i].address))
-    took("clocks")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the clocks while the VMs are read
+        clocked = pool.submit(lambda: on_clients(p, lambda i: clocks.measure(ssh, p.clients[i].address)))
+        settled, before = probes.settle(readers)
+        offsets = clocked.result()
+    took("settle_read_and_clocks")
     bytes0 = counters.domain_bytes(p.vms)
     took("domain_bytes")
     # One moment of the host's clock, on each client's own: the clients start together.
@@ -192,14 +194,18 @@ def readers_of(ssh: Ssh, p: BenchSpec) -> counters.Readers:
     return counters.Readers(ssh, p.vms, p.vip, loadtools.port(p.scheme))
 
 
-def run_step(ssh: Ssh, p: BenchSpec, step: Step, out: Path, readers: counters.Readers | None = None) -> dict:
-    """One run of a step, judged and recorded; `readers` the benchmark's (else opened for this step)."""
+def run_step(
+    ssh: Ssh, p: BenchSpec, step: Step, out: Path, readers: counters.Readers | None = None, warm: bool = True
+) -> dict:
+    """One run of a step, judged and recorded; `readers` the benchmark's (else opened for this step).
+    `warm`: a warm-up first (the first step, and the first after the LB changed: the runs before
+    warmed every path of the others)."""
     if readers is None:
         with readers_of(ssh, p) as opened:
-            return run_step(ssh, p, step, out, opened)
+            return run_step(ssh, p, step, out, opened, warm)
     tag = f"t{step.threads}-c{step.concurrency}-n{step.requests}-r{step.repeat}"
     started = time.monotonic()
-    m = measure(ssh, readers, p, step, tag, out)
+    m = measure(ssh, readers, p, step, tag, out, warm)
     placed, settled, deltas, cpu, webs = m.placed, m.settled, m.deltas, m.cpu, m.webs
     step_s = time.monotonic() - started
     lb_bytes = counters.bytes_of([deltas[p.lb.name]])
@@ -361,8 +367,9 @@ def _seconds(value: float | None) -> str:
 
 def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
     oom = probes.OomWatch(p.vms)
-    probes.check_paths(ssh, p.url, p.vip, p.lb_mac, p.file_size_bytes, p.clients[0], list(p.webs))
+    # The reading processes start (a sudo each: seconds of a 27-VM lab's CPU) while the paths are checked.
     with readers_of(ssh, p) as readers:
+        probes.check_paths(ssh, p.url, p.vip, p.lb_mac, p.file_size_bytes, p.clients[0], list(p.webs))
         return _runs(p, ssh, readers, out, doing, oom)
 
 
@@ -372,12 +379,13 @@ def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: l
     try:
         for i, step in enumerate(matrix, 1):
             runtime.check_cancelled("benchmark")
+            warm = i == 1
             if step.threads != current:
                 doing[0] = f"changing the LB to {step.threads} thread(s)"
                 retune(ssh, p, step.threads)
-                current = step.threads
+                current, warm = step.threads, True
             doing[0] = f"run {i} of {len(matrix)} (concurrency {step.concurrency}, repeat {step.repeat})"
-            runs.append(run_step(ssh, p, step, out, readers))
+            runs.append(run_step(ssh, p, step, out, readers, warm))
             oom.check(f"during run {i} of {len(matrix)}")
             r = runs[-1]
             # Each step stays in `pulumi up`'s output as it completes (not only in the status column).

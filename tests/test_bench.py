@@ -548,10 +548,12 @@ def _dsr_plan(tmp_path):
     return bench_spec("t", spec, mode, p, refs("t", p)), p
 
 
-def test_a_command_that_fails_on_a_vm_is_one_readable_error(tmp_path):
+def test_a_command_that_fails_on_a_vm_is_one_readable_error(tmp_path, monkeypatch):
+    from bench import runner
     from bench.runner import run
     from runtime.ssh import SshError
 
+    monkeypatch.setattr(runner.counters, "Readers", FakeReaders)
     params, p = _dsr_plan(tmp_path)
     web02 = str(next(g for g in p.guests if g.name == "web02").address)
     refused = SshError(
@@ -572,9 +574,11 @@ def test_a_command_that_fails_on_a_vm_is_one_readable_error(tmp_path):
     assert (next((tmp_path / "t").iterdir()) / "FAILED").read_text().startswith("BenchmarkFailed: benchmark, checking")
 
 
-def test_a_web_that_lost_the_vip_is_named(tmp_path):
+def test_a_web_that_lost_the_vip_is_named(tmp_path, monkeypatch):
+    from bench import runner
     from bench.runner import run
 
+    monkeypatch.setattr(runner.counters, "Readers", FakeReaders)
     params, p = _dsr_plan(tmp_path)
     web02 = str(next(g for g in p.guests if g.name == "web02").address)
     counts = {"n": 0}
@@ -810,5 +814,49 @@ def test_a_web_that_prints_no_nginx_counts_is_named_with_what_it_printed(tmp_pat
     readers.procs = {"web01": _reader(tmp_path, "web")}
     with pytest.raises(SshError, match=r"did not print its counters \(no accepted counts\); is nginx running") as e:
         readers.read(web)
-    assert "cpu " in e.value.output and "served 2\n" in e.value.output
+    assert "cpu " in e.value.output and "served 0\n" in e.value.output  # the log's lines before the reader started
     readers.__exit__()
+
+
+def test_the_reader_counts_the_requests_a_web_served_since_it_started_across_a_log_rotation(tmp_path):
+    """A web's served count comes from the access log's new lines (no process per reading): lines
+    before the reader started are not counted, a line cut short is counted once when it is whole,
+    and when the log is rotated the rest of the old file is read, then the new one."""
+    import threading
+
+    log = tmp_path / "access.log"
+    reader = _reader(tmp_path, "web")  # the log holds 2 requests already
+    timer = threading.Timer(60, reader.kill)  # a reader that hangs fails the test, not the run
+    timer.daemon = True
+    timer.start()
+    dummy = '10.0.0.1 - - [x] "GET /dummy_file HTTP/1.0" 200 5120\n'
+    other = '10.0.0.1 - - [x] "GET /dummy_file?l2dsr-health-check HTTP/1.0" 200 5120\n'
+
+    def served() -> int:
+        assert reader.stdin is not None and reader.stdout is not None
+        reader.stdin.write("read\n")
+        reader.stdin.flush()
+        found = None
+        while True:
+            line = reader.stdout.readline()
+            assert line, "the reader ended"
+            if line.startswith("served "):
+                found = int(line.split()[1])
+            if line.strip() == "@@end":
+                return found
+
+    assert served() == 0
+    with log.open("a") as f:
+        f.write(dummy + other + dummy + dummy[:20])  # the last one cut short: nginx is writing it
+    assert served() == 2
+    with log.open("a") as f:
+        f.write(dummy[20:])
+    assert served() == 3
+    log.rename(tmp_path / "access.log.1")
+    with (tmp_path / "access.log.1").open("a") as f:
+        f.write(dummy)  # written before nginx reopened its log
+    log.write_text(dummy + dummy)
+    assert served() == 6
+    reader.communicate("quit\n", timeout=20)
+    timer.cancel()
+    assert reader.returncode == 0

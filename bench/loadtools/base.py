@@ -48,7 +48,8 @@ class LoadTool:
         return f"{wait}echo {CLOCK_START} $(date +%s%N); {self.command(load)}"
 
     def warmup(self, load: Load) -> str:
-        """A short run before each measured one (caches, ARP, TCP state), with the tool itself, its output dropped."""
+        """A short run (caches, ARP, TCP state) with the tool itself, its output dropped: before the first
+        measured run and the first after the LB changed (the runs in between keep the paths warm)."""
         small = min(load.concurrency, 10)
         return self.command(Load(load.url, small, max(min(load.requests, 200), small), load.keepalive)) + " >/dev/null"
 

@@ -79,9 +79,6 @@ def build_cli() -> Path:
     log = engine_log()
     src.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-    # The compiler collects garbage only past 1.5 GiB of heap (two compiles at once on 2 cores: about
-    # 3 GiB at most), instead of at every doubling: the build is CPU bound and the set-up's critical path.
-    build_env = {**env, "GOGC": "off", "GOMEMLIMIT": "1536MiB"}
     if not (src / "go.mod").exists():
         run_logged("pulumi CLI: go mod init", [go, "mod", "init", "local/pulumi-cli"], log, cwd=src, env=env)
     run_logged(
@@ -105,7 +102,7 @@ def build_cli() -> Path:
         ],
         log,
         cwd=src,
-        env=build_env,
+        env=env,
     )
     tmp.rename(target)
     if cli_version(target) != parse_version(CLI_VERSION):

@@ -121,11 +121,20 @@ def follow(what: str, pid: int, log: Path) -> float:
     if _stop.is_set():
         os.killpg(pid, signal.SIGTERM)
         raise StepStopped(f"{what}: ended, another step failed")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        # It ended before this process started, and ./labctl's shell collected it (a CLI already
+        # built ends at once): its outcome is unknown here, and the caller looks for the CLI itself.
+        return 0.0
     say(f"{what} (started beside the virtualenv) ... (log: {log})")
     start = time.monotonic()
 
     def wait() -> int:
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        try:
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        except ChildProcessError:  # ended and collected between the check above and here
+            return 0
 
     return _ended(what, _wait(what, _Pid(pid), wait, start), start, log)
 

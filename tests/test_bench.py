@@ -811,7 +811,11 @@ def test_a_web_that_prints_no_nginx_counts_is_named_with_what_it_printed(tmp_pat
     web = VmRef("web01", "web", "172.16.0.101", "d", "")
     readers = counters.Readers(None, [web], "192.168.16.100", 80)  # type: ignore[arg-type]
     monkeypatch.setattr(readers, "command", lambda vm: "")
-    readers.procs = {"web01": _reader(tmp_path, "web")}
+    stats = tmp_path / "net" / "eth0" / "statistics"  # as a guest's (the test may run where there is no eth0)
+    stats.mkdir(parents=True)
+    (stats / "rx_dropped").write_text("0\n")
+    (stats / "tx_dropped").write_text("0\n")
+    readers.procs = {"web01": _reader(tmp_path, "web", sys_net=str(tmp_path / "net"))}
     with pytest.raises(SshError, match=r"did not print its counters \(no accepted counts\); is nginx running") as e:
         readers.read(web)
     assert "cpu " in e.value.output and "served 0\n" in e.value.output  # the log's lines before the reader started
@@ -825,7 +829,11 @@ def test_the_reader_counts_the_requests_a_web_served_since_it_started_across_a_l
     import threading
 
     log = tmp_path / "access.log"
-    reader = _reader(tmp_path, "web")  # the log holds 2 requests already
+    stats = tmp_path / "net" / "eth0" / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_dropped").write_text("0\n")
+    (stats / "tx_dropped").write_text("0\n")
+    reader = _reader(tmp_path, "web", sys_net=str(tmp_path / "net"))  # the log holds 2 requests already
     timer = threading.Timer(60, reader.kill)  # a reader that hangs fails the test, not the run
     timer.daemon = True
     timer.start()

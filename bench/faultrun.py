@@ -213,6 +213,9 @@ def record(
         "readmitted": ft.readmit_s is not None,
         "readmit_s": ft.readmit_s,
         "sent_while_down": ft.sent_while_down,
+        # How finely the clients' errors are placed in time: each second's count is interpolated
+        # between readings this far apart at most.
+        "client_reading_gap_s": max((timeline.reading_gap(on[c], s) for c in clients), default=0.0),
         "timeline": {
             "served": summed(webs, "served", restarts=True, own=1),
             "served_by_web": timeline.per_second(series(plan.web, "served"), s, restarts=True, own=1),

@@ -13,6 +13,7 @@ turns them into seconds of the run and the fault's times.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -134,6 +135,15 @@ def per_second(series: Iterable[tuple[float, int]], seconds: int, restarts: bool
 
     edges = [round(at(k)) for k in range(seconds + 1)]
     return [edges[k + 1] - edges[k] for k in range(seconds)]
+
+
+def reading_gap(found: list[Sample], seconds: int) -> float:
+    """The longest time between two readings that bound part of the run [0, seconds]: per_second
+    spreads what a counter gained over the time between its readings, so a second's count can hold
+    an increase from this far before or after it (a loaded guest reads every 2 s, not every 1)."""
+    times = sorted(x.t for x in found)
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > 0 and a < seconds]
+    return round(max(gaps, default=0.0), 2)
 
 
 @dataclass(frozen=True)

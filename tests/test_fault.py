@@ -171,8 +171,25 @@ def test_record_puts_every_vm_on_one_time_line():
     assert (rec["eject_s"], rec["readmit_s"]) == (1.0, 1.0)
     assert rec["timeline"]["served"][1:4] == [20, 20, 20] and rec["timeline"]["served_by_web"][2] == 10
     assert rec["timeline"]["connection_errors"][3:7] == [0, 3, 0, 0]  # between its readings at 4 s and 5 s
+    assert rec["client_reading_gap_s"] == 1.0  # the client's readings, 1 s apart
     assert rec["timeline"]["in_rotation"][5:17] == [1] + [0] * 10 + [1]
     assert faultrun.flags(rec, 0) == []
+
+
+def test_a_late_reading_spreads_errors_over_its_gap_and_the_record_says_how_far():
+    """A loaded client read at 10.9 s and then only at 13.1 s, with 18 refused connections between:
+    they show in seconds 10 to 13, and the record's gap (2.2 s) says how far from its second a count
+    may lie. Readings before the run's start or after its end do not count toward the gap."""
+    t0 = 1000.0
+    at = [-6.0, 0.0, 1.0, 9.0, 10.9, 13.1, 14.0, 20.0, 25.0, 40.0]
+    fails = [0, 0, 0, 0, 0, 18, 18, 18, 18, 18]
+    client = "".join(f"@ {t0 + t}\ntcp 0 {f} 0\nsynretrans 0\n" for t, f in zip(at, fails, strict=True))
+    found = timeline.samples(client, timeline.SAME, t0)
+    assert timeline.reading_gap(found, 25) == 8.0  # 1 s to 9 s, inside the run; not -6 s to 0 s nor 25 s to 40 s
+    assert timeline.reading_gap(found[3:7], 25) == 2.2
+    errors = timeline.per_second([(x.t, timeline.counters(x)["attempt_fails"]) for x in found[3:7]], 25)
+    assert errors[10:14] == [1, 8, 8, 1] and sum(errors) == 18
+    assert timeline.reading_gap([], 25) == 0.0
 
 
 def test_flags_say_a_web_that_was_never_taken_out():
@@ -215,6 +232,7 @@ def test_the_real_run_reads_as_keepalived_ejecting_and_readmitting():
     line = rec["timeline"]["in_rotation"]
     assert 1 in line[:9] and 0 in line[10:19]
     assert sum(rec["timeline"]["connection_errors"]) > 0
+    assert 1.0 < rec["client_reading_gap_s"] < 3.0  # a loaded client's readings: about 2 s apart, asked for each 1 s
 
 
 # ---- a fault it cannot undo is one readable error ------------------------------------------------------

@@ -739,18 +739,24 @@ def test_a_domain_libvirt_did_not_count_is_an_error(monkeypatch):
         counters.domain_bytes([lb, gone])
 
 
-def _reader(tmp_path, role: str, proc: str = "/proc", sys_net: str = "/sys/class/net"):
-    """bench/reader.sh run by bash here, as on a guest (paths moved into tmp_path where asked)."""
+def _reader(tmp_path, role: str, proc: str = "/proc", drops: tuple[int, int] = (0, 0)):
+    """bench/reader.sh run by bash here, as on a guest (/proc moved into tmp_path where asked). Its
+    eth0 is always one in tmp_path with these rx/tx drops: the tests also run in the lab's
+    namespace, which has no eth0."""
     import subprocess
 
     from bench.counters import READER
 
+    stats = tmp_path / "net" / "eth0" / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_dropped").write_text(f"{drops[0]}\n")
+    (stats / "tx_dropped").write_text(f"{drops[1]}\n")
     script = tmp_path / "reader.sh"
     log = tmp_path / "access.log"
     log.write_text('1.2.3.4 - - [x] "GET /dummy_file HTTP/1.0" 200 5120\n' * 2)
     script.write_text(
         READER.replace("/proc/", f"{proc}/")
-        .replace("/sys/class/net/", f"{sys_net}/")
+        .replace("/sys/class/net/", f"{tmp_path / 'net'}/")
         .replace("/var/log/nginx/access.log", str(log))
     )
     vip = "6410A8C0:0050" if role == "client" else ""
@@ -781,11 +787,7 @@ def test_the_reader_answers_each_request_with_the_guests_counters(tmp_path):
         "   1: 0B10A8C0:D2F6 6410A8C0:0050 06 00000000:00000000\n"
     )
     (proc / "net" / "sockstat").write_text("sockets: used 58\nTCP: inuse 3 orphan 1 tw 2 alloc 5 mem 0\n")
-    stats = tmp_path / "net" / "eth0" / "statistics"
-    stats.mkdir(parents=True)
-    (stats / "rx_dropped").write_text("11\n")
-    (stats / "tx_dropped").write_text("12\n")
-    reader = _reader(tmp_path, "client", str(proc), str(tmp_path / "net"))
+    reader = _reader(tmp_path, "client", str(proc), drops=(11, 12))
     out, err = reader.communicate("read\nread\nquit\n", timeout=30)
     assert reader.returncode == 0 and not err, err
     first, second, rest = out.split("@@end\n")
@@ -811,11 +813,7 @@ def test_a_web_that_prints_no_nginx_counts_is_named_with_what_it_printed(tmp_pat
     web = VmRef("web01", "web", "172.16.0.101", "d", "")
     readers = counters.Readers(None, [web], "192.168.16.100", 80)  # type: ignore[arg-type]
     monkeypatch.setattr(readers, "command", lambda vm: "")
-    stats = tmp_path / "net" / "eth0" / "statistics"  # as a guest's (the test may run where there is no eth0)
-    stats.mkdir(parents=True)
-    (stats / "rx_dropped").write_text("0\n")
-    (stats / "tx_dropped").write_text("0\n")
-    readers.procs = {"web01": _reader(tmp_path, "web", sys_net=str(tmp_path / "net"))}
+    readers.procs = {"web01": _reader(tmp_path, "web")}
     with pytest.raises(SshError, match=r"did not print its counters \(no accepted counts\); is nginx running") as e:
         readers.read(web)
     assert "cpu " in e.value.output and "served 0\n" in e.value.output  # the log's lines before the reader started
@@ -829,11 +827,7 @@ def test_the_reader_counts_the_requests_a_web_served_since_it_started_across_a_l
     import threading
 
     log = tmp_path / "access.log"
-    stats = tmp_path / "net" / "eth0" / "statistics"
-    stats.mkdir(parents=True)
-    (stats / "rx_dropped").write_text("0\n")
-    (stats / "tx_dropped").write_text("0\n")
-    reader = _reader(tmp_path, "web", sys_net=str(tmp_path / "net"))  # the log holds 2 requests already
+    reader = _reader(tmp_path, "web")  # the log holds 2 requests already
     timer = threading.Timer(60, reader.kill)  # a reader that hangs fails the test, not the run
     timer.daemon = True
     timer.start()

@@ -2,12 +2,17 @@
 
 Sandbox mode (these machines: no systemd, and every private address of the lab must live in a
 namespace we create): `ip netns add l2dsr`, virtlogd and libvirtd started inside it, so the lab's
-bridge, its addresses and anything libvirt adds to the firewall exist only there. What setup
-started is written to /run/l2dsr/host.json, and teardown stops exactly that.
+bridge, its addresses and anything libvirt adds to the firewall exist only there. The daemons have a
+mount namespace of their own too, with libvirt's directories (config, state, run, log, cache) private
+in /var/lib/l2dsr/sandbox: they never see the host's domains and networks, and the QEMU settings the
+sandbox needs go into its private qemu.conf, never the host's. What setup started is written to
+/run/l2dsr/host.json; teardown stops exactly that and removes only objects that carry the lab's
+marker (virt/ownership.py), and `./labctl down` leaves no lab file under /etc.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,18 +20,19 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypervisor.progress import StepFailed, run_logged, say
-from runtime.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, read_record, write_record
+from runtime.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, atomic_write, read_record, write_record
+from virt import ownership
+from virt.ownership import Marker
 from virt.virsh import Virsh
 
 NAMESPACE = "l2dsr"
 URI = "qemu:///system"
-VIRSH = Virsh(URI)
 POOL_NAME = "default"
 POOL_PATH = "/var/lib/libvirt/images"
-QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 QEMU_CONF_BLOCK = """
 # l2dsr sandbox (no systemd, no AppArmor/SELinux here): qemu runs as root, no relabelling.
 user = "root"
@@ -128,10 +134,10 @@ def kvm_runs_guests(kernel: Path) -> bool:
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     cache = RUN_DIR / f"kvm-probe-{boot_id}.json"
     if cache.exists():
-        return json.loads(cache.read_text())["kvm"]
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # a cut-short answer: ask again
+            return bool(json.loads(cache.read_text())["kvm"])
     result = kvm_probe(kernel)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"kvm": result}))
+    atomic_write(cache, json.dumps({"kvm": result}), mode=0o644)
     return result
 
 
@@ -163,8 +169,20 @@ def ours_running(rec: HostRecord | None) -> bool:
 
 
 def in_namespace(rec: HostRecord | None) -> list[str]:
-    """The prefix that runs a command where the lab's addresses are (empty for a system libvirtd)."""
-    return ["ip", "netns", "exec", rec.namespace] if rec and rec.namespace else []
+    """The prefix that runs a command where the lab is: its network namespace (the lab's addresses) and,
+    for our own libvirtd, that daemon's mount namespace (its private libvirt directories and socket).
+    Empty for a system libvirtd."""
+    if not (rec and rec.namespace):
+        return []
+    libvirtd = rec.pids.get("libvirtd")
+    if rec.directory and libvirtd and alive(libvirtd):
+        return ["nsenter", f"--net=/run/netns/{rec.namespace}", f"--mount=/proc/{libvirtd}/ns/mnt", "--wd=.", "--"]
+    return ["ip", "netns", "exec", rec.namespace]
+
+
+def virsh_of(rec: HostRecord | None) -> Virsh:
+    """The lab's libvirt, reached from anywhere (for the sandbox: inside its namespaces)."""
+    return Virsh(URI, prefix=tuple(in_namespace(rec)))
 
 
 # ---- setup and teardown ------------------------------------------------------------------------
@@ -205,24 +223,26 @@ def setup(probe_kernel: Path) -> HostRecord:
     HOST_PACKAGES must be installed already (./labctl's setup does it first: the image needs them too).
     """
     rec = read_record()
-    if choose_libvirtd(VIRSH.ok("version"), ours_running(rec)) == "system":
+    if choose_libvirtd(Virsh(URI).ok("version"), ours_running(rec)) == "system":
         say("libvirt: using the running system libvirtd")
         rec = rec if rec and rec.libvirtd == "system" else HostRecord(libvirtd="system")
     elif rec is not None and ours_running(rec):
         say(f"libvirt: our libvirtd is running in namespace {rec.namespace}")
     else:
         rec = _start_sandbox()
-    if not VIRSH.ok("pool-info", POOL_NAME):
-        Path(POOL_PATH).mkdir(parents=True, exist_ok=True)
+    virsh = virsh_of(rec)
+    if not virsh.ok("pool-info", POOL_NAME):
+        if rec.libvirtd == "system":
+            Path(POOL_PATH).mkdir(parents=True, exist_ok=True)  # the sandbox's is made in its own directories
         for args in (
             ("pool-define-as", POOL_NAME, "dir", "--target", POOL_PATH),
             ("pool-start", POOL_NAME),
             ("pool-autostart", POOL_NAME),
         ):
-            if not VIRSH.ok(*args):
+            if not virsh.ok(*args):
                 raise StepFailed(f"virsh {' '.join(args)} failed")
         rec.created_pool = True
-    elif not VIRSH.ok("pool-start", POOL_NAME) and "running" not in VIRSH.run("pool-info", POOL_NAME, check=False):
+    elif not virsh.ok("pool-start", POOL_NAME) and "running" not in virsh.run("pool-info", POOL_NAME, check=False):
         raise StepFailed(f"storage pool {POOL_NAME} exists but does not start")
     rec.domain_type = choose_domain_type("auto", kvm_runs_guests(probe_kernel))
     say(
@@ -232,65 +252,237 @@ def setup(probe_kernel: Path) -> HostRecord:
     return rec
 
 
-def _start_sandbox() -> HostRecord:
-    say(f"libvirt: starting a private libvirtd in network namespace {NAMESPACE}")
-    text = QEMU_CONF.read_text() if QEMU_CONF.exists() else ""
+SANDBOX_DIR = Path("/var/lib/l2dsr/sandbox")
+# libvirt's own directories, each bind-mounted from SANDBOX_DIR/<key> in the daemons' mount namespace:
+# the sandbox never sees the host's domains, networks and pools, and never edits the host's files.
+PRIVATE_DIRS = {
+    "etc": "/etc/libvirt",
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+}
+
+
+def private_libvirt_launcher(directory: str, *, resolv: str = "", sshd_config: str = "") -> str:
+    """The shell that runs in a fresh mount namespace (and the lab's network namespace): libvirt's
+    directories bind-mounted from `directory`, an empty resolver over /etc/resolv.conf (nothing waits
+    on DNS towards the outside; no /etc/netns file on the host), then virtlogd, libvirtd and, for a
+    simulated host, its sshd, each writing its PID file into `directory`."""
+    d = directory
+    mounts = "\n".join(f"mount --bind {d}/{k} {path}" for k, path in PRIVATE_DIRS.items())
+    resolver = f"if [ -f /etc/resolv.conf ]; then mount --bind {resolv} /etc/resolv.conf; fi" if resolv else ""
+    sshd = f"/usr/sbin/sshd -f {sshd_config}" if sshd_config else ""
+    return f"""set -e
+{mounts}
+{resolver}
+mkdir -p /var/lib/libvirt/images /var/lib/libvirt/dnsmasq /var/log/libvirt/qemu /var/cache/libvirt/qemu /run/sshd
+virtlogd --daemon --pid-file {d}/virtlogd.pid
+libvirtd --daemon --pid-file {d}/libvirtd.pid
+{sshd}
+"""
+
+
+def prepare_private_dirs(directory: Path, qemu_conf_block: str = QEMU_CONF_BLOCK) -> None:
+    """`directory`'s libvirt directories, with the host's libvirt settings (its *.conf files, none of its
+    definitions) and the sandbox's QEMU settings appended to the private qemu.conf only."""
+    for k in PRIVATE_DIRS:
+        (directory / k).mkdir(parents=True, exist_ok=True)
+    etc = directory / "etc"
+    for conf in Path("/etc/libvirt").glob("*.conf"):
+        if not (etc / conf.name).exists():
+            shutil.copy2(conf, etc / conf.name)
+    qemu_conf = etc / "qemu.conf"
+    text = qemu_conf.read_text() if qemu_conf.exists() else ""
     if "# l2dsr sandbox" not in text:
-        QEMU_CONF.write_text(text + QEMU_CONF_BLOCK)
+        qemu_conf.write_text(text + qemu_conf_block)
+    (directory / "resolv.conf").write_text("")
+
+
+def wait_for_pid_files(directory: Path, daemons: tuple[str, ...], what: str) -> dict[str, int]:
+    pids = {}
+    for daemon in daemons:
+        pidfile = directory / f"{daemon}.pid"
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        else:
+            raise StepFailed(f"{what}: {daemon} did not start (no PID in {pidfile})")
+        pids[daemon] = int(pidfile.read_text().strip())
+    return pids
+
+
+def _start_sandbox() -> HostRecord:
+    say(f"libvirt: starting a private libvirtd in network namespace {NAMESPACE} (its state in {SANDBOX_DIR})")
     if subprocess.run(["ip", "netns", "pids", NAMESPACE], capture_output=True).returncode != 0:
         subprocess.run(["ip", "netns", "add", NAMESPACE], check=True)
     subprocess.run(["ip", "-n", NAMESPACE, "link", "set", "lo", "up"], check=True)
-    # An empty resolver: nothing inside waits on DNS timeouts towards the outside.
-    resolv = Path("/etc/netns") / NAMESPACE / "resolv.conf"
-    resolv.parent.mkdir(parents=True, exist_ok=True)
-    resolv.write_text("")
-    # What the package's tmpfiles.d would create under systemd (libvirt writes there at domain start).
-    for directory in ("/var/lib/libvirt/dnsmasq", "/var/log/libvirt/qemu", "/var/cache/libvirt/qemu", "/run/libvirt"):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    rec = HostRecord(libvirtd="sandbox", namespace=NAMESPACE)
-    write_record(rec)  # from here on, teardown knows about the namespace
-    ns = ["ip", "netns", "exec", NAMESPACE]
+    created = [p for p in PRIVATE_DIRS.values() if not Path(p).exists()]
+    for mount_point in PRIVATE_DIRS.values():  # the bind mounts' targets (the package makes most of them)
+        Path(mount_point).mkdir(parents=True, exist_ok=True)
+    prepare_private_dirs(SANDBOX_DIR)
     for daemon in ("virtlogd", "libvirtd"):
-        # Foreground daemons (`ip netns exec` execs them): the PID we record is the daemon's own.
-        proc = subprocess.Popen(
-            [*ns, daemon, "--pid-file", str(RUN_DIR / f"{daemon}.pid")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        rec.pids[daemon] = proc.pid
-        write_record(rec)
+        (SANDBOX_DIR / f"{daemon}.pid").unlink(missing_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    prior = read_record()
+    rec = HostRecord(
+        libvirtd="sandbox",
+        namespace=NAMESPACE,
+        directory=str(SANDBOX_DIR),
+        created_dirs=sorted({*(prior.created_dirs if prior else []), *created}),
+    )
+    write_record(rec)  # from here on, teardown knows about the namespace
+    launcher = private_libvirt_launcher(str(SANDBOX_DIR), resolv=str(SANDBOX_DIR / "resolv.conf"))
+    # slave: the host's later mounts (a simulated host's namespace) are seen inside; ours stay inside
+    done = subprocess.run(
+        ["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", "--propagation", "slave", "sh", "-c", launcher],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise StepFailed(f"the private libvirtd did not start: {(done.stderr or done.stdout).strip()[-600:]}")
+    rec.pids = wait_for_pid_files(SANDBOX_DIR, ("virtlogd", "libvirtd"), "the private libvirtd")
+    write_record(rec)
+    virsh = virsh_of(rec)
     deadline = time.monotonic() + 30
-    while not VIRSH.ok("version"):
+    while not virsh.ok("version"):
         if time.monotonic() > deadline:
-            raise StepFailed("libvirtd did not answer within 30 s (try: ip netns exec l2dsr libvirtd -v)")
+            raise StepFailed(
+                f"libvirtd did not answer within 30 s (its log: {SANDBOX_DIR}/log; try ./labctl sh virsh version)"
+            )
         time.sleep(0.3)
     return rec
 
 
-def teardown(force: bool = False) -> None:
-    """Stop exactly what setup started. Refuses while domains still run, unless forced."""
+# ---- what is the lab's on a libvirt host, and removing only that ----------------------------------
+
+
+@dataclass
+class HostObjects:
+    """A libvirt host's domains and networks with their markers, and which domains run."""
+
+    domains: dict[str, Marker | None] = field(default_factory=dict)
+    networks: dict[str, Marker | None] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    xml: dict[str, str] = field(default_factory=dict)  # each domain's XML
+
+
+def host_objects(virsh: Virsh) -> HostObjects:
+    found = HostObjects()
+    for name in virsh.names("list", "--all", "--name"):
+        found.xml[name] = virsh.run("dumpxml", name, check=False)
+        found.domains[name] = ownership.marker_of(found.xml[name])
+    found.running = set(virsh.names("list", "--name"))
+    for name in virsh.names("net-list", "--all", "--name"):
+        found.networks[name] = ownership.marker_of(virsh.run("net-dumpxml", name, check=False))
+    return found
+
+
+def volumes_of(objects: HostObjects, removed: list[str], pool_volumes: dict[str, str]) -> list[str]:
+    """The pool's volumes (name -> path) a clean-up removes with `removed` domains (pure): those their
+    XML names, and the images of their stacks (`l2dsr-<stack>-...`), unless a domain that stays names
+    one of them (its disk, kernel, initrd, or the base its disk is made on)."""
+    kept_text = "\n".join(x for d, x in objects.xml.items() if d not in removed)
+    gone_text = "\n".join(objects.xml[d] for d in removed if d in objects.xml)
+    stacks = {m.stack for d in removed if (m := objects.domains.get(d)) and m.stack}
+    # a stack of the same name that stays (another checkout's) may build on any of those images
+    stacks -= {m.stack for d, m in objects.domains.items() if d not in removed and m}
+    return [
+        name
+        for name, path in sorted(pool_volumes.items())
+        if (path in gone_text or any(name.startswith(f"l2dsr-{s}-") for s in stacks)) and path not in kept_text
+    ]
+
+
+def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt") -> list[str]:
+    """Remove the domains and networks (and their volumes) whose marker `is_ours` accepts; the rest is
+    listed and left. Returns what was left, as `kind name (why)`."""
+    objects = host_objects(virsh)
+    domains = ownership.sort_for_cleanup(objects.domains, is_ours)
+    networks = ownership.sort_for_cleanup(objects.networks, is_ours)
+    pool = {}
+    if virsh.ok("pool-info", POOL_NAME):
+        for name in virsh.names("vol-list", "--pool", POOL_NAME):
+            pool[name] = virsh.run("vol-path", "--pool", POOL_NAME, name, check=False).strip()
+    volumes = volumes_of(objects, domains.remove, pool)
+    for d in domains.remove:
+        virsh.run("destroy", d, check=False)
+        virsh.run("undefine", d, check=False)
+        say(f"{where}: removed domain {d}")
+    for v in volumes:
+        virsh.run("vol-delete", "--pool", POOL_NAME, v, check=False)
+    if volumes:
+        say(f"{where}: removed {len(volumes)} volume(s) of those domains' stacks")
+    for n in networks.remove:
+        virsh.run("net-destroy", n, check=False)
+        virsh.run("net-undefine", n, check=False)
+        say(f"{where}: removed network {n}")
+    left = [f"domain {d}" for d in domains.left] + [f"network {n}" for n in networks.left]
+    for what in left:
+        say(f"{where}: left alone: {what}")
+    return left
+
+
+def teardown(force: bool = False, states: tuple[str, ...] = ()) -> None:
+    """Stop exactly what setup started, and remove only the lab's objects: with `force`, those whose
+    marker says they belong to one of `states` (this checkout's Pulumi state, or the test run's);
+    never the user's or another checkout's, which are listed and left (the daemon stays up while one
+    of them runs). Without `force`, refused while a domain of `states` is still defined."""
     rec = read_record()
     if rec is None:
         say("libvirt host: nothing of ours to tear down")
         return
     if rec.libvirtd == "sandbox" and ours_running(rec):
-        domains = [d for d in VIRSH.run("list", "--all", "--name", check=False).split() if d]
-        if domains and not force:
-            raise StepFailed(
-                f"domains still defined: {' '.join(domains)}; run ./labctl destroy first (or down --force)"
+        virsh = virsh_of(rec)
+        objects = host_objects(virsh)
+        ours = ownership.of_state(*states)
+        if not force:
+            defined = ownership.sort_for_cleanup(objects.domains, ours).remove
+            if defined:
+                raise StepFailed(
+                    f"domains of this checkout's stacks are still defined: {' '.join(defined)}; "
+                    "run ./labctl destroy STACK first (or ./labctl down --force)"
+                )
+        else:
+            remove_ours(virsh, ours, "libvirt")
+            objects = host_objects(virsh)
+        others_running = sorted(objects.running)
+        if others_running:
+            say(
+                f"libvirt: domains that are not this checkout's still run ({' '.join(others_running)}): "
+                "the private libvirtd stays up; stop them (./labctl sh virsh destroy NAME), then ./labctl down"
             )
-        for d in domains:
-            VIRSH.run("destroy", d, check=False)
-            VIRSH.run("undefine", d, check=False)
-    if rec.created_pool:
-        VIRSH.run("pool-destroy", POOL_NAME, check=False)
-        VIRSH.run("pool-undefine", POOL_NAME, check=False)
+            return
+        if rec.created_pool and not objects.domains and not objects.networks:
+            virsh.run("pool-destroy", POOL_NAME, check=False)
+            virsh.run("pool-undefine", POOL_NAME, check=False)
+        keep_state = bool(objects.domains or objects.networks)
+    else:
+        keep_state = False
     for name, pid in rec.pids.items():
         if stop(pid):
             say(f"stopped {name} (pid {pid})")
     if rec.namespace:
         subprocess.run(["ip", "netns", "delete", rec.namespace], capture_output=True)
         say(f"deleted network namespace {rec.namespace}")
+    if rec.directory:
+        if keep_state:
+            say(f"kept {rec.directory}: it defines objects that are not this checkout's (the next setup sees them)")
+        else:
+            shutil.rmtree(rec.directory, ignore_errors=True)
+            _remove_empty_parents(Path(rec.directory))
+    for directory in rec.created_dirs:
+        with contextlib.suppress(OSError):
+            Path(directory).rmdir()  # a mount point setup made, if nothing else put anything there
     RECORD.unlink(missing_ok=True)
+    for probe in RUN_DIR.glob("kvm-probe-*.json"):
+        probe.unlink()
+    _remove_empty_parents(RECORD)
+
+
+def _remove_empty_parents(path: Path) -> None:
+    """rmdir the lab's own directories (/run/l2dsr, /var/lib/l2dsr) once nothing is left in them."""
+    for directory in (RUN_DIR, SANDBOX_DIR.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -3,7 +3,8 @@
 Host 1 is the lab's own (setup's libvirtd, in namespace l2dsr, where pulumi runs). Each further host
 k is what a remote hypervisor is to the lab: its own network namespace (l2dsr-hk), its own libvirtd
 and virtlogd with private state (/etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
-/var/cache/libvirt bind-mounted from /var/lib/l2dsr/hosts/hk in a mount namespace of its own), and an
+/var/cache/libvirt bind-mounted from /var/lib/l2dsr/hosts/hk in a mount namespace of its own, as the
+lab's own libvirtd has), and an
 sshd there that is the only way in: the lab reaches it as qemu+ssh://root@10.254.0.k/system and runs
 its host-side steps over the same SSH. The hosts are joined by an underlay and nothing else: a veth
 from each host's namespace to a bridge in host 1's. Killing one host's daemons leaves the others be.
@@ -11,6 +12,7 @@ from each host's namespace to a bridge in host 1's. Killing one host's daemons l
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import shutil
@@ -21,19 +23,14 @@ from pathlib import Path
 
 from hypervisor import libvirt
 from hypervisor.progress import StepFailed, say
-from runtime.hostfacts import RUN_DIR, cache_dir
+from runtime.hostfacts import RUN_DIR, atomic_write, cache_dir, read_json
+from virt import ownership
+from virt.virsh import Virsh
 
 UNDERLAY = ipaddress.IPv4Network("10.254.0.0/24")
 UNDERLAY_BRIDGE = "l2dsr-ul"
 STATE = Path("/var/lib/l2dsr/hosts")
 RECORD = RUN_DIR / "hosts.json"
-PRIVATE_DIRS = {
-    "etc": "/etc/libvirt",
-    "run": "/run/libvirt",
-    "lib": "/var/lib/libvirt",
-    "log": "/var/log/libvirt",
-    "cache": "/var/cache/libvirt",
-}
 PACKAGES = ("openssh-server", "netcat-openbsd")  # the hosts' sshd; nc: libvirt's SSH transport falls back on it
 
 
@@ -62,12 +59,12 @@ def address_of(index: int) -> str:
 def read() -> list[SimHost]:
     if not RECORD.exists():
         return []
-    return [SimHost(**h) for h in json.loads(RECORD.read_text())]
+    found = read_json(RECORD, "the simulated hosts", f"stop them by hand (ip netns list: l2dsr-h*), remove {RECORD}")
+    return [SimHost(**h) for h in found]
 
 
 def write(hosts: list[SimHost]) -> None:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    RECORD.write_text(json.dumps([asdict(h) for h in hosts], indent=1))
+    atomic_write(RECORD, json.dumps([asdict(h) for h in hosts], indent=1), mode=0o644)
 
 
 def _virsh(host: SimHost, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,14 +82,7 @@ def _sh(*argv: str) -> None:
 def _launcher(host: SimHost) -> str:
     """What runs inside the host's namespaces: private libvirt directories, then its three daemons."""
     d = host.directory
-    mounts = "\n".join(f"mount --bind {d}/{k} {path}" for k, path in PRIVATE_DIRS.items())
-    return f"""set -e
-{mounts}
-mkdir -p /var/lib/libvirt/images /var/lib/libvirt/dnsmasq /var/log/libvirt/qemu /var/cache/libvirt/qemu /run/sshd
-virtlogd --daemon --pid-file {d}/virtlogd.pid
-libvirtd --daemon --pid-file {d}/libvirtd.pid
-/usr/sbin/sshd -f {d}/sshd_config
-"""
+    return libvirt.private_libvirt_launcher(d, resolv=f"{d}/resolv.conf", sshd_config=f"{d}/sshd_config")
 
 
 def _sshd_config(host: SimHost) -> str:
@@ -124,11 +114,8 @@ def _start(index: int, rec: libvirt.HostRecord) -> SimHost:
     name = f"h{index}"
     host = SimHost(name, f"l2dsr-{name}", address_of(index), str(STATE / name))
     d = Path(host.directory)
-    for k in PRIVATE_DIRS:
-        (d / k).mkdir(parents=True, exist_ok=True)
-    # libvirt's configuration (qemu.conf as setup left it), but none of host 1's networks, pools or domains.
-    for conf in Path("/etc/libvirt").glob("*.conf"):
-        shutil.copy2(conf, d / "etc" / conf.name)
+    # libvirt's configuration as the sandbox's (its private qemu.conf), none of host 1's networks, pools or domains
+    libvirt.prepare_private_dirs(d)
     host_key = cache_dir() / "hosts" / f"{name}_host_ed25519_key"  # kept: the host's identity stays the same
     if not host_key.exists():
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"l2dsr simulated host {name}", "-f", str(host_key))
@@ -138,9 +125,6 @@ def _start(index: int, rec: libvirt.HostRecord) -> SimHost:
     (d / "sshd_config").write_text(_sshd_config(host))
     subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
     _sh("ip", "netns", "add", host.namespace)
-    resolv = Path("/etc/netns") / host.namespace / "resolv.conf"
-    resolv.parent.mkdir(parents=True, exist_ok=True)
-    resolv.write_text("")
     ns = host.namespace
     _sh("ip", "-n", ns, "link", "set", "lo", "up")
     _sh("ip", "-n", rec.namespace, "link", "add", f"ul-{name}", "type", "veth", "peer", "name", "ul0", "netns", ns)
@@ -148,13 +132,7 @@ def _start(index: int, rec: libvirt.HostRecord) -> SimHost:
     _sh("ip", "-n", ns, "addr", "add", f"{host.address}/{UNDERLAY.prefixlen}", "dev", "ul0")
     _sh("ip", "-n", ns, "link", "set", "ul0", "up")
     _sh("ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", _launcher(host))
-    for daemon in ("virtlogd", "libvirtd", "sshd"):
-        pidfile = d / f"{daemon}.pid"
-        for _ in range(100):
-            if pidfile.exists() and pidfile.read_text().strip():
-                break
-            time.sleep(0.1)
-        host.pids[daemon] = int(pidfile.read_text().strip())
+    host.pids = libvirt.wait_for_pid_files(d, ("virtlogd", "libvirtd", "sshd"), f"simulated host {name}")
     deadline = time.monotonic() + 30
     while _virsh(host, "version").returncode != 0:
         if time.monotonic() > deadline:
@@ -220,24 +198,42 @@ def _stop(host: SimHost) -> None:
     subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
 
 
-def down(force: bool = False) -> None:
-    """Stop every simulated host; refuses while one still has domains, unless forced (then they go too)."""
+def down(force: bool = False, states: tuple[str, ...] = ()) -> None:
+    """Stop every simulated host. Refused while one still has domains of `states` (this checkout's
+    state, or the test run's), unless forced: then those go too. A host that holds objects without
+    the lab's marker, or of another state, is listed and left running (its private state with it)."""
     hosts = read()
+    kept = []
     for host in hosts:
         if host.pids and all(libvirt.alive(p) for p in host.pids.values()):
-            domains = [d for d in _virsh(host, "list", "--all", "--name").stdout.split() if d]
-            if domains and not force:
+            virsh = Virsh(host.uri, prefix=tuple(libvirt.in_namespace(libvirt.read_record())))
+            objects = libvirt.host_objects(virsh)
+            mine = ownership.sort_for_cleanup(objects.domains, ownership.of_state(*states)).remove
+            if mine and not force:
                 raise StepFailed(
-                    f"simulated host {host.name} still has domains: {' '.join(domains)}; destroy the stack first "
+                    f"simulated host {host.name} still has domains: {' '.join(mine)}; destroy the stack first "
                     "(./labctl destroy STACK), or ./labctl hosts down --force"
                 )
-            for d in domains:
-                _virsh(host, "destroy", d)
-                _virsh(host, "undefine", d)
+            if force:
+                left = libvirt.remove_ours(virsh, ownership.of_state(*states), f"simulated host {host.name}")
+            else:
+                others = ownership.sort_for_cleanup(objects.networks, ownership.of_state(*states)).left
+                left = [f"domain {d}" for d in objects.domains if d not in mine] + [f"network {n}" for n in others]
+            if left:
+                say(
+                    f"simulated host {host.name}: left running, it holds what is not this checkout's: {'; '.join(left)}"
+                )
+                kept.append(host)
+                continue
         _stop(host)
         shutil.rmtree(host.directory, ignore_errors=True)  # its private libvirt state: the host is gone
         say(f"simulated host {host.name}: stopped, namespace {host.namespace} and {host.directory} deleted")
+    if kept:
+        write(kept)
+        return
     rec = libvirt.read_record()
     if rec and rec.namespace:
         subprocess.run(["ip", "-n", rec.namespace, "link", "del", UNDERLAY_BRIDGE], capture_output=True)
     RECORD.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        STATE.rmdir()

@@ -225,7 +225,10 @@ class NamedObjectProvider(ReplaceOnChange):
             runtime.log(f"{self.kind} {name}: removing this stack's leftover (UUID {real[0]}) before creating it")
             self.remove(virsh, name)
         uuid = ownership.new_uuid(owner, name)
-        self.make(virsh, ownership.with_uuid(props["xml"], uuid), name)
+        # The marker is added here, not rendered: it names the state this engine writes to, which is
+        # not an input (a moved backend must not replace the lab).
+        marker = ownership.Marker(owner, ownership.state_url())
+        self.make(virsh, ownership.with_marker(ownership.with_uuid(props["xml"], uuid), marker), name)
         return CreateResult(id_=name, outs={**props, "uuid": uuid, "run_token": ownership.generation()})
 
     def drift(self, olds: dict[str, Any]) -> list[str]:

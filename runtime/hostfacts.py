@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RECIPE_FILE = Path(__file__).resolve().parent / "builtin-image.yaml"
@@ -35,19 +36,55 @@ class HostRecord:
     pids: dict[str, int] = field(default_factory=dict)
     created_pool: bool = False
     domain_type: str = ""  # kvm when KVM ran a probe guest here, else qemu (software emulation)
+    directory: str = ""  # the sandbox's private libvirt directories (hypervisor/libvirt.py SANDBOX_DIR)
+    created_dirs: list[str] = field(default_factory=list)  # mount points setup made on the host: removed at down
+
+
+class RecordUnreadable(RuntimeError):
+    """A record of the lab's that a crash cut short, or something else wrote: said once, readably."""
+
+
+def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
+    """`text` into `path` whole or not at all: written beside it, flushed, then renamed over it (a crash
+    leaves the old file or the new one, never a truncated one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    """A JSON record, or RecordUnreadable naming the file, what it is and what to do."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RecordUnreadable(f"{path} ({what}) cannot be read: {e}; {fix}") from None
 
 
 def read_record() -> HostRecord | None:
     if not RECORD.exists():
         return None
-    data = json.loads(RECORD.read_text())
+    data = read_json(
+        RECORD,
+        "what ./labctl setup started",
+        f"stop what it names by hand if it runs (ip netns list; ps -C libvirtd), remove {RECORD}, run ./labctl setup",
+    )
+    if not isinstance(data, dict):
+        raise RecordUnreadable(f"{RECORD} is not a record of ./labctl setup; remove it and run ./labctl setup")
     data.setdefault("libvirtd", data.pop("mode", "system"))  # a record written before the field's rename
-    return HostRecord(**data)
+    return HostRecord(**{k: v for k, v in data.items() if k in HostRecord.__dataclass_fields__})
 
 
 def write_record(rec: HostRecord) -> None:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    RECORD.write_text(json.dumps(asdict(rec), indent=1))
+    atomic_write(RECORD, json.dumps(asdict(rec), indent=1), mode=0o644)
 
 
 class DomainTypeUnknown(RuntimeError):

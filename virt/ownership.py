@@ -16,9 +16,14 @@ Volumes need no marker: each creation gets a name of its own (`<stem>-<generatio
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 
 def owner_prefix(owner: str, name: str) -> str:
@@ -49,3 +54,90 @@ def generation() -> str:
 
 def volume_name(stem: str, ext: str, gen: str) -> str:
     return f"{stem}-{gen}.{ext}"
+
+
+# ---- the project's marker: whose an object is, readable without any state -------------------------
+# Every domain and network the lab creates carries, in its libvirt <metadata>, the stack's identity and
+# the Pulumi state that holds it. Clean-ups that have no stack state to go by (`./labctl down --force`,
+# `hosts down --force`, the test command's) read it to remove only what is theirs; an object without
+# it is the user's, and one of another state is another checkout's stack: both are listed and left.
+
+MARKER_NS = "https://l2dsr-lab.invalid/ownership/1"
+
+
+@dataclass(frozen=True)
+class Marker:
+    owner: str  # the stack's identity, <project>/<stack>/<random> (resources/identity.py)
+    state: str  # the Pulumi backend holding the stack's state (PULUMI_BACKEND_URL)
+
+    @property
+    def stack(self) -> str:
+        parts = self.owner.split("/")
+        return parts[1] if len(parts) == 3 else ""
+
+    def element(self) -> str:
+        return (
+            f'<l2dsr:lab xmlns:l2dsr="{MARKER_NS}" owner="{xml_escape(self.owner)}" state="{xml_escape(self.state)}"/>'
+        )
+
+
+def state_url() -> str:
+    """The state the running engine writes to: what the marker of an object created now says."""
+    return os.environ.get("PULUMI_BACKEND_URL", "")
+
+
+def with_marker(xml: str, marker: Marker) -> str:
+    """The document with the project's marker in its <metadata> (after <uuid>, or <name>)."""
+    if "<metadata>" in xml:
+        return xml.replace("<metadata>", f"<metadata>\n    {marker.element()}", 1)
+    anchor = "</uuid>" if "</uuid>" in xml else "</name>"
+    if anchor not in xml:
+        raise ValueError("the XML has no <name>")
+    return xml.replace(anchor, f"{anchor}\n  <metadata>\n    {marker.element()}\n  </metadata>", 1)
+
+
+def marker_of(xml: str) -> Marker | None:
+    """The project's marker in a domain's or network's XML; None when it has none (not ours)."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    found = root.find(f"metadata/{{{MARKER_NS}}}lab")
+    if found is None:
+        return None
+    return Marker(found.get("owner", ""), found.get("state", ""))
+
+
+@dataclass(frozen=True)
+class Sorted:
+    remove: list[str]  # the clean-up's own: removed
+    left: list[str]  # listed and left: `name (why)`
+
+
+def sort_for_cleanup(objects: dict[str, Marker | None], is_ours: Callable[[Marker], bool]) -> Sorted:
+    """Which of a host's objects (name -> marker) a clean-up may remove: only those whose marker says
+    they are its own, whatever --force says (pure)."""
+    remove, left = [], []
+    for name, marker in sorted(objects.items()):
+        if marker is None:
+            left.append(f"{name} (no l2dsr marker: not the lab's)")
+        elif not is_ours(marker):
+            left.append(f"{name} (stack {marker.stack or '?'} of another state: {marker.state or 'unknown'})")
+        else:
+            remove.append(name)
+    return Sorted(remove, left)
+
+
+def of_state(*states: str) -> Callable[[Marker], bool]:
+    """Ours when the object's state is one of `states`, or lies under one (a directory of test states)."""
+
+    def ours(marker: Marker) -> bool:
+        return bool(marker.state) and any(
+            marker.state == s or marker.state.startswith(s.rstrip("/") + "/") for s in states if s
+        )
+
+    return ours
+
+
+def xml_escape(value: str) -> str:
+    return escape(value, {'"': "&quot;"})

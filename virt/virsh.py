@@ -27,9 +27,10 @@ class LibvirtUnknown(VirshError):
 @dataclass(frozen=True)
 class Virsh:
     uri: str
+    prefix: tuple[str, ...] = ()  # what runs it where the libvirtd is (hypervisor/libvirt.py in_namespace)
 
     def _exec(self, args: tuple[str, ...], timeout: float) -> subprocess.CompletedProcess[str]:
-        argv = ["virsh", "-q", "-c", self.uri, *args]
+        argv = [*self.prefix, "virsh", "-q", "-c", self.uri, *args]
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError as e:

@@ -21,7 +21,7 @@ from lab.tuning import tuning_of
 from lbmodes import load_lab
 from resources.identity import SshKey, SshKeyArgs, StackIdentity, StackIdentityArgs
 from runtime.hostfacts import PROJECT_DIR, DomainTypeUnknown, resolve_domain_type
-from runtime.hostshell import ref_of
+from runtime.hostshell import access_problems, ref_of
 from virt.hosts import probe, unreachable_message
 from virt.xml import domain_tuning
 
@@ -34,7 +34,7 @@ try:
     values = {key: config.get(key) for key in (*project_schema(), *stack_values(stack))}
     spec, mode = load_lab(values)
     plan = address_plan(spec)
-    placement_errors = placement_problems(spec, plan)
+    placement_errors = placement_problems(spec, plan) + access_problems(spec.hosts)
     if placement_errors:
         raise ConfigError(placement_errors)
     domain_type = resolve_domain_type(spec.domain_type)

@@ -22,7 +22,7 @@ import yaml
 
 from lab.addressing import plan_problems, web_name
 from lab.fault import read_fault
-from lab.inventory import read_hosts
+from lab.inventory import read_hosts, uri_problem
 from lab.spec import PROJECT, ROLES, LabSpec, Problem
 from lab.tuning import PROFILES
 
@@ -214,14 +214,24 @@ def read_spec(
                 "or leave it empty",
             )
         )
-    if not re.match(r"^[a-z][a-z0-9+]*://", spec.libvirt_uri):
-        problems.append(Problem("libvirtUri", f"{spec.libvirt_uri!r} is not a libvirt URI; e.g. qemu:///system"))
+    uri_wrong = uri_problem(spec.libvirt_uri)
+    if uri_wrong:
+        problems.append(Problem("libvirtUri", uri_wrong))
     if not ADDRESS_KEYS & {p.key for p in problems}:  # the plan, once every address and subnet parsed
         problems.extend(plan_problems(spec))
     return spec, problems
 
 
+STACKS_DIR = ".stacks"  # Pulumi.yaml's stackConfigDir
+
+
 def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    """The checkout's own stack file (Pulumi reads and writes it; ignored by git)."""
+    return project_dir / STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def stack_template(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    """The tracked definition of a shipped stack, copied to stack_file() by ./labctl when it has none."""
     return project_dir / f"Pulumi.{stack}.yaml"
 
 

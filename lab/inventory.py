@@ -19,6 +19,38 @@ from lab.spec import PROJECT, HostSpec, Problem
 HOST_KEYS = {"name": "name", "uri": "uri", "address": "address", "user": "user", "identityFile": "identity_file"}
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 URI = re.compile(r"^[a-z][a-z0-9+]*://")
+USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # a POSIX user name: never an ssh option (`-o...`)
+# The transports the lab supports, and what each may hold: a local system or session libvirtd, one over
+# SSH, and libvirt's test driver (the fast tests). No `ext` (it runs a command), no `tcp`/`tls`.
+TRANSPORTS = {"qemu": "local", "qemu+ssh": "ssh", "test": "local"}
+URI_PARAMS = {"keyfile", "no_verify", "no_tty", "socket", "known_hosts", "known_hosts_verify", "mode"}
+URI_FIX = "give qemu:///system, or qemu+ssh://user@host/system for a remote host"
+
+
+def uri_problem(uri: str) -> str:
+    """What is wrong with a libvirt URI for the lab, or "" (pure)."""
+    if not URI.match(uri):
+        return f"{uri!r} is not a libvirt URI; {URI_FIX}"
+    parts = urlsplit(uri)
+    transport = TRANSPORTS.get(parts.scheme)
+    if transport is None:
+        return f"{uri!r}: transport {parts.scheme!r} is not one the lab supports ({', '.join(TRANSPORTS)}); {URI_FIX}"
+    if transport == "local" and parts.netloc:
+        return f"{uri!r}: a {parts.scheme}:// URI names no host; for a remote one use qemu+ssh://user@host/system"
+    if transport == "ssh" and not parts.hostname:
+        return f"{uri!r}: qemu+ssh:// needs a host; e.g. qemu+ssh://root@10.254.0.2/system"
+    if parts.username is not None and not USER.match(parts.username):
+        return f"{uri!r}: user {parts.username!r} is not a user name (a-z, 0-9, '_', '-'; starting with a letter)"
+    if parts.hostname and parts.hostname.startswith("-"):
+        return f"{uri!r}: host {parts.hostname!r} is not a host name"
+    if parts.scheme == "qemu" and parts.path not in ("/system", "/session"):
+        return f"{uri!r}: a qemu URI's path is /system or /session"
+    unknown = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)} - URI_PARAMS)
+    if unknown:
+        return f"{uri!r}: parameter(s) {', '.join(unknown)} not supported by the lab (it takes {', '.join(sorted(URI_PARAMS))})"
+    return ""
+
+
 MAX_HOSTS = 8  # the hosts' own addresses on the segment (lab/addressing.py) sit below the clients'
 LOCAL_NAME = "local"
 
@@ -67,11 +99,15 @@ def read_hosts(entries: Any, libvirt_uri: str, uri_was_set: bool) -> tuple[tuple
             problems.append(
                 Problem("hosts", f"{where}: name {name!r} is not 1-12 of a-z, 0-9 and '-' (starting with a letter)")
             )
-        if not URI.match(values.get("uri", "")):
+        why = uri_problem(values.get("uri", ""))
+        if why:
+            problems.append(Problem("hosts", f"{where}: uri {why}"))
+        if "user" in values and not USER.match(values["user"]):
             problems.append(
                 Problem(
                     "hosts",
-                    f"{where}: uri {values.get('uri', '')!r} is not a libvirt URI; e.g. qemu+ssh://root@h2/system",
+                    f"{where}: user {values['user']!r} is not a POSIX user name (a-z, 0-9, '_', '-', starting with a "
+                    "letter or '_', at most 32); give the account SSH logs in as, e.g. root",
                 )
             )
         host = HostSpec(
@@ -81,7 +117,7 @@ def read_hosts(entries: Any, libvirt_uri: str, uri_was_set: bool) -> tuple[tuple
             user=values.get("user", "") or ("root" if values.get("address") else ""),
             identity_file=expand_home(values.get("identity_file", "")),
         )
-        if len(entries) > 1:
+        if len(entries) > 1 or host.address:
             try:
                 ipaddress.IPv4Address(host.address)
             except ValueError:

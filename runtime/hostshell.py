@@ -7,12 +7,14 @@ multiplexed (one SSH master per host, ended by itself 30 s after its last use).
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
-from lab.spec import HostSpec
-from runtime.hostfacts import assert_in_lab_namespace
+from lab.spec import HostSpec, Problem
+from runtime.hostfacts import assert_in_lab_namespace, cache_dir
 
 
 class HostError(RuntimeError):
@@ -25,6 +27,10 @@ class HostRef:
     address: str = ""  # empty: this machine
     user: str = ""
     identity_file: str = ""
+    # A real server's key is checked: learnt at the first connection into the lab's own known_hosts,
+    # refused if it changes. Off only where the host's URI turns libvirt's own check off (no_verify=1,
+    # as the simulated hosts, whose keys are made on this machine).
+    verify_key: bool = True
 
     @property
     def remote(self) -> bool:
@@ -36,8 +42,7 @@ class HostRef:
     def ssh_options(self) -> list[str]:
         opts = [
             "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
+            *self.host_key_options(),
             "-o", "LogLevel=ERROR",
             "-o", "ConnectTimeout=15",
             "-o", "ServerAliveInterval=15",
@@ -48,6 +53,11 @@ class HostRef:
         if self.identity_file:
             opts += ["-i", self.identity_file, "-o", "IdentitiesOnly=yes"]
         return opts
+
+    def host_key_options(self) -> list[str]:
+        if not self.verify_key:
+            return ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        return ["-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known_hosts()}"]
 
     def argv(self, command: str) -> list[str]:
         if not self.remote:
@@ -106,8 +116,30 @@ class HostRef:
 LOCAL = HostRef()
 
 
+def access_problems(hosts: tuple[HostSpec, ...]) -> list[Problem]:
+    """What the inventory names on this machine and cannot be used: an identityFile that is not a
+    readable file (checked at preview, before anything runs)."""
+    problems = []
+    for h in hosts:
+        if h.identity_file and not (os.path.isfile(h.identity_file) and os.access(h.identity_file, os.R_OK)):
+            problems.append(
+                Problem(
+                    "hosts",
+                    f"host {h.name!r}: identityFile {h.identity_file!r} is not a readable file; give the SSH private "
+                    "key of its user (for the simulated hosts, ./labctl hosts up N makes it)",
+                )
+            )
+    return problems
+
+
 def ref_of(host: HostSpec) -> HostRef:
     """How the lab reaches a host of its inventory: here, or over SSH to its address."""
     if host.local:
         return HostRef(host.name)
-    return HostRef(host.name, host.address, host.user, host.identity_file)
+    verify = dict(parse_qsl(urlsplit(host.uri).query)).get("no_verify", "0") != "1"
+    return HostRef(host.name, host.address, host.user, host.identity_file, verify_key=verify)
+
+
+def known_hosts() -> str:
+    """The lab's own known_hosts for its real hosts (never the user's ~/.ssh/known_hosts)."""
+    return str(cache_dir() / "known_hosts")

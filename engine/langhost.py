@@ -19,6 +19,8 @@ import grpc
 from pulumi.automation._server import LanguageServer
 from pulumi.runtime.proto import language_pb2_grpc, plugin_pb2
 
+from engine import healthcheck
+
 VERSION = "3.274.1-l2dsr"
 
 
@@ -63,6 +65,7 @@ def main(argv: list[str]) -> None:
     language_pb2_grpc.add_LanguageRuntimeServicer_to_server(ProjectLanguageServer(positional[-1]), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    healthcheck.watch(positional[-1])  # the engine killed: this host ends too
     # The CLI ends its plugins with SIGINT when it is done with them: stop quietly.
     signal.signal(signal.SIGINT, lambda *_: server.stop(grace=None))
     print(port, flush=True)

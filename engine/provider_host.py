@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ import pulumi.dynamic
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc
 
 import runtime
+from engine import healthcheck
+from runtime.ssh import end_masters
 
 WORKERS = 64
+CANCEL_WAIT_S = 15.0
 _SEVERITY = {
     "debug": engine_pb2.DEBUG,
     "info": engine_pb2.INFO,
@@ -111,6 +115,12 @@ def engine_sink(address: str):
     return sink
 
 
+def cancel_all() -> None:
+    runtime.cancelled.set()
+    time.sleep(CANCEL_WAIT_S)  # the runs that saw it end within seconds, putting back what they changed
+    end_masters()
+
+
 def main(argv: list[str]) -> None:
     base, namespace = _sdk_servicer()
     addresses = [a for a in argv if not a.startswith("-") and ":" in a]
@@ -122,6 +132,10 @@ def main(argv: list[str]) -> None:
     server.start()
     sys.stdout.buffer.write(f"{port}\n".encode())
     sys.stdout.flush()
+    if addresses:
+        # The engine killed: cancel what runs (the benchmark puts the guests back), end the SSH
+        # masters, exit.
+        healthcheck.watch(addresses[0], cleanup=cancel_all)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -224,3 +224,16 @@ class KeyFile:
 
     def __exit__(self, *_exc) -> None:
         Path(self.path).unlink(missing_ok=True)
+
+
+def end_masters() -> None:
+    """End every master connection this process opened (its engine is gone: nothing ends the blocks)."""
+    for directory, masters in list(_MASTERS.items()):
+        for address in list(masters):
+            if Path(directory, address).exists():
+                subprocess.run(
+                    ["ssh", "-o", f"ControlPath={Path(directory, address)}", "-O", "exit", address],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 from bench import report
-from hypervisor import downloads, image, libvirt, paths, pulumi_cli, simhosts, vmssh
+from hypervisor import downloads, image, libvirt, paths, pulumi_cli, recovery, simhosts, vmssh
 from hypervisor.progress import StepFailed, in_parallel, say
+from lab import config
+from runtime.hostfacts import RecordUnreadable
+from virt import ownership
 
 DEFAULT_STACK = "lab"
 USAGE = """usage: ./labctl COMMAND [ARGS]
@@ -22,10 +25,12 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   image             only the offline base image
   fetch [STACK]     only the stack's cloud image, when l2dsr:image is a URL (up does it too)
   report [PATH...]  Markdown and PNG charts from saved results (default: the newest run of every stack)
-  down [--force]    stop what setup started (libvirtd, namespace, pool, simulated hosts); --force also removes domains
+  down [--force]    stop what setup started (libvirtd, namespace, pool, simulated hosts); --force also removes
+                    this checkout's stacks' domains, networks and volumes (never an object without the lab's marker)
   hosts up N        simulate hosts 2..N on this machine for a lab across hosts (Pulumi.twohost.yaml): each its
                     own namespace, libvirtd and sshd, joined to host 1 (the lab's libvirtd) by an underlay
   hosts down [--force]  stop the simulated hosts (refused while they hold domains, unless --force)
+  sh [COMMAND...]   a command (default: a shell) inside the lab's namespaces, e.g. ./labctl sh virsh list --all
   ssh VM [COMMAND]  log in to a VM of the stack (L2DSR_STACK, default lab), through its host when remote
 """
 
@@ -69,22 +74,77 @@ def pulumi(args: list[str], rec: libvirt.HostRecord | None = None, check: bool =
     return rc
 
 
+def backend_dir() -> Path:
+    return Path(pulumi_cli.pulumi_env()["PULUMI_BACKEND_URL"].removeprefix("file://"))
+
+
+def checkout_state() -> str:
+    """This checkout's Pulumi state: what the markers of its stacks' objects name (virt/ownership.py)."""
+    return pulumi_cli.pulumi_env()["PULUMI_BACKEND_URL"]
+
+
+def stack_file_from_template(stack: str) -> None:
+    """A shipped stack's file for this checkout, copied from its tracked template when it has none:
+    Pulumi writes this checkout's secrets salt (and every `config set`) into the copy, never into a
+    tracked file."""
+    own, template = config.stack_file(stack), config.stack_template(stack)
+    if own.exists() or not template.exists():
+        return
+    own.parent.mkdir(parents=True, exist_ok=True)
+    kept = [line for line in template.read_text().splitlines(keepends=True) if not line.startswith("encryptionsalt:")]
+    tmp = own.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(own)
+    say(f"stack {stack}: {own.relative_to(paths.PROJECT_DIR)} made from {template.name} (this checkout's own)")
+
+
 def select_stack(stack: str, rec: libvirt.HostRecord) -> None:
+    stack_file_from_template(stack)
     pulumi(["stack", "select", "--create", stack], rec)
+    left = recovery.clear_stale_locks(backend_dir(), stack)
+    if left:
+        raise StepFailed(
+            f"stack {stack} is locked by a pulumi that still runs ({'; '.join(left)}): wait for it, or, if it is "
+            f"gone, ./labctl pulumi cancel --stack {stack} --yes"
+        )
+
+
+def test_basetemp() -> Path:
+    """pytest's temporary directories for this checkout: the test stacks' states live under it, so
+    the markers of their objects say they are the test run's."""
+    return paths.state_dir() / "test-runs"
 
 
 def test(args: list[str]) -> int:
-    """Set up, run pytest where the lab's addresses are, and stop a sandbox that this run started."""
+    """Set up, run pytest where the lab's addresses are, then remove what the run's stacks left (only
+    objects whose marker names a state under its directory), and stop a sandbox this run started
+    unless something not the test run's runs in it."""
     was_running = libvirt.ours_running(libvirt.read_record())
     # The checkers of rendered files, and what the end-to-end test's simulated hosts run (their sshd).
     rec = setup(tools=(*libvirt.TEST_PACKAGES, *simhosts.PACKAGES))
-    argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *args]
+    basetemp = test_basetemp()
+    extra = [] if any(a.startswith("--basetemp") for a in args) else [f"--basetemp={basetemp}"]
+    argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *extra, *args]
     try:
         return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
     finally:
-        if rec.libvirtd == "sandbox" and not was_running:
-            simhosts.down(force=True)  # the end-to-end test stops its own; this is for one that could not
-            libvirt.teardown(force=True)
+        if rec.libvirtd == "sandbox":
+            states = (f"file://{basetemp}",)
+            simhosts.down(
+                force=True, states=states
+            )  # the end-to-end test stops its own; this is for one that could not
+            if was_running:
+                libvirt.remove_ours(libvirt.virsh_of(rec), ownership.of_state(*states), "libvirt")
+            else:
+                libvirt.teardown(force=True, states=states)
+
+
+def shell(args: list[str]) -> int:
+    """A command (default: a shell) where the lab is: its namespaces, its libvirtd's socket and files."""
+    rec = libvirt.read_record()
+    if not libvirt.ours_running(rec) and not (rec and rec.libvirtd == "system"):
+        raise StepFailed("the lab's libvirtd does not run: ./labctl setup starts it")
+    return subprocess.call([*libvirt.in_namespace(rec), *(args or ["bash"])], env=pulumi_cli.pulumi_env())
 
 
 def main(argv: list[str]) -> int:
@@ -109,6 +169,7 @@ def main(argv: list[str]) -> int:
         elif command == "destroy":
             stack = args[0] if args else DEFAULT_STACK
             rec = setup()  # after a reboot the namespace and libvirtd are gone, the domains' definitions are not
+            select_stack(stack, rec)
             pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack], rec)
         elif command == "pulumi":
             return pulumi(args, check=False)
@@ -117,19 +178,22 @@ def main(argv: list[str]) -> int:
         elif command == "report":
             return report.main(args)
         elif command == "down":
-            simhosts.down(force="--force" in args)
-            libvirt.teardown(force="--force" in args)
+            states = (checkout_state(),)
+            simhosts.down(force="--force" in args, states=states)
+            libvirt.teardown(force="--force" in args, states=states)
         elif command == "hosts" and args[:1] == ["up"] and len(args) == 2 and args[1].isdigit():
             setup()
             simhosts.up(int(args[1]), log_file("hosts"))
         elif command == "hosts" and args[:1] == ["down"]:
-            simhosts.down(force="--force" in args)
+            simhosts.down(force="--force" in args, states=(checkout_state(),))
+        elif command == "sh":
+            return shell(args)
         elif command == "ssh" and args:
             return vmssh.main(args, pulumi_cli.bin_dir() / "pulumi", libvirt.read_record())
         else:
             print(USAGE, file=sys.stderr)
             return 2
-    except StepFailed as e:
+    except (StepFailed, RecordUnreadable) as e:
         say(f"error: {e}")
         return 1
     return 0

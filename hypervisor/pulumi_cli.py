@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hypervisor import paths
 from hypervisor.progress import StepFailed, follow, run_logged, say, stop_all
+from runtime.hostfacts import atomic_write
 
 CLI_VERSION = "v3.274.1"  # newest pkg/v3 the module proxy serves; >= the Python SDK (3.272.0)
 MIN_CLI = (3, 272, 0)
@@ -180,10 +181,12 @@ def pulumi_env(base: dict[str, str] | None = None) -> dict[str, str]:
 def passphrase_file() -> Path:
     """A random passphrase for this checkout's secrets, made once (set PULUMI_CONFIG_PASSPHRASE to choose)."""
     path = paths.state_dir() / "passphrase"
+    if path.exists() and not path.read_text().strip():
+        # only a crash between its creation and its write leaves it empty (it is written whole since):
+        # no state can have been encrypted with it
+        raise StepFailed(f"{path} is empty: remove it (a new one is made), or set PULUMI_CONFIG_PASSPHRASE")
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
+        atomic_write(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
     return path
 
 

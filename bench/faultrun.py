@@ -25,6 +25,7 @@ import runtime
 from bench import timeline
 from bench.loadtools import Load
 from bench.matrix import split
+from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 from virt.virsh import Virsh, VirshError
@@ -79,6 +80,7 @@ class Injector:
     def __init__(self, ssh: Ssh, plan: FaultPlan, web: VmRef):
         self.ssh, self.plan, self.web = ssh, plan, web
         self.down = False
+        self.failed_at = 0.0
         self.session: subprocess.Popen[str] | None = None
 
     def open(self) -> None:
@@ -116,6 +118,7 @@ class Injector:
             self._on_web("stop")
         else:
             Virsh(self.plan.uri).run("suspend", self.web.domain, timeout=60)
+        self.failed_at = time.time()  # done: a loaded web acts on its stop seconds late
         return sent
 
     def restore(self) -> float:
@@ -150,6 +153,8 @@ def schedule(
                     return
                 time.sleep(0.05)
             times[name] = round(action() - t0, 2)
+            if name == "fault":
+                times["fault_done"] = round(injector.failed_at - t0, 2)
     except BaseException as e:  # the load goes on; the run reports it after the clients are done
         failed.append(e)
 
@@ -205,6 +210,8 @@ def record(
         "health_check": plan.checker,
         "seconds": s,
         "fault_at_s": fault_t,
+        # when the stop (or the pause) had returned: the web failed between fault_at_s and this
+        "fault_done_at_s": times.get("fault_done", fault_t),
         "restored_at_s": restore_t,
         # A time that never came is None in fault.json; Pulumi drops null values from outputs, so
         # the stack output says it with these two as well.
@@ -216,6 +223,8 @@ def record(
         # How finely the clients' errors are placed in time: each second's count is interpolated
         # between readings this far apart at most.
         "client_reading_gap_s": max((timeline.reading_gap(on[c], s) for c in clients), default=0.0),
+        # and the LB's rotation, read each LB_PERIOD_S: the ejection and readmission are known this finely
+        "lb_reading_gap_s": timeline.reading_gap(on[lb], s),
         "timeline": {
             "served": summed(webs, "served", restarts=True, own=1),
             "served_by_web": timeline.per_second(series(plan.web, "served"), s, restarts=True, own=1),
@@ -285,6 +294,6 @@ def run_during(
 
 def write(out: Path, rec: dict, samples: dict[str, str]) -> None:
     """The record, and each VM's samples as they came (the raw data the timeline was made from)."""
-    (out / "fault.json").write_text(json.dumps(rec, indent=1))
+    atomic_write(out / "fault.json", json.dumps(rec, indent=1), mode=0o644)
     for name, text in samples.items():
         (out / f"fault.{name}.samples.txt").write_text(text)

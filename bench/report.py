@@ -139,20 +139,41 @@ def fault_chart(faults: list[dict], out: Path) -> Path:
     return path
 
 
+def read_result(path: Path, skip: bool) -> dict | None:
+    """One result.json; one that cannot be read (a run cut short) is skipped, saying so, when it is one
+    of a folder's runs, and the error, readably, when it was asked for by name."""
+    try:
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict) or "summary" not in result:
+            raise ValueError("not a benchmark result")
+        return result
+    except (OSError, ValueError) as e:
+        if not skip:
+            raise ResultUnreadable(f"{path} cannot be read: {e}") from None
+        print(f"report: skipped {path}: it cannot be read ({e})", file=sys.stderr)
+        return None
+
+
+class ResultUnreadable(ValueError):
+    pass
+
+
 def load_results(paths_: list[Path]) -> list[dict]:
     """result.json files as given; a results/<stack>/ folder gives the newest run of each kind (mode,
     tool, keep-alive, scheme) it holds, so proxy then dsr on one stack are both in the report."""
     found = []
     for path in paths_:
         if not path.is_dir():
-            found.append(json.loads(path.read_text()))
+            found.append(read_result(path, skip=False))
             continue
         runs = sorted(path.glob("*/result.json")) or sorted(path.glob("result.json"))
         if not runs:
             raise FileNotFoundError(f"no result.json under {path}")
         newest: dict[tuple, dict] = {}
         for run in runs:  # oldest first (the folders are timestamps): the newest of a kind wins
-            result = json.loads(run.read_text())
+            result = read_result(run, skip=True)
+            if result is None:
+                continue
             newest[kind_of(result)] = {**result, "stack": path.name}
         found.extend(newest.values())
     return found
@@ -336,7 +357,11 @@ def main(argv: list[str]) -> int:
     if not sources and not scale:
         print(f"no saved results in {root}: run ./labctl up first", file=sys.stderr)
         return 1
-    results = load_results(sources)
+    try:
+        results = load_results(sources)
+    except (ResultUnreadable, FileNotFoundError) as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 1
     report = write_report(results, root / "report" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), scale)
     print(report)
     return 0

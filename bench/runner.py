@@ -34,6 +34,7 @@ from bench.parse import ParseError, Placed, combine
 from bench.probes import BenchmarkFailed
 from lab.files import Retune
 from lbmodes import ShareRule
+from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 
@@ -244,7 +245,7 @@ def run_step(
         + ([balance] if balance else [])
         + ([f"connections still open: {settled['unsettled']}"] if "unsettled" in settled else []),
     }
-    (out / f"{tag}.json").write_text(json.dumps(record, indent=1))
+    atomic_write(out / f"{tag}.json", json.dumps(record, indent=1), mode=0o644)
     problem = judge.mode_problem(p.mode, p.shares, lb_bytes, client_bytes)
     if problem:
         raise BenchmarkFailed(f"{tag}: {problem} (raw output and counters in {out})")
@@ -427,5 +428,5 @@ def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: l
         **({"fault": fault} if fault else {}),
         "raw_dir": str(out),
     }
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    atomic_write(out / "result.json", json.dumps(result, indent=1), mode=0o644)
     return result

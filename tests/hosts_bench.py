@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from lab.config import stack_file, stack_template
+
 PROJECT = Path(__file__).resolve().parent.parent
 STACKS = ("lab", "twohost")
 MODES = ("proxy", "dsr")
@@ -34,7 +36,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(PROJECT / "results" / "measurements" / "hosts-bench.json"))
     out = Path(parser.parse_args().out)
-    files = {s: (PROJECT / f"Pulumi.{s}.yaml").read_text() for s in STACKS}
+    for s in STACKS:  # this checkout's stack files, as ./labctl makes them from the templates
+        if not stack_file(s).exists():
+            stack_file(s).parent.mkdir(exist_ok=True)
+            stack_file(s).write_text(stack_template(s).read_text())
+    files = {s: stack_file(s).read_text() for s in STACKS}
     measured: dict = {}
     labctl("hosts", "up", "2")
     try:
@@ -62,7 +68,7 @@ def main() -> None:
             measured[stack]["destroy_s"] = round(time.monotonic() - start, 1)
     finally:
         for stack, text in files.items():
-            (PROJECT / f"Pulumi.{stack}.yaml").write_text(text)
+            stack_file(stack).write_text(text)
         subprocess.run([str(PROJECT / "labctl"), "hosts", "down"], cwd=PROJECT)
     if all(m in measured.get(s, {}) for s in STACKS for m in MODES):
         measured["two_over_one"] = {

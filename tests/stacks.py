@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from hypervisor import libvirt, paths, pulumi_cli
+from lab import config
 
 
 def project_copy(dest: Path) -> Path:
@@ -18,7 +19,7 @@ def project_copy(dest: Path) -> Path:
     shutil.copytree(
         paths.PROJECT_DIR,
         dest,
-        ignore=shutil.ignore_patterns(".venv", ".state", "results", ".git", "*cache*", "Pulumi.[!l]*.yaml"),
+        ignore=shutil.ignore_patterns(".venv", ".state", ".stacks", "results", ".git", "*cache*", "Pulumi.[!l]*.yaml"),
     )
     return dest
 
@@ -44,7 +45,7 @@ class Cli:
 @contextmanager
 def lab_stack(backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR, **overrides: object) -> Iterator[Cli]:
     """A stack with the lab stack's config (plus overrides) and its own secrets salt."""
-    stack_file = project_dir / f"Pulumi.{stack}.yaml"
+    stack_file = config.stack_file(stack, project_dir)
     backend.mkdir(parents=True, exist_ok=True)
     cli = Cli(backend, stack, project_dir)
     init = subprocess.run(

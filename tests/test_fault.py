@@ -166,9 +166,18 @@ def test_record_puts_every_vm_on_one_time_line():
     texts = {"lb": lb, "client01": client, "web01": web, "web02": web}
     offsets = {n: timeline.Clock(t0, o, t0 + 30, o) for n, o in {"lb": 1.0, "client01": -0.5}.items()}
     rec = faultrun.record(
-        fault_plan_for(), texts, offsets, t0, {"fault": 5.0, "restore": 15.0}, "lb", ["client01"], ["web01", "web02"]
+        fault_plan_for(),
+        texts,
+        offsets,
+        t0,
+        {"fault": 5.0, "fault_done": 7.5, "restore": 15.0},
+        "lb",
+        ["client01"],
+        ["web01", "web02"],
     )
     assert (rec["eject_s"], rec["readmit_s"]) == (1.0, 1.0)
+    assert rec["fault_done_at_s"] == 7.5  # the stop returned 2.5 s after it was sent
+    assert rec["lb_reading_gap_s"] == 0.5  # the LB's rotation, read each half second
     assert rec["timeline"]["served"][1:4] == [20, 20, 20] and rec["timeline"]["served_by_web"][2] == 10
     assert rec["timeline"]["connection_errors"][3:7] == [0, 3, 0, 0]  # between its readings at 4 s and 5 s
     assert rec["client_reading_gap_s"] == 1.0  # the client's readings, 1 s apart

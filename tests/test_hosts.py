@@ -114,13 +114,17 @@ def test_a_tunnel_end_is_made_read_and_removed_for_real(namespace):
 
 
 def test_a_simulated_host_has_private_libvirt_state_and_an_sshd_on_the_underlay_only():
-    from hypervisor import simhosts
+    from hypervisor import libvirt, simhosts
 
     host = simhosts.SimHost("h2", "l2dsr-h2", simhosts.address_of(2), "/var/lib/l2dsr/hosts/h2")
     launcher = simhosts._launcher(host)
-    for key, path in simhosts.PRIVATE_DIRS.items():
+    for key, path in libvirt.PRIVATE_DIRS.items():
         assert f"mount --bind /var/lib/l2dsr/hosts/h2/{key} {path}\n" in launcher
     assert launcher.index("mount --bind") < launcher.index("libvirtd")  # the daemons see only the private state
+    # its empty resolver is bound inside its own mount namespace: no file of the lab's under /etc/netns
+    assert (
+        "mount --bind /var/lib/l2dsr/hosts/h2/resolv.conf /etc/resolv.conf" in launcher and "/etc/netns" not in launcher
+    )
     sshd = simhosts._sshd_config(host)
     assert "ListenAddress 10.254.0.2\n" in sshd and "PasswordAuthentication no" in sshd
     assert host.uri.startswith("qemu+ssh://root@10.254.0.2/system?keyfile=")

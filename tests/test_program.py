@@ -9,6 +9,7 @@ import pulumi
 import pytest
 import yaml
 
+from lab import config
 from tests.conftest import lab_stack_values
 from tests.program import PROJECT_DIR, Registered, run_program
 
@@ -138,7 +139,8 @@ def test_bad_config_fails_before_any_resource():
 def test_a_misspelt_key_in_the_stack_is_refused_not_ignored():
     """The program learns which keys a stack sets from its stack file (the SDK cannot list them)."""
     stack = f"misspelt-{os.getpid()}"
-    stack_file = PROJECT_DIR / f"Pulumi.{stack}.yaml"
+    stack_file = config.stack_file(stack)
+    stack_file.parent.mkdir(exist_ok=True)
     stack_file.write_text(yaml.safe_dump({"config": {"l2dsr:webcount": "3"}}))
     seen: list[Registered] = []
     try:
@@ -161,6 +163,17 @@ def test_outputs_name_every_vm():
     assert names == ["l2dsr-lab-client01", "l2dsr-lab-lb", "l2dsr-lab-web01", "l2dsr-lab-web02"]
 
 
+@pytest.fixture
+def simulated_hosts_key(tmp_path, monkeypatch):
+    """The key Pulumi.twohost.yaml names (~/.cache/l2dsr/hosts/id_ed25519), as `./labctl hosts up` makes
+    it, in a home of the test's own: the program refuses an identityFile it cannot read."""
+    key = tmp_path / ".cache" / "l2dsr" / "hosts" / "id_ed25519"
+    key.parent.mkdir(parents=True)
+    key.write_text("a key\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return key
+
+
 def twohost_values() -> dict:
     return {
         k.removeprefix("l2dsr:"): v
@@ -168,6 +181,7 @@ def twohost_values() -> dict:
     }
 
 
+@pytest.mark.usefixtures("simulated_hosts_key")
 def test_a_lab_across_two_hosts_puts_each_resource_on_its_host():
     """Pulumi.twohost.yaml: a network, a VXLAN end and a base image per host; each VM's disk, seed,
     domain and readiness on the host it is placed on; a remote host's guests reached through it."""
@@ -190,6 +204,7 @@ def test_a_lab_across_two_hosts_puts_each_resource_on_its_host():
     assert "mtu: 1450" in g["web-web01-seed"].inputs["network_config"]
 
 
+@pytest.mark.usefixtures("simulated_hosts_key")
 def test_an_unreachable_host_stops_the_program_before_any_resource():
     seen: list[Registered] = []
     with pytest.raises(pulumi.RunError) as raised:
@@ -200,6 +215,7 @@ def test_an_unreachable_host_stops_the_program_before_any_resource():
     assert seen == []
 
 
+@pytest.mark.usefixtures("simulated_hosts_key")
 def test_a_host_too_small_for_what_is_placed_on_it_is_refused_before_any_resource():
     seen: list[Registered] = []
     with pytest.raises(pulumi.RunError, match=r"the VMs placed on h2 need 1504 MiB .* host h2 has 1024 MiB"):

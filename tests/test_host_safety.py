@@ -1,0 +1,270 @@
+"""The lab on a user's host: it removes only what carries its marker, refuses inventory values that
+would reach a command line as options or commands, writes its records whole, and recovers from a
+killed engine (a stale lock, plugins that end with their engine). No libvirtd, no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import healthcheck
+from hypervisor import libvirt, recovery
+from lab.inventory import read_hosts, uri_problem
+from lab.spec import HostSpec
+from runtime import hostfacts
+from runtime.hostshell import HostRef, access_problems, ref_of
+from virt import ownership
+from virt.ownership import Marker
+
+OURS = "file:///work/main/.state/backend"
+TESTS = "file:///work/main/.state/test-runs"
+DOMAIN = "<domain type='qemu'>\n  <name>l2dsr-lab-web01</name>\n  <memory unit='MiB'>512</memory>\n</domain>\n"
+
+
+# ---- ownership ---------------------------------------------------------------------------------------
+
+
+def test_the_marker_goes_into_the_xml_and_reads_back():
+    marker = Marker("l2dsr/lab/0123abcd", OURS)
+    xml = ownership.with_marker(ownership.with_uuid(DOMAIN, "9b0c7e2e-0000-4000-8000-000000000001"), marker)
+    assert ownership.marker_of(xml) == marker and marker.stack == "lab"
+    assert xml.index("<uuid>") < xml.index("<metadata>") < xml.index("<memory")
+    assert ownership.marker_of(DOMAIN) is None  # the user's domain: no marker
+    assert ownership.marker_of("not xml <") is None
+    quoted = Marker('l2dsr/a"b/1', "file:///x&y")  # an odd state path stays one attribute
+    assert ownership.marker_of(ownership.with_marker(DOMAIN, quoted)) == quoted
+
+
+def test_a_clean_up_removes_only_its_own_whatever_force_says():
+    objects = {
+        "l2dsr-lab-web01": Marker("l2dsr/lab/1", OURS),  # this checkout's lab stack
+        "l2dsr-e2e-lb": Marker("l2dsr/e2e/2", f"{TESTS}/test_up0/backend"),  # the test run's
+        "l2dsr-lab-lb": Marker("l2dsr/lab/3", "file:///home/other/l2dsr/.state/backend"),  # another checkout's
+        "mine": None,  # the user's own
+    }
+    down = ownership.sort_for_cleanup(objects, ownership.of_state(OURS))
+    assert down.remove == ["l2dsr-lab-web01"]
+    assert len(down.left) == 3 and any("mine (no l2dsr marker" in x for x in down.left)
+    assert any("l2dsr-lab-lb (stack lab of another state: file:///home/other" in x for x in down.left)
+    tests = ownership.sort_for_cleanup(objects, ownership.of_state(TESTS))
+    assert tests.remove == ["l2dsr-e2e-lb"]  # not the user's lab stack, which the test run did not make
+    assert ownership.sort_for_cleanup(objects, ownership.of_state()).remove == []  # no state: nothing
+    # a state that only starts like ours is not under it
+    assert not ownership.of_state(TESTS)(Marker("l2dsr/x/1", TESTS + "-other/backend"))
+
+
+def test_the_volumes_removed_are_the_removed_domains_and_their_stacks_never_a_kept_domains():
+    web = "<domain><disk><source file='/var/lib/libvirt/images/l2dsr-lab-web01-disk-aa.qcow2'/></disk></domain>"
+    user = "<domain><disk><source file='/var/lib/libvirt/images/user.qcow2'/></disk></domain>"
+    objects = libvirt.HostObjects(
+        domains={"l2dsr-lab-web01": Marker("l2dsr/lab/1", OURS), "user": None},
+        xml={"l2dsr-lab-web01": web, "user": user},
+    )
+    pool = {
+        name: f"/var/lib/libvirt/images/{name}"
+        for name in ("l2dsr-lab-web01-disk-aa.qcow2", "l2dsr-lab-base-1-bb.qcow2", "user.qcow2", "other.iso")
+    }
+    assert libvirt.volumes_of(objects, ["l2dsr-lab-web01"], pool) == [
+        "l2dsr-lab-base-1-bb.qcow2",
+        "l2dsr-lab-web01-disk-aa.qcow2",
+    ]
+    # another checkout's stack of the same name stays: the images of that name may be its
+    objects.domains["l2dsr-lab-lb"] = Marker("l2dsr/lab/9", "file:///elsewhere")
+    objects.xml["l2dsr-lab-lb"] = "<domain/>"
+    assert libvirt.volumes_of(objects, ["l2dsr-lab-web01"], pool) == ["l2dsr-lab-web01-disk-aa.qcow2"]
+
+
+def test_the_sandbox_keeps_libvirt_private_and_touches_no_host_file(tmp_path, monkeypatch):
+    launcher = libvirt.private_libvirt_launcher("/var/lib/l2dsr/sandbox", resolv="/var/lib/l2dsr/sandbox/resolv.conf")
+    for key, path in libvirt.PRIVATE_DIRS.items():
+        assert f"mount --bind /var/lib/l2dsr/sandbox/{key} {path}\n" in launcher
+    assert launcher.index("mount --bind") < launcher.index("virtlogd") < launcher.index("libvirtd --daemon")
+    assert "/etc/netns" not in launcher
+    # the QEMU settings go into the private qemu.conf, which starts as a copy of the host's
+    private = tmp_path / "sandbox"
+    libvirt.prepare_private_dirs(private)
+    text = (private / "etc" / "qemu.conf").read_text()
+    assert 'security_driver = "none"' in text and text.count("# l2dsr sandbox") == 1
+    libvirt.prepare_private_dirs(private)  # idempotent
+    assert (private / "etc" / "qemu.conf").read_text().count("# l2dsr sandbox") == 1
+    assert not list((private / "etc").glob("qemu/*.xml"))  # none of the host's definitions
+
+
+def test_the_lab_prefix_enters_both_of_the_sandbox_namespaces():
+    me = os.getpid()
+    rec = hostfacts.HostRecord("sandbox", "l2dsr", {"libvirtd": me}, directory="/var/lib/l2dsr/sandbox")
+    assert libvirt.in_namespace(rec) == [
+        "nsenter",
+        "--net=/run/netns/l2dsr",
+        f"--mount=/proc/{me}/ns/mnt",
+        "--wd=.",
+        "--",
+    ]
+    assert libvirt.in_namespace(hostfacts.HostRecord("system")) == []
+
+
+# ---- inventory values that would reach a command line ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({"user": "-oProxyCommand=touch /tmp/x"}, "user '-oProxyCommand=touch /tmp/x' is not a POSIX user name"),
+        ({"uri": "qemu+ext:///system?command=/bin/sh"}, "transport 'qemu+ext' is not one the lab supports"),
+        ({"uri": "qemu+ssh://-oProxyCommand=x/system"}, "is not a host name"),
+        ({"uri": "qemu+ssh://root@h2/system?command=x"}, "parameter(s) command not supported"),
+        ({"uri": "qemu+tcp://h2/system"}, "transport 'qemu+tcp' is not one the lab supports"),
+        ({"address": "h2.example"}, "address 'h2.example' is not an IPv4 address"),
+    ],
+)
+def test_inventory_values_that_could_run_a_command_are_refused(entry, said):
+    h2 = {"name": "h2", "uri": "qemu+ssh://root@10.254.0.2/system", "address": "10.254.0.2", "user": "root", **entry}
+    _, problems = read_hosts([{"name": "h1", "uri": "qemu:///system", "address": "10.254.0.1"}, h2], "", False)
+    assert any(said in p.text and p.key == "hosts" for p in problems), problems
+
+
+def test_a_single_hosts_address_must_be_ipv4_too_and_the_supported_uris_pass():
+    _, problems = read_hosts([{"name": "h1", "uri": "qemu:///system", "address": "not-an-address"}], "", False)
+    assert [p.key for p in problems] == ["hosts"] and "not an IPv4 address" in problems[0].text
+    for uri in ("qemu:///system", "qemu:///session", "qemu+ssh://root@10.0.0.2/system?keyfile=/k&no_verify=1"):
+        assert uri_problem(uri) == "", uri
+    assert "names no host" in uri_problem("qemu://h2/system")
+
+
+def test_an_identity_file_that_cannot_be_read_is_refused(tmp_path):
+    key = tmp_path / "id"
+    host = HostSpec("h2", "qemu+ssh://root@10.254.0.2/system", "10.254.0.2", "root", str(key))
+    assert "identityFile" in access_problems((host,))[0].text
+    key.write_text("k")
+    assert access_problems((host,)) == []
+
+
+def test_a_real_hosts_key_is_checked_a_simulated_ones_is_not():
+    real = ref_of(HostSpec("h2", "qemu+ssh://root@192.0.2.7/system", "192.0.2.7", "root"))
+    options = " ".join(real.ssh_options())
+    assert "StrictHostKeyChecking=accept-new" in options and "UserKnownHostsFile=/dev/null" not in options
+    assert f"UserKnownHostsFile={hostfacts.cache_dir() / 'known_hosts'}" in options
+    simulated = ref_of(HostSpec("h2", "qemu+ssh://root@10.254.0.2/system?no_verify=1", "10.254.0.2", "root"))
+    assert "StrictHostKeyChecking=no" in " ".join(simulated.ssh_options())
+    assert HostRef("x").verify_key  # checked unless said otherwise
+
+
+# ---- records written whole ---------------------------------------------------------------------------
+
+
+def test_a_record_is_written_whole_and_a_cut_short_one_is_one_readable_error(tmp_path, monkeypatch):
+    path = tmp_path / "host.json"
+    monkeypatch.setattr(hostfacts, "RECORD", path)
+    hostfacts.write_record(hostfacts.HostRecord("sandbox", "l2dsr", {"libvirtd": 1}))
+    assert hostfacts.read_record() == hostfacts.HostRecord("sandbox", "l2dsr", {"libvirtd": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["host.json"]  # no temporary file left beside it
+    path.write_text('{"libvirtd": "sandbox", "namesp')  # what a crash in place would have left
+    with pytest.raises(hostfacts.RecordUnreadable, match=r"host.json \(what ./labctl setup started\) cannot be read"):
+        hostfacts.read_record()
+
+
+def test_a_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    hostfacts.atomic_write(path, '{"old": 1}')
+
+    def broken(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError):
+        hostfacts.atomic_write(path, '{"new": 2}')
+    assert json.loads(path.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_report_skips_a_cut_short_result_saying_so(tmp_path, capsys):
+    from bench import report
+
+    (tmp_path / "lab" / "20261201-1").mkdir(parents=True)
+    (tmp_path / "lab" / "20261201-1" / "result.json").write_text('{"mode": "dsr", "summ')
+    (tmp_path / "lab" / "20261201-2").mkdir()
+    whole = {"mode": "proxy", "summary": [], "tool": "ab"}
+    (tmp_path / "lab" / "20261201-2" / "result.json").write_text(json.dumps(whole))
+    assert report.load_results([tmp_path / "lab"]) == [{**whole, "stack": "lab"}]  # the readable run only
+    assert "skipped" in capsys.readouterr().err
+    with pytest.raises(report.ResultUnreadable, match="cannot be read"):
+        report.load_results([tmp_path / "lab" / "20261201-1" / "result.json"])
+
+
+# ---- recovery from a killed engine ---------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_lock_of_a_process_gone_from_this_host_is_stale_and_only_that():
+    me = socket.gethostname()
+    assert recovery.is_stale({"pid": dead_pid(), "hostname": me}, me)
+    assert not recovery.is_stale({"pid": os.getpid(), "hostname": me}, me)  # it runs
+    assert not recovery.is_stale({"pid": dead_pid(), "hostname": "another-host"}, me)  # cannot tell from here
+    assert not recovery.is_stale({"hostname": me}, me)
+
+
+def test_the_stale_lock_is_removed_and_a_live_one_left(tmp_path):
+    me = socket.gethostname()
+    locks = tmp_path / ".pulumi" / "locks" / "organization" / "l2dsr" / "lab"
+    locks.mkdir(parents=True)
+    (locks / "a.json").write_text(json.dumps({"pid": dead_pid(), "hostname": me, "timestamp": "t"}))
+    (locks / "b.json").write_text(json.dumps({"pid": os.getpid(), "hostname": me, "timestamp": "t"}))
+    left = recovery.clear_stale_locks(tmp_path, "lab")
+    assert not (locks / "a.json").exists() and (locks / "b.json").exists()
+    assert left == [f"pid {os.getpid()} on {me} since t"]
+    assert recovery.clear_stale_locks(tmp_path, "other") == []
+
+
+def test_a_plugin_notices_its_engine_is_gone():
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    assert healthcheck.answers(address)
+    server.close()
+    assert not healthcheck.answers(address)
+    calls = []
+    healthcheck.engine_gone(lambda: calls.append(1) is not None, misses=3, period_s=0)  # never answers
+    assert len(calls) == 3  # three misses in a row
+    answers = iter([False, False, True, False, False, False])
+    healthcheck.engine_gone(lambda: next(answers), misses=3, period_s=0)  # an answer starts the count anew
+
+
+def test_the_language_host_ends_when_its_engine_is_killed(tmp_path):
+    """The real language host, started as the CLI starts it, against a stand-in engine that is killed."""
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket,time; s=socket.create_server(('127.0.0.1',0)); print(s.getsockname()[1], flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = engine.stdout.readline().strip()
+    host = subprocess.Popen(
+        [sys.executable, "-m", "engine.langhost", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        assert host.stdout.readline().strip().isdigit()  # it serves
+        time.sleep(1.5)
+        assert host.poll() is None  # and lives while its engine does
+        engine.kill()
+        engine.wait()
+        assert host.wait(timeout=30) == 70, host.stderr.read()
+        assert "is gone" in host.stderr.read()
+    finally:
+        for p in (host, engine):
+            if p.poll() is None:
+                p.kill()

@@ -9,6 +9,7 @@ inline programs). It reports no plugins: the lab's resources are Python dynamic 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import signal
@@ -19,7 +20,20 @@ import grpc
 from pulumi.automation._server import LanguageServer
 from pulumi.runtime.proto import language_pb2_grpc, plugin_pb2
 
-from engine import healthcheck
+
+def _healthcheck():
+    """engine/healthcheck.py, loaded by its path: this host runs as a script, and the project's own
+    directory must not go onto sys.path ahead of the program's (a second checkout's program would
+    import this one's modules)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "healthcheck.py")
+    spec = importlib.util.spec_from_file_location("_l2dsr_engine_healthcheck", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _healthcheck()
 
 VERSION = "3.274.1-l2dsr"
 

@@ -250,7 +250,7 @@ def test_the_language_host_ends_when_its_engine_is_killed(tmp_path):
     )
     port = engine.stdout.readline().strip()
     host = subprocess.Popen(
-        [sys.executable, "-m", "engine.langhost", f"127.0.0.1:{port}"],
+        [sys.executable, "-u", "engine/langhost.py", f"127.0.0.1:{port}"],  # as its launcher runs it
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -63,14 +63,18 @@ def test_the_repository_ships_its_four_stacks_without_any_checkouts_salt():
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_each_stack_is_selected_from_a_fresh_clone_and_leaves_it_clean(clone, stack, tmp_path):
-    env = {**os.environ, "L2DSR_STATE": str(tmp_path / "state")}
+def test_each_stack_is_selected_from_a_fresh_clone_and_leaves_it_clean(clone, stack, tmp_path, monkeypatch):
+    engine = pulumi_cli.bin_dir()  # the CLI and our plugins' launchers, built once for every checkout
+    monkeypatch.setenv("L2DSR_STATE", str(tmp_path / "state"))  # the clone's own state and passphrase
     for key in ("PULUMI_BACKEND_URL", "PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
-        env.pop(key, None)  # the clone's own, as ./labctl makes them
+        monkeypatch.delenv(key, raising=False)  # made by pulumi_env, as ./labctl makes them
+    env = dict(os.environ)
+    assert pulumi_cli.pulumi_env(env)["PULUMI_BACKEND_URL"] == f"file://{tmp_path / 'state' / 'backend'}"
     make = "from hypervisor.__main__ import stack_file_from_template as f; import sys; f(sys.argv[1])"
     subprocess.run([sys.executable, "-c", make, stack], cwd=clone, env=env, check=True, capture_output=True)
     env = pulumi_cli.pulumi_env(env)
-    pulumi = str(pulumi_cli.bin_dir() / "pulumi")
+    env["PATH"] = f"{engine}{os.pathsep}{env['PATH']}"
+    pulumi = str(engine / "pulumi")
     for args in (["stack", "select", "--create", stack], ["config", "--show-secrets", "--json", "--stack", stack]):
         done = subprocess.run([pulumi, *args], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"pulumi {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}"

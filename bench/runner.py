@@ -82,18 +82,23 @@ class BenchSpec:
         return [*self.clients, self.lb, *self.webs]
 
 
-def retune(ssh: Ssh, p: BenchSpec, threads: int) -> None:
-    """Run the LB with `threads` for the next steps: the mode's re-rendered files, applied, then checked."""
+def retune(ssh: Ssh, p: BenchSpec, threads: int, cancellable: bool = True) -> None:
+    """Run the LB with `threads` for the next steps: the mode's re-rendered files, applied, then checked.
+    Not `cancellable`: putting the LB back after a cancel (it runs to its end, bounded by its timeouts)."""
     change = p.retunes[str(threads)]
     for f in change.files:
         data = base64.b64encode(f.content.encode()).decode()
-        ssh.run(p.lb.address, f"echo {data} | base64 -d | sudo install -m {f.permissions} /dev/stdin {f.path}")
-    ssh.run(p.lb.address, f"sudo sh -c '{change.apply}'")
+        command = f"echo {data} | base64 -d | sudo install -m {f.permissions} /dev/stdin {f.path}"
+        ssh.run(p.lb.address, command, cancellable=cancellable)
+    ssh.run(p.lb.address, f"sudo sh -c '{change.apply}'", cancellable=cancellable)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if change.expect in ssh.run(p.lb.address, change.check, check=False).stdout.split():
+        if change.expect in ssh.run(p.lb.address, change.check, check=False, cancellable=cancellable).stdout.split():
             return
-        runtime.sleep(1, f"benchmark: waiting for the LB to run {threads} thread(s)")
+        if cancellable:
+            runtime.sleep(1, f"benchmark: waiting for the LB to run {threads} thread(s)")
+        else:
+            time.sleep(1)
     raise BenchmarkFailed(
         f"{p.lb.name}: the LB did not come back with {threads} thread(s) within 60 s "
         f"(`{change.check}` never listed {change.expect})"
@@ -399,9 +404,11 @@ def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: l
                 + (f"; flags: {'; '.join(r['flags'])}" if r["flags"] else "")
             )
     finally:
-        if current != p.lb_threads and not runtime.cancelled.is_set():
+        if current != p.lb_threads:
+            # The LB goes back to what it was deployed with, after a cancel too (Ctrl-C, or the engine
+            # gone: engine/healthcheck.py); a kill before it is seen as drift and repaired by `up`.
             doing[0] = f"returning the LB to {p.lb_threads} thread(s)"
-            retune(ssh, p, p.lb_threads)  # the LB goes back to what it was deployed with
+            retune(ssh, p, p.lb_threads, cancellable=False)
     fault = None
     if p.fault:
         doing[0] = f"the fault run ({p.fault.label})"

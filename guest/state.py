@@ -14,6 +14,7 @@ addressing script, and a restart of the role's services; no file is rewritten, n
 
 from __future__ import annotations
 
+import base64
 import re
 
 from guest.render import NGINX_ROOT, role_files, role_setup
@@ -89,9 +90,18 @@ def checks(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[
 
 
 def repair_command(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> str:
-    """Re-apply the role in place from the files on the guest: sysctls, addressing, services."""
+    """Re-apply the role in place from the files on the guest: sysctls, addressing, services. The
+    files the benchmark rewrites on the LB (the mode's retune: HAProxy's threads) are written back
+    first as deployed: an interrupted benchmark may have left a step's."""
     setup = role_setup(spec, mode, plan, guest)
-    steps = ["systemctl restart systemd-sysctl.service"]
+    steps = []
+    retune = mode.retune(spec, plan, mode.lb_threads(spec)) if guest.role == "lb" else None
+    for f in retune.files if retune else ():
+        data = base64.b64encode(f.content.encode()).decode()
+        steps.append(
+            f"echo {data} | base64 -d > {f.path}.l2dsr && chmod {f.permissions} {f.path}.l2dsr && mv {f.path}.l2dsr {f.path}"
+        )
+    steps.append("systemctl restart systemd-sysctl.service")
     if setup.net:
         steps.append(NET_SCRIPT)
     steps += [f"ip addr replace {extra} dev eth0" for extra in guest.extra]

@@ -468,6 +468,47 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     assert ran[0].endswith("/etc/haproxy/haproxy.cfg")
     assert ran[1] == "sudo sh -c 'haproxy -c -q -f /etc/haproxy/haproxy.cfg && systemctl reload haproxy'"
     assert not any("sed " in c for c in ran)
+
+
+def test_a_cancelled_benchmark_still_puts_the_lb_back_on_its_threads(monkeypatch):
+    """Ctrl-C (or the engine gone) during a thread step: the runner's clean-up returns HAProxy to the
+    deployed thread count, with commands that the cancel does not stop."""
+    import base64
+    import re
+    import subprocess
+
+    import runtime
+    from bench import runner
+
+    spec, mode = lab_of({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 2, "lbVcpus": 2})
+    params = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    running = {"threads": 2}
+    uncancellable: list[str] = []
+
+    class FakeSsh:
+        def run(self, address, command, cancellable=True, **_):
+            if cancellable and runtime.cancelled.is_set():
+                raise runtime.Cancelled("ssh")
+            if not cancellable:
+                uncancellable.append(command)
+            if "base64 -d" in command:
+                cfg = base64.b64decode(command.split()[1]).decode()
+                running["threads"] = int(re.search(r"nbthread (\d+)", cfg).group(1))
+            out = f"{running['threads']}\n" if command.startswith("ps ") else ""
+            return subprocess.CompletedProcess([], 0, out, "")
+
+    def cancelled_during_the_step(*_args, **_kw):
+        runtime.cancelled.set()
+        raise runtime.Cancelled("benchmark")
+
+    monkeypatch.setattr(runner, "run_step", cancelled_during_the_step)
+    try:
+        with pytest.raises(runtime.Cancelled):
+            runner._runs(params, FakeSsh(), None, Path("/nonexistent"), ["start"], None)
+    finally:
+        runtime.cancelled.clear()
+    assert running["threads"] == 2  # back on what it was deployed with
+    assert uncancellable and "nbthread 2" in base64.b64decode(uncancellable[0].split()[1]).decode()
     # IPVS has nothing to change: one row per point, no retunes.
     spec, mode = lab_of({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]})
     dsr = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))

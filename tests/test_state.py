@@ -63,6 +63,22 @@ def test_a_later_sysctl_file_wins_as_systemd_sysctl_applies_them():
     assert len(whats) == len(set(whats))  # every check its own name, as observed() keys them
 
 
+def test_the_repair_of_a_proxy_lb_writes_back_haproxys_config_as_deployed():
+    """A benchmark killed between its thread steps leaves HAProxy on a step's nbthread: the check sees
+    the threads, and the repair writes back the deployed haproxy.cfg before restarting HAProxy."""
+    import base64
+
+    from lbmodes.proxy import haproxy_cfg
+
+    spec, m = lab_of({**lab_stack_values(), "mode": "proxy", "benchThreads": [1, 2], "lbVcpus": 2})
+    p = plan(spec)
+    lb = state.repair_command(spec, m, p, p.lb)
+    written = base64.b64decode(lb.split("echo ", 1)[1].split()[0]).decode()
+    assert written == haproxy_cfg(spec, p) and f"nbthread {spec.haproxy_threads}" in written
+    assert lb.index("/etc/haproxy/haproxy.cfg") < lb.index("systemctl restart haproxy.service")
+    assert any(c.what == "HAProxy's threads" for c in state.checks(spec, m, p, p.lb))
+
+
 def test_the_repair_reapplies_the_role_without_rewriting_a_file():
     spec, m = lab_of({**lab_stack_values(), "mode": "dsr"})
     p = plan(spec)

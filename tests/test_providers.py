@@ -127,6 +127,17 @@ def test_a_first_preview_refuses_any_same_named_domain(host):
     assert DomainProvider().check({}, {**domain_props(), "owner": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"}).failures
 
 
+def test_a_paused_domain_is_drift_not_running(host):
+    """A `kill-web` fault run killed before its resume leaves the web paused: the next preview says so."""
+    outs = DomainProvider().create(domain_props()).outs
+    host.boot()
+    assert DomainProvider().drift(outs) == []
+    state = host.read()
+    state["domains"]["l2dsr-lab-web01"]["paused"] = True
+    host.write(state)
+    assert DomainProvider().drift(outs) == ["running"]
+
+
 def test_our_leftover_is_replaced_at_create(host):
     DomainProvider().create(domain_props())  # e.g. an interrupted up: on the host, not in the state
     assert DomainProvider().check({}, domain_props()).failures == []
@@ -259,7 +270,8 @@ def test_each_volume_creation_has_its_own_name_so_replacement_is_safe(host, tmp_
     provider = VolumeProvider()
     assert provider.check({}, volume_props(source)).failures == []
     old = provider.create(volume_props(source)).outs
-    new = provider.create(volume_props(source)).outs  # a replacement, created first
+    Virsh(URI).with_xml("define", f"<domain><name>uses-old</name><disk><source file='{old['path']}'/></disk></domain>")
+    new = provider.create(volume_props(source)).outs  # a replacement, created first (the old one in use)
     assert old["name"] != new["name"] and old["name"].startswith("l2dsr-lab-base-abc-")
     assert new["path"] == f"/pool/default/{new['name']}"
     provider.delete("x", old)
@@ -268,6 +280,23 @@ def test_each_volume_creation_has_its_own_name_so_replacement_is_safe(host, tmp_
     host.set(volumes={"default": []})
     assert provider.diff("x", new, volume_props(source)).replaces == ["name"]
     assert provider.read("x", new).id == ""
+
+
+def test_a_volume_an_interrupted_create_left_is_removed_by_the_next_create(host, tmp_path):
+    """The engine killed after libvirt made the volume and before the state recorded it: no state names
+    it and nothing uses it, so the resource's next create removes it; one a domain uses is kept."""
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    provider = VolumeProvider()
+    lost = provider.create(volume_props(source)).outs  # its CreateResult never reached the state
+    used = provider.create(volume_props(source)).outs
+    Virsh(URI).with_xml("define", f"<domain><name>d</name><disk><source file='{used['path']}'/></disk></domain>")
+    assert lost["name"] not in host.read()["volumes"]["default"]  # the second create removed it
+    again = provider.create(volume_props(source)).outs
+    assert sorted(host.read()["volumes"]["default"]) == sorted([used["name"], again["name"]])
+    other = {**volume_props(source), "stem": "l2dsr-lab-base-abcd"}  # a name that only starts alike
+    assert provider.create(other).outs["name"] in host.read()["volumes"]["default"]
+    assert used["name"] in host.read()["volumes"]["default"]
 
 
 def test_a_failed_upload_leaves_no_volume(host, tmp_path):

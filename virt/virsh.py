@@ -99,7 +99,8 @@ class Virsh:
         if name not in self.names("list", "--all", "--name"):
             return None
         state = self.ask("domstate", name).strip()
-        return self.ask("domuuid", name).strip(), state in ("running", "paused", "in shutdown")
+        # paused is not running: a fault run killed before it resumed its web leaves it so (drift)
+        return self.ask("domuuid", name).strip(), state in ("running", "in shutdown")
 
     def network(self, name: str) -> tuple[str, bool] | None:
         if name not in self.names("net-list", "--all", "--name"):

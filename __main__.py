@@ -10,9 +10,10 @@ from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
 from components.client import Clients, ClientsArgs
 from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
 from components.loadbalancer import LoadBalancer, LoadBalancerArgs
-from components.network import LabNetwork, LabNetworkArgs, segment_mtu
+from components.network import LabNetwork, LabNetworkArgs, network_def, segment_mtu
 from components.vm import GuestConfig, Sites, VmSite
 from components.webtier import WebTier, WebTierArgs
+from lab.addressing import host_network_clashes
 from lab.addressing import plan as address_plan
 from lab.config import project_schema, stack_values
 from lab.placement import place, placement_fit, placement_problems
@@ -23,6 +24,7 @@ from resources.identity import SshKey, SshKeyArgs, StackIdentity, StackIdentityA
 from runtime.hostfacts import PROJECT_DIR, DomainTypeUnknown, resolve_domain_type
 from runtime.hostshell import access_problems, ref_of
 from virt.hosts import probe, unreachable_message
+from virt.tunnel import interface_name
 from virt.xml import domain_tuning
 
 # ---- configuration: read once, validated before any resource is registered ---------------------
@@ -46,6 +48,10 @@ try:
         raise pulumi.RunError(unreachable_message(failed, spec.hosts))
     placement = place(spec, plan, facts, domain_type)
     problems, warnings = placement_fit(spec, plan, placement, facts, domain_type)
+    ours = frozenset({network_def(stack, plan).bridge, interface_name(stack)})  # the lab's own devices
+    for name, found in facts.items():
+        if found is not None:
+            problems += host_network_clashes(plan, name, found.addresses, found.routes, ours)
     cost, too_long = cost_problems(spec, mode, domain_type)
     problems += too_long
     if problems:

@@ -173,3 +173,38 @@ def plan_problems(spec: LabSpec) -> list[Problem]:
                 )
             )
     return problems
+
+
+def host_network_clashes(
+    plan: AddressPlan,
+    host: str,
+    addresses: tuple[tuple[str, str], ...],
+    routes: tuple[tuple[str, str], ...],
+    own_devices: frozenset[str],
+) -> list[Problem]:
+    """The lab's subnets against a host's own addresses and routes (pure): with a system libvirtd the
+    lab's bridge and its addresses land in the host's namespace, where an overlap would cut the host
+    off from a network it uses. Devices of the lab's own (its bridge, its VXLAN end) do not count."""
+    subnets = (
+        ("frontSubnet", plan.front, "l2dsr:frontSubnet and l2dsr:vip"),
+        ("serverSubnet", plan.server, "l2dsr:serverSubnet and l2dsr:firstWebAddress"),
+    )
+    found = []
+    for kind, pairs in (("address", addresses), ("route", routes)):
+        for dev, prefix in pairs:
+            if dev in own_devices or prefix in ("default", ""):
+                continue
+            try:
+                theirs = ipaddress.IPv4Interface(prefix).network
+            except ValueError:
+                continue
+            for key, ours, keys in subnets:
+                if ours.overlaps(theirs):
+                    found.append(
+                        Problem(
+                            key,
+                            f"{ours} overlaps the {kind} {prefix} on host {host}'s {dev}: the lab's bridge would take "
+                            f"it over; give {keys} a subnet the host does not use",
+                        )
+                    )
+    return found

@@ -24,6 +24,10 @@ VCPU_WARN_RATIO = 2.0  # guest vCPUs per host CPU: the lab stack runs 4 on 2 cor
 class HostFacts:
     cpus: int
     memory_mib: int
+    # where the lab's bridge would be the host's own (a system libvirtd, a remote host): its IPv4
+    # addresses and routes, as (device, prefix); empty where the lab has a namespace of its own
+    addresses: tuple[tuple[str, str], ...] = ()
+    routes: tuple[tuple[str, str], ...] = ()
 
 
 def host_fit(

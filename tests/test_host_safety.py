@@ -268,3 +268,36 @@ def test_the_language_host_ends_when_its_engine_is_killed(tmp_path):
         for p in (host, engine):
             if p.poll() is None:
                 p.kill()
+
+
+# ---- a system libvirtd: the lab's subnets against the host's own ---------------------------------------
+
+IP_OUTPUT = """[{"ifindex":2,"ifname":"eth0","addr_info":[{"family":"inet","local":"192.168.16.7","prefixlen":24}]},
+{"ifindex":3,"ifname":"l2dsr-0a1b2c3d","addr_info":[{"family":"inet","local":"172.16.0.1","prefixlen":24}]}]
+@routes
+[{"dst":"default","gateway":"192.168.16.1","dev":"eth0"},{"dst":"172.16.0.0/16","gateway":"192.168.16.254","dev":"eth0"},
+{"dst":"10.9.9.9","dev":"tun0"}]
+"""
+
+
+def test_the_labs_subnets_are_refused_where_the_host_uses_them():
+    from lab.addressing import host_network_clashes
+    from lab.addressing import plan as address_plan
+    from tests.conftest import lab_of, lab_stack_values
+    from virt.hosts import parse_ip_json
+
+    addresses, routes = parse_ip_json(IP_OUTPUT)
+    assert addresses == (("eth0", "192.168.16.7/24"), ("l2dsr-0a1b2c3d", "172.16.0.1/24"))
+    assert routes == (("eth0", "default"), ("eth0", "172.16.0.0/16"), ("tun0", "10.9.9.9/32"))
+    spec, _ = lab_of(lab_stack_values())
+    plan = address_plan(spec)
+    found = host_network_clashes(plan, "h1", addresses, routes, frozenset({"l2dsr-0a1b2c3d"}))
+    assert [p.key for p in found] == ["frontSubnet", "serverSubnet"]  # eth0's address; the route via eth0
+    assert "192.168.16.0/24 overlaps the address 192.168.16.7/24 on host h1's eth0" in found[0].text
+    assert "l2dsr:serverSubnet and l2dsr:firstWebAddress" in found[1].text
+    # the lab's own bridge holding its own subnet is no clash, nor is a host that uses none of them
+    assert (
+        host_network_clashes(plan, "h1", (("l2dsr-0a1b2c3d", "172.16.0.1/24"),), (), frozenset({"l2dsr-0a1b2c3d"}))
+        == []
+    )
+    assert host_network_clashes(plan, "h1", (("eth0", "192.0.2.2/24"),), (("eth0", "default"),), frozenset()) == []

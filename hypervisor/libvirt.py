@@ -315,16 +315,9 @@ def wait_for_pid_files(directory: Path, daemons: tuple[str, ...], what: str) -> 
 
 def _start_sandbox() -> HostRecord:
     say(f"libvirt: starting a private libvirtd in network namespace {NAMESPACE} (its state in {SANDBOX_DIR})")
-    if subprocess.run(["ip", "netns", "pids", NAMESPACE], capture_output=True).returncode != 0:
-        subprocess.run(["ip", "netns", "add", NAMESPACE], check=True)
-    subprocess.run(["ip", "-n", NAMESPACE, "link", "set", "lo", "up"], check=True)
     created = [p for p in PRIVATE_DIRS.values() if not Path(p).exists()]
     for mount_point in PRIVATE_DIRS.values():  # the bind mounts' targets (the package makes most of them)
         Path(mount_point).mkdir(parents=True, exist_ok=True)
-    prepare_private_dirs(SANDBOX_DIR)
-    for daemon in ("virtlogd", "libvirtd"):
-        (SANDBOX_DIR / f"{daemon}.pid").unlink(missing_ok=True)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
     prior = read_record()
     rec = HostRecord(
         libvirtd="sandbox",
@@ -333,23 +326,37 @@ def _start_sandbox() -> HostRecord:
         created_dirs=sorted({*(prior.created_dirs if prior else []), *created}),
     )
     write_record(rec)  # from here on, teardown knows about the namespace
-    launcher = private_libvirt_launcher(str(SANDBOX_DIR), resolv=str(SANDBOX_DIR / "resolv.conf"))
+    return start_private_libvirtd(rec, on_started=write_record)
+
+
+def start_private_libvirtd(rec: HostRecord, on_started=lambda rec: None) -> HostRecord:
+    """virtlogd and libvirtd in network namespace `rec.namespace` (made here if missing) and a mount
+    namespace of their own over `rec.directory`'s private libvirt directories; `on_started` gets the
+    record with their PIDs as soon as they are known."""
+    directory = Path(rec.directory)
+    if subprocess.run(["ip", "netns", "pids", rec.namespace], capture_output=True).returncode != 0:
+        subprocess.run(["ip", "netns", "add", rec.namespace], check=True)
+    subprocess.run(["ip", "-n", rec.namespace, "link", "set", "lo", "up"], check=True)
+    prepare_private_dirs(directory)
+    for daemon in ("virtlogd", "libvirtd"):
+        (directory / f"{daemon}.pid").unlink(missing_ok=True)
+    launcher = private_libvirt_launcher(str(directory), resolv=str(directory / "resolv.conf"))
     # slave: the host's later mounts (a simulated host's namespace) are seen inside; ours stay inside
     done = subprocess.run(
-        ["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", "--propagation", "slave", "sh", "-c", launcher],
+        ["ip", "netns", "exec", rec.namespace, "unshare", "--mount", "--propagation", "slave", "sh", "-c", launcher],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
         raise StepFailed(f"the private libvirtd did not start: {(done.stderr or done.stdout).strip()[-600:]}")
-    rec.pids = wait_for_pid_files(SANDBOX_DIR, ("virtlogd", "libvirtd"), "the private libvirtd")
-    write_record(rec)
+    rec.pids = wait_for_pid_files(directory, ("virtlogd", "libvirtd"), "the private libvirtd")
+    on_started(rec)
     virsh = virsh_of(rec)
     deadline = time.monotonic() + 30
     while not virsh.ok("version"):
         if time.monotonic() > deadline:
             raise StepFailed(
-                f"libvirtd did not answer within 30 s (its log: {SANDBOX_DIR}/log; try ./labctl sh virsh version)"
+                f"libvirtd did not answer within 30 s (its log: {directory}/log; try ./labctl sh virsh version)"
             )
         time.sleep(0.3)
     return rec
@@ -424,12 +431,13 @@ def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt") -> list[str]:
     return left
 
 
-def teardown(force: bool = False, states: tuple[str, ...] = ()) -> None:
+def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = RECORD) -> None:
     """Stop exactly what setup started, and remove only the lab's objects: with `force`, those whose
     marker says they belong to one of `states` (this checkout's Pulumi state, or the test run's);
     never the user's or another checkout's, which are listed and left (the daemon stays up while one
-    of them runs). Without `force`, refused while a domain of `states` is still defined."""
-    rec = read_record()
+    of them runs). Without `force`, refused while a domain of `states` is still defined. (`record`:
+    another sandbox's, for the tests that try it for real.)"""
+    rec = read_record(record)
     if rec is None:
         say("libvirt host: nothing of ours to tear down")
         return
@@ -475,10 +483,11 @@ def teardown(force: bool = False, states: tuple[str, ...] = ()) -> None:
     for directory in rec.created_dirs:
         with contextlib.suppress(OSError):
             Path(directory).rmdir()  # a mount point setup made, if nothing else put anything there
-    RECORD.unlink(missing_ok=True)
-    for probe in RUN_DIR.glob("kvm-probe-*.json"):
-        probe.unlink()
-    _remove_empty_parents(RECORD)
+    record.unlink(missing_ok=True)
+    if record == RECORD:
+        for probe in RUN_DIR.glob("kvm-probe-*.json"):
+            probe.unlink()
+        _remove_empty_parents(RECORD)
 
 
 def _remove_empty_parents(path: Path) -> None:

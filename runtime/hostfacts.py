@@ -69,16 +69,17 @@ def read_json(path: Path, what: str, fix: str) -> Any:
         raise RecordUnreadable(f"{path} ({what}) cannot be read: {e}; {fix}") from None
 
 
-def read_record() -> HostRecord | None:
-    if not RECORD.exists():
+def read_record(path: Path | None = None) -> HostRecord | None:
+    path = path or RECORD
+    if not path.exists():
         return None
     data = read_json(
-        RECORD,
+        path,
         "what ./labctl setup started",
-        f"stop what it names by hand if it runs (ip netns list; ps -C libvirtd), remove {RECORD}, run ./labctl setup",
+        f"stop what it names by hand if it runs (ip netns list; ps -C libvirtd), remove {path}, run ./labctl setup",
     )
     if not isinstance(data, dict):
-        raise RecordUnreadable(f"{RECORD} is not a record of ./labctl setup; remove it and run ./labctl setup")
+        raise RecordUnreadable(f"{path} is not a record of ./labctl setup; remove it and run ./labctl setup")
     data.setdefault("libvirtd", data.pop("mode", "system"))  # a record written before the field's rename
     return HostRecord(**{k: v for k, v in data.items() if k in HostRecord.__dataclass_fields__})
 

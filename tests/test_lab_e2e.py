@@ -1,6 +1,7 @@
 """End to end, for real: engine, libvirt, the small lab, all four modes, a small matrix, destroy.
 
-One test, in the order a user works: up in proxy mode (results checked); a second stack with the
+One test, in the order a user works: up in proxy mode, killed (kill -9 of pulumi) while the guests
+boot and brought up by `./labctl up` alone (results checked); a second stack with the
 same subnets, and a second checkout with the same stack name, are refused without touching the
 lab; a web removed and another stopped by hand are seen by preview and restored by up, which
 reruns the benchmark; `--replace` of a web's domain leaves a working lab; the benchmark over the
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -24,7 +28,7 @@ import yaml
 
 import lbmodes
 from guest import render
-from hypervisor import libvirt, paths, simhosts
+from hypervisor import libvirt, paths, pulumi_cli, simhosts
 from hypervisor.vmssh import host_refs
 from hypervisor.vmssh import private_key as private_key_of
 from lab import config
@@ -702,6 +706,68 @@ def nothing_left_on(host: simhosts.SimHost) -> list[str]:
     return found
 
 
+def processes_with(text: str) -> set[int]:
+    done = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True)
+    return {int(p) for p in done.stdout.split()}
+
+
+def children_of(pid: int) -> set[int]:
+    done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in done.stdout.split()}
+
+
+def state_volumes(cli) -> list[str]:
+    state = json.loads(cli("stack", "export").stdout)
+    return sorted(
+        r["outputs"]["name"]
+        for r in state["deployment"].get("resources", [])
+        if r["type"].endswith(("l2dsr:Volume", "l2dsr:CloudInitDisk")) and "name" in r.get("outputs", {})
+    )
+
+
+def crash_during_the_boots_then_up(cli, virsh: Virsh, times: dict, seen: dict) -> None:
+    """`kill -9` of `pulumi up` while the guests boot, then `./labctl up` and nothing else: the killed
+    engine's language and provider hosts end by themselves, the stale lock is cleared by ./labctl
+    saying so, the lab comes up, and no volume is left that the state does not name."""
+    argv = [str(pulumi_cli.bin_dir() / "pulumi"), "up", "--yes", "--skip-preview", "--stack", cli.stack]
+    engine = subprocess.Popen(
+        argv, cwd=cli.project_dir, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    start = time.monotonic()
+    prefix = f"l2dsr-{STACK}-"
+    while not any(d.startswith(prefix) for d in virsh.names("list", "--name")):  # a guest is booting
+        assert engine.poll() is None, f"pulumi up ended ({engine.returncode}) before any guest booted"
+        assert time.monotonic() - start < 1200, "no guest started within 20 min"
+        time.sleep(0.5)
+    plugins = children_of(engine.pid)
+    assert plugins, "the engine has no plugin process to orphan"
+    engine.send_signal(signal.SIGKILL)
+    engine.wait()
+    killed = time.monotonic()
+    times["killed_after_s"] = round(killed - start, 1)
+    while plugins & {p for p in plugins if os.path.exists(f"/proc/{p}")}:
+        assert time.monotonic() - killed < 120, f"our plugins outlived their engine: {plugins}"
+        time.sleep(0.5)
+    times["plugins_ended_after_kill_s"] = round(time.monotonic() - killed, 1)
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(paths.PROJECT_DIR / "labctl"), "up", cli.stack],
+        cwd=paths.PROJECT_DIR,
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-4000:]
+    times["up_after_the_kill_s"] = round(time.monotonic() - start, 1)
+    assert "removed the lock of pulumi pid" in said, said[-3000:]
+    left = [v for v in virsh.names("vol-list", "--pool", "default") if v.startswith(prefix)]
+    assert sorted(left) == state_volumes(cli), "volumes the state does not name"
+    assert not processes_with("l2dsr-mux"), "SSH masters left"
+    seen["crash_during_boots"] = [line for line in said.splitlines() if "lock" in line or "leftover" in line]
+
+
 def test_up_switch_unchanged_destroy(tmp_path):
     virsh = Virsh(libvirt.URI)
     stale = lab_objects(virsh)
@@ -715,7 +781,7 @@ def test_up_switch_unchanged_destroy(tmp_path):
     ) as cli:  # the seed's HTTPS frontend on the LB
         try:
             start = time.monotonic()
-            cli("up", "--yes", "--skip-preview", timeout=3600)
+            crash_during_the_boots_then_up(cli, virsh, times, seen)
             times["up_proxy_s"] = round(time.monotonic() - start, 1)
             results["proxy"] = stack_outputs(cli)
             check_results(results["proxy"], "proxy")

@@ -134,7 +134,9 @@ def test(args: list[str]) -> int:
                 force=True, states=states
             )  # the end-to-end test stops its own; this is for one that could not
             if was_running:
-                libvirt.remove_ours(libvirt.virsh_of(rec), ownership.of_state(*states), "libvirt")
+                libvirt.remove_ours(
+                    libvirt.virsh_of(rec), ownership.of_state(*states), "libvirt", ip_prefix=libvirt.in_namespace(rec)
+                )
             else:
                 libvirt.teardown(force=True, states=states)
 

@@ -402,10 +402,12 @@ def volumes_of(objects: HostObjects, removed: list[str], pool_volumes: dict[str,
     ]
 
 
-def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt") -> list[str]:
-    """Remove the domains and networks (and their volumes) whose marker `is_ours` accepts; the rest is
-    listed and left. Returns what was left, as `kind name (why)`."""
+def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt", ip_prefix: list[str] | None = None) -> list[str]:
+    """Remove the domains and networks (and their volumes) whose marker `is_ours` accepts, and, where
+    `ip_prefix` runs `ip` (the lab's namespace), the VXLAN interfaces whose alias is one of their
+    stacks' owner token; the rest is listed and left. Returns what was left, as `kind name (why)`."""
     objects = host_objects(virsh)
+    owners = {m.owner for m in [*objects.domains.values(), *objects.networks.values()] if m and is_ours(m)}
     domains = ownership.sort_for_cleanup(objects.domains, is_ours)
     networks = ownership.sort_for_cleanup(objects.networks, is_ours)
     pool = {}
@@ -425,6 +427,12 @@ def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt") -> list[str]:
         virsh.run("net-destroy", n, check=False)
         virsh.run("net-undefine", n, check=False)
         say(f"{where}: removed network {n}")
+    if ip_prefix is not None and owners:
+        links = subprocess.run([*ip_prefix, "ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+        for link in json.loads(links or "[]"):
+            if link.get("ifalias") in owners:
+                subprocess.run([*ip_prefix, "ip", "link", "del", link["ifname"]], capture_output=True)
+                say(f"{where}: removed interface {link['ifname']}")
     left = [f"domain {d}" for d in domains.left] + [f"network {n}" for n in networks.left]
     for what in left:
         say(f"{where}: left alone: {what}")
@@ -453,7 +461,7 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
                     "run ./labctl destroy STACK first (or ./labctl down --force)"
                 )
         else:
-            remove_ours(virsh, ours, "libvirt")
+            remove_ours(virsh, ours, "libvirt", ip_prefix=in_namespace(rec))
             objects = host_objects(virsh)
         others_running = sorted(objects.running)
         if others_running:

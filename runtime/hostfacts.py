@@ -122,7 +122,7 @@ def assert_in_lab_namespace() -> None:
     if not ours.exists() or os.stat("/proc/self/ns/net").st_ino != ours.stat().st_ino:
         raise OutsideLabNamespace(
             f"the lab's addresses live in network namespace {rec.namespace}, and this process is not in it: "
-            f"run it through ./labctl (or `ip netns exec {rec.namespace} ...`)"
+            f"run it through ./labctl (or ./labctl sh COMMAND)"
         )
 
 

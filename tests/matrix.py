@@ -2,7 +2,7 @@
 stack's current mode, with the benchmark's own runner (the same checks, counters and merging).
 
     ./labctl pulumi config set clientCount 2 && ./labctl up        # a lab with two clients
-    ip netns exec l2dsr .venv/bin/python tests/matrix.py [--stack lab] [--concurrency 20] [--requests 2000]
+    ./labctl sh .venv/bin/python tests/matrix.py [--stack lab] [--concurrency 20] [--requests 2000]
 
 Run it once per mode (`./labctl pulumi config set mode dsr && ./labctl up`, then again); each run
 saves its results under results/<stack>-matrix/ and prints one row per combination: requests/s,

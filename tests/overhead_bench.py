@@ -1,7 +1,7 @@
 """What the benchmark's runner spends around the load, per step, as the lab grows: on a deployed lab,
 the runner's own `run_step` timed against the load's own window, with 2, 7 and 25 of its webs.
 
-    ip netns exec l2dsr .venv/bin/python tests/overhead_bench.py [--stack lab] [--webs 2,7,25]
+    ./labctl sh .venv/bin/python tests/overhead_bench.py [--stack lab] [--webs 2,7,25]
         [--steps 3] [--concurrency 20] [--requests 1000] [--source DIR]
 
 A step's overhead is its wall time minus the load's window (the clients' runs merged on the host's

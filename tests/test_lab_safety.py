@@ -97,10 +97,27 @@ def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(s
         virsh.with_xml("net-define", xml)
     assert not (HOST_ETC / "libvirt" / "qemu" / "users-vm.xml").exists()  # defined in the private state only
 
+    # a VXLAN end of ours and one of another stack's, as virt/tunnel.py marks them (alias: the owner)
+    ns = ["ip", "netns", "exec", rec.namespace]
+    for link, alias in (("l2vx-ours", ours.owner), ("l2vx-theirs", theirs.owner)):
+        subprocess.run([*ns, "ip", "link", "add", link, "type", "bridge"], check=True)  # no dummy driver here
+        subprocess.run([*ns, "ip", "link", "set", link, "alias", alias], check=True)
+
     with pytest.raises(libvirt.StepFailed, match="l2dsr-safety-web01"):
         libvirt.teardown(force=False, states=(OURS,), record=record)  # plain down: refused, nothing removed
     assert "l2dsr-safety-web01" in virsh.names("list", "--all", "--name")
 
+    # what the test command's clean-up does while the daemon stays up, and teardown first of all
+    left = libvirt.remove_ours(virsh, ownership.of_state(OURS), "test", ip_prefix=ns)
+    assert sorted(left) == sorted(
+        [
+            "domain users-vm (no l2dsr marker: not the lab's)",
+            "domain l2dsr-other-web01 (stack safety of another state: file:///home/someone/l2dsr/.state/backend)",
+            "network users-net (no l2dsr marker: not the lab's)",
+        ]
+    )
+    links = subprocess.run([*ns, "ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert "l2vx-theirs" in links and "l2vx-ours" not in links
     libvirt.teardown(force=True, states=(OURS,), record=record)
     assert not any(libvirt.alive(p) for p in rec.pids.values())  # nothing runs: the daemons stopped
     assert subprocess.run(["ip", "netns", "pids", rec.namespace], capture_output=True).returncode != 0

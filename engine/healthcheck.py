@@ -9,6 +9,7 @@ has refused connections for `misses` checks in a row, the host cleans up what it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -44,11 +45,16 @@ def watch(address: str, cleanup: Callable[[], None] = lambda: None, grace_s: flo
 
     def run() -> None:
         engine_gone(lambda: answers(address))
-        print(f"engine at {address} is gone: ending", file=sys.stderr, flush=True)
-        done = threading.Thread(target=cleanup, daemon=True)
-        done.start()
-        done.join(grace_s)
-        os._exit(70)
+        # The engine held the other end of stderr: a write may fail now (EPIPE), and must not end this
+        # thread before the exit (a killed engine left both hosts running, their watcher dead).
+        with contextlib.suppress(OSError, ValueError):
+            print(f"engine at {address} is gone: ending", file=sys.stderr, flush=True)
+        try:
+            done = threading.Thread(target=cleanup, daemon=True)
+            done.start()
+            done.join(grace_s)
+        finally:
+            os._exit(70)
 
     thread = threading.Thread(target=run, name="engine-healthcheck", daemon=True)
     thread.start()

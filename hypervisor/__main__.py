@@ -98,6 +98,13 @@ def stack_file_from_template(stack: str) -> None:
     say(f"stack {stack}: {own.relative_to(paths.PROJECT_DIR)} made from {template.name} (this checkout's own)")
 
 
+def stacks_named(args: list[str]) -> list[str]:
+    """The stacks a pulumi command line names (`--stack X`, `-s X`, `--stack=X`), else the default."""
+    named = [b for a, b in zip(args, args[1:], strict=False) if a in ("--stack", "-s")]
+    named += [a.split("=", 1)[1] for a in args if a.startswith("--stack=")]
+    return named or [DEFAULT_STACK]
+
+
 def select_stack(stack: str, rec: libvirt.HostRecord) -> None:
     stack_file_from_template(stack)
     pulumi(["stack", "select", "--create", stack], rec)
@@ -174,6 +181,8 @@ def main(argv: list[str]) -> int:
             select_stack(stack, rec)
             pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack], rec)
         elif command == "pulumi":
+            for stack in stacks_named(args):  # a shipped stack's file, before pulumi reads it
+                stack_file_from_template(stack)
             return pulumi(args, check=False)
         elif command == "test":
             return test(args)

@@ -474,8 +474,8 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
             virsh.run("pool-destroy", POOL_NAME, check=False)
             virsh.run("pool-undefine", POOL_NAME, check=False)
         keep_state = bool(objects.domains or objects.networks)
-    else:
-        keep_state = False
+    else:  # not running (its daemon crashed): what it defines cannot be read by marker, so it all stays
+        keep_state = bool(rec.directory and defined_in(Path(rec.directory)))
     for name, pid in rec.pids.items():
         if stop(pid):
             say(f"stopped {name} (pid {pid})")
@@ -484,7 +484,10 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
         say(f"deleted network namespace {rec.namespace}")
     if rec.directory:
         if keep_state:
-            say(f"kept {rec.directory}: it defines objects that are not this checkout's (the next setup sees them)")
+            say(
+                f"kept {rec.directory}: it defines objects that are not removed (the next ./labctl setup sees them; "
+                "./labctl down --force then removes this checkout's)"
+            )
         else:
             shutil.rmtree(rec.directory, ignore_errors=True)
             _remove_empty_parents(Path(rec.directory))
@@ -496,6 +499,14 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
         for probe in RUN_DIR.glob("kvm-probe-*.json"):
             probe.unlink()
         _remove_empty_parents(RECORD)
+
+
+def defined_in(directory: Path) -> list[str]:
+    """The domains and networks a private libvirt directory defines, and the volumes of its pool."""
+    etc, images = directory / "etc" / "qemu", directory / "lib" / "images"
+    found = [*etc.glob("*.xml"), *(etc / "networks").glob("*.xml")]
+    found += list(images.iterdir()) if images.is_dir() else []
+    return sorted(p.name for p in found)
 
 
 def _remove_empty_parents(path: Path) -> None:

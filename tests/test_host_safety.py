@@ -97,6 +97,24 @@ def test_the_sandbox_keeps_libvirt_private_and_touches_no_host_file(tmp_path, mo
     assert not list((private / "etc").glob("qemu/*.xml"))  # none of the host's definitions
 
 
+def test_a_sandbox_whose_daemon_is_gone_keeps_what_its_directory_defines(tmp_path, monkeypatch):
+    """down with the private libvirtd dead (crashed): nothing can be read by marker, so nothing of its
+    directory is deleted while it defines a domain, a network or a volume."""
+    directory = tmp_path / "sandbox"
+    (directory / "etc" / "qemu" / "networks").mkdir(parents=True)
+    (directory / "etc" / "qemu" / "users-vm.xml").write_text(DOMAIN)
+    record = tmp_path / "host.json"
+    monkeypatch.setattr(hostfacts, "RECORD", record)
+    hostfacts.write_record(hostfacts.HostRecord("sandbox", "", {"libvirtd": dead_pid()}, directory=str(directory)))
+    libvirt.teardown(force=True, states=(OURS,), record=record)
+    assert (directory / "etc" / "qemu" / "users-vm.xml").exists() and not record.exists()
+    assert libvirt.defined_in(directory) == ["users-vm.xml"]
+    (directory / "etc" / "qemu" / "users-vm.xml").unlink()
+    hostfacts.write_record(hostfacts.HostRecord("sandbox", "", {"libvirtd": dead_pid()}, directory=str(directory)))
+    libvirt.teardown(force=True, states=(OURS,), record=record)
+    assert not directory.exists()  # nothing defined: the lab's directory goes
+
+
 def test_the_lab_prefix_enters_both_of_the_sandbox_namespaces():
     me = os.getpid()
     rec = hostfacts.HostRecord("sandbox", "l2dsr", {"libvirtd": me}, directory="/var/lib/l2dsr/sandbox")
@@ -310,3 +328,11 @@ def test_the_labs_subnets_are_refused_where_the_host_uses_them():
         == []
     )
     assert host_network_clashes(plan, "h1", (("eth0", "192.0.2.2/24"),), (("eth0", "default"),), frozenset()) == []
+
+
+def test_labctl_pulumi_makes_the_named_stacks_file_first():
+    from hypervisor.__main__ import stacks_named
+
+    assert stacks_named(["config", "set", "l2dsr:mode", "dsr", "--stack", "twohost"]) == ["twohost"]
+    assert stacks_named(["up", "--stack=seed", "-s", "lab"]) == ["lab", "seed"]
+    assert stacks_named(["config", "set", "l2dsr:webCount", "3"]) == ["lab"]  # the default stack's

@@ -164,7 +164,9 @@ def load_results(paths_: list[Path]) -> list[dict]:
     found = []
     for path in paths_:
         if not path.is_dir():
-            found.append(read_result(path, skip=False))
+            asked = read_result(path, skip=False)
+            assert asked is not None  # not skipped: an unreadable one asked for by name raised
+            found.append(asked)
             continue
         runs = sorted(path.glob("*/result.json")) or sorted(path.glob("result.json"))
         if not runs:

@@ -5,7 +5,7 @@ boot and brought up by `./labctl up` alone (results checked); a second stack wit
 same subnets, and a second checkout with the same stack name, are refused without touching the
 lab; a web removed and another stopped by hand are seen by preview and restored by up, which
 reruns the benchmark; `--replace` of a web's domain leaves a working lab; the benchmark over the
-LB's HTTPS frontend (only the benchmark reruns); a fault run (web02's nginx stopped for 15 s) under
+LB's HTTPS frontend (only the benchmark reruns); a fault run (web02's nginx stopped for 30 s) under
 HAProxy's check; switch to dsr (the engine's plan replaces only the LB and the benchmark); the
 same fault under dsr's static rules and with keepalived; three changes by hand inside the guests,
 seen by preview and put back by up without touching a domain; then l3dsr and nat (the LB, the webs and the benchmark), each
@@ -467,8 +467,10 @@ def provoke_flags(cli) -> dict:
 # record: the web failed somewhere between when its stop was sent and when it returned (a loaded
 # emulated web acts on it seconds late), the LB's rotation and the clients' counters are known only
 # as finely as their readings were apart, and the web is back only once its start returned (9.5 s
-# after it was sent, on a slow machine). 25 s after the restore: twice what that machine needed.
-FAULT = {"benchFault": "stop-web:web02@5s-20s", "benchFaultSeconds": 45}
+# after it was sent, on a slow machine). Measured on a machine twice as slow as CI's: the stop took
+# 9.6 s to return, the ejection came 12.5 s after the stop was sent, the clients read 4.4 s apart;
+# the restore returned 8.8 s late. 30 s down and 25 s after the restore leave room for all of it.
+FAULT = {"benchFault": "stop-web:web02@5s-35s", "benchFaultSeconds": 60}
 CHECK_INTERVAL_S, FALL, MARGIN_S = 2, 3, 5.0  # the margin: the check's phase and a reading
 
 

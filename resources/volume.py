@@ -65,18 +65,27 @@ def unreferenced_leftovers(virsh: Virsh, pool: str, stem: str, ext: str) -> list
     """Volumes of this resource's name pattern (`<stem>-<generation>.<ext>`) that no domain and no
     other volume uses. The one a replacement replaces is still used (by the domain or the overlays
     that are replaced after it), so only what an interrupted create left qualifies; costs one
-    listing unless such a volume exists."""
+    listing unless such a volume exists. Other resources change the host meanwhile (a replacement's
+    domains are deleted while this one is created): when any object cannot be read, nothing is
+    removed this time (a leftover costs disk; a wrong removal would cost a VM)."""
     pattern = re.compile(rf"^{re.escape(stem)}-[0-9a-f]{{8}}\.{re.escape(ext)}$")
     candidates = [n for n in virsh.names("vol-list", "--pool", pool) if pattern.match(n)]
     if not candidates:
         return []
-    paths = {n: virsh.volume_path(pool, n) for n in candidates}
-    used = [virsh.ask("dumpxml", d) for d in virsh.names("list", "--all", "--name")]
-    used += [
-        virsh.ask("vol-dumpxml", "--pool", pool, v) for v in virsh.names("vol-list", "--pool", pool) if v not in paths
+    reads: list[tuple[str, ...]] = [("vol-path", "--pool", pool, n) for n in candidates]
+    reads += [("dumpxml", d) for d in virsh.names("list", "--all", "--name")]
+    reads += [
+        ("vol-dumpxml", "--pool", pool, v) for v in virsh.names("vol-list", "--pool", pool) if v not in candidates
     ]
-    text = "\n".join(used)
-    return [n for n, path in paths.items() if path not in text]
+    texts = []
+    for args in reads:
+        try:
+            texts.append(virsh.ask(*args))
+        except VirshError:
+            return []  # changed under us, or libvirt did not say: cannot tell
+    paths = dict(zip(candidates, (t.strip() for t in texts), strict=False))
+    used = "\n".join(texts[len(candidates) :])
+    return [n for n, path in paths.items() if path and path not in used]
 
 
 class VolumeBase(ReplaceOnChange):

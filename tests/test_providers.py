@@ -299,6 +299,22 @@ def test_a_volume_an_interrupted_create_left_is_removed_by_the_next_create(host,
     assert used["name"] in host.read()["volumes"]["default"]
 
 
+def test_a_leftover_is_kept_when_another_object_cannot_be_read(host, tmp_path):
+    """A replacement deletes other VMs' domains while this volume is created: a domain that vanished
+    between the listing and its read means "cannot tell", and nothing is removed (found in CI's
+    l3dsr switch, where the webs and the LB are replaced at once)."""
+    from resources.volume import unreferenced_leftovers
+
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    lost = VolumeProvider().create(volume_props(source)).outs
+    Virsh(URI).with_xml("define", "<domain><name>going</name></domain>")
+    assert unreferenced_leftovers(Virsh(URI), "default", "l2dsr-lab-base-abc", "qcow2") == [lost["name"]]
+    host.set(mode="fail:dumpxml")  # the domain is gone by the time it is read
+    assert unreferenced_leftovers(Virsh(URI), "default", "l2dsr-lab-base-abc", "qcow2") == []
+    host.set(mode="up")
+
+
 def test_a_failed_upload_leaves_no_volume(host, tmp_path):
     source = tmp_path / "base.qcow2"
     source.write_bytes(b"\0" * 1024)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult
 
-import runtime
 from resources.base import Declared, ReplaceOnChange, drift_note, libvirt_failures, looked_up
 from virt import ownership
 from virt.virsh import Virsh, VirshError, size_of
@@ -61,33 +59,6 @@ def content_hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
 
 
-def unreferenced_leftovers(virsh: Virsh, pool: str, stem: str, ext: str) -> list[str]:
-    """Volumes of this resource's name pattern (`<stem>-<generation>.<ext>`) that no domain and no
-    other volume uses. The one a replacement replaces is still used (by the domain or the overlays
-    that are replaced after it), so only what an interrupted create left qualifies; costs one
-    listing unless such a volume exists. Other resources change the host meanwhile (a replacement's
-    domains are deleted while this one is created): when any object cannot be read, nothing is
-    removed this time (a leftover costs disk; a wrong removal would cost a VM)."""
-    pattern = re.compile(rf"^{re.escape(stem)}-[0-9a-f]{{8}}\.{re.escape(ext)}$")
-    candidates = [n for n in virsh.names("vol-list", "--pool", pool) if pattern.match(n)]
-    if not candidates:
-        return []
-    reads: list[tuple[str, ...]] = [("vol-path", "--pool", pool, n) for n in candidates]
-    reads += [("dumpxml", d) for d in virsh.names("list", "--all", "--name")]
-    reads += [
-        ("vol-dumpxml", "--pool", pool, v) for v in virsh.names("vol-list", "--pool", pool) if v not in candidates
-    ]
-    texts = []
-    for args in reads:
-        try:
-            texts.append(virsh.ask(*args))
-        except VirshError:
-            return []  # changed under us, or libvirt did not say: cannot tell
-    paths = dict(zip(candidates, (t.strip() for t in texts), strict=False))
-    used = "\n".join(texts[len(candidates) :])
-    return [n for n, path in paths.items() if path and path not in used]
-
-
 class VolumeBase(ReplaceOnChange):
     """A volume with a fresh name per creation, deleted by its recorded name."""
 
@@ -96,13 +67,6 @@ class VolumeBase(ReplaceOnChange):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         virsh, pool = Virsh(props["uri"]), props["pool"]
-        for leftover in looked_up(
-            f"pool {pool}", lambda: unreferenced_leftovers(virsh, pool, props["stem"], props["ext"])
-        ):
-            # An interrupted create (the engine killed between libvirt's answer and its state write)
-            # leaves a volume no state names: the next create of the same resource removes it.
-            runtime.log(f"volume {leftover}: a leftover of an interrupted run that nothing uses: removed")
-            virsh.volume_delete(pool, leftover)
         name = ownership.volume_name(props["stem"], props["ext"], ownership.generation())
         try:
             self.fill(virsh, props, name)

@@ -105,9 +105,9 @@ def stacks_named(args: list[str]) -> list[str]:
     return named or [DEFAULT_STACK]
 
 
-def select_stack(stack: str, rec: libvirt.HostRecord) -> None:
+def select_stack(stack: str, rec: libvirt.HostRecord, create: bool = True) -> None:
     stack_file_from_template(stack)
-    pulumi(["stack", "select", "--create", stack], rec)
+    pulumi(["stack", "select", *(["--create"] if create else []), stack], rec)
     left = recovery.clear_stale_locks(backend_dir(), stack)
     if left:
         raise StepFailed(
@@ -137,9 +137,8 @@ def test(args: list[str]) -> int:
     finally:
         if rec.libvirtd == "sandbox":
             states = (f"file://{basetemp}",)
-            simhosts.down(
-                force=True, states=states
-            )  # the end-to-end test stops its own; this is for one that could not
+            # the end-to-end test stops its own simulated hosts; this is for one that could not
+            simhosts.down(force=True, states=states)
             if was_running:
                 libvirt.remove_ours(
                     libvirt.virsh_of(rec), ownership.of_state(*states), "libvirt", ip_prefix=libvirt.in_namespace(rec)
@@ -178,7 +177,7 @@ def main(argv: list[str]) -> int:
         elif command == "destroy":
             stack = args[0] if args else DEFAULT_STACK
             rec = setup()  # after a reboot the namespace and libvirtd are gone, the domains' definitions are not
-            select_stack(stack, rec)
+            select_stack(stack, rec, create=False)  # clears a stale lock; a stack that is not there stays so
             pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack], rec)
         elif command == "pulumi":
             for stack in stacks_named(args):  # a shipped stack's file, before pulumi reads it

@@ -11,7 +11,7 @@ from bench import report
 from hypervisor import downloads, image, libvirt, paths, pulumi_cli, recovery, simhosts, vmssh
 from hypervisor.progress import StepFailed, in_parallel, say
 from lab import config
-from runtime.hostfacts import RecordUnreadable
+from runtime.hostfacts import RecordUnreadable, atomic_write
 from virt import ownership
 
 DEFAULT_STACK = "lab"
@@ -90,11 +90,8 @@ def stack_file_from_template(stack: str) -> None:
     own, template = config.stack_file(stack), config.stack_template(stack)
     if own.exists() or not template.exists():
         return
-    own.parent.mkdir(parents=True, exist_ok=True)
     kept = [line for line in template.read_text().splitlines(keepends=True) if not line.startswith("encryptionsalt:")]
-    tmp = own.with_suffix(".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(own)
+    atomic_write(own, "".join(kept), mode=0o644)
     say(f"stack {stack}: {own.relative_to(paths.PROJECT_DIR)} made from {template.name} (this checkout's own)")
 
 

@@ -27,7 +27,7 @@ from hypervisor.progress import StepFailed, run_logged, say
 from runtime.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, atomic_write, read_record, write_record
 from virt import ownership
 from virt.ownership import Marker
-from virt.virsh import Virsh
+from virt.virsh import Virsh, VirshError
 
 NAMESPACE = "l2dsr"
 URI = "qemu:///system"
@@ -416,17 +416,17 @@ def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt", ip_prefix: list[s
             pool[name] = virsh.run("vol-path", "--pool", POOL_NAME, name, check=False).strip()
     volumes = volumes_of(objects, domains.remove, pool)
     for d in domains.remove:
-        virsh.run("destroy", d, check=False)
-        virsh.run("undefine", d, check=False)
-        say(f"{where}: removed domain {d}")
+        with contextlib.suppress(VirshError):  # one that will not go is said below, with the rest left
+            virsh.domain_remove(d)
+            say(f"{where}: removed domain {d}")
     for v in volumes:
         virsh.run("vol-delete", "--pool", POOL_NAME, v, check=False)
     if volumes:
         say(f"{where}: removed {len(volumes)} volume(s) of those domains' stacks")
     for n in networks.remove:
-        virsh.run("net-destroy", n, check=False)
-        virsh.run("net-undefine", n, check=False)
-        say(f"{where}: removed network {n}")
+        with contextlib.suppress(VirshError):
+            virsh.network_remove(n)
+            say(f"{where}: removed network {n}")
     if ip_prefix is not None and owners:
         links = subprocess.run([*ip_prefix, "ip", "-j", "link", "show"], capture_output=True, text=True).stdout
         for link in json.loads(links or "[]"):
@@ -490,7 +490,7 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
             )
         else:
             shutil.rmtree(rec.directory, ignore_errors=True)
-            _remove_empty_parents(Path(rec.directory))
+            _remove_empty_parents()
     for directory in rec.created_dirs:
         with contextlib.suppress(OSError):
             Path(directory).rmdir()  # a mount point setup made, if nothing else put anything there
@@ -498,7 +498,7 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
     if record == RECORD:
         for probe in RUN_DIR.glob("kvm-probe-*.json"):
             probe.unlink()
-        _remove_empty_parents(RECORD)
+        _remove_empty_parents()
 
 
 def defined_in(directory: Path) -> list[str]:
@@ -509,7 +509,7 @@ def defined_in(directory: Path) -> list[str]:
     return sorted(p.name for p in found)
 
 
-def _remove_empty_parents(path: Path) -> None:
+def _remove_empty_parents() -> None:
     """rmdir the lab's own directories (/run/l2dsr, /var/lib/l2dsr) once nothing is left in them."""
     for directory in (RUN_DIR, SANDBOX_DIR.parent):
         with contextlib.suppress(OSError):

@@ -10,25 +10,15 @@ whose process lives, is left, with the command that would remove it.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from hypervisor import libvirt
 from hypervisor.progress import say
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def is_stale(lock: dict, hostname: str, alive: Callable[[int], bool] = pid_alive) -> bool:
+def is_stale(lock: dict, hostname: str, alive: Callable[[int], bool] = libvirt.alive) -> bool:
     """A lock taken on this host by a process that no longer runs (pure but for `alive`)."""
     pid = lock.get("pid")
     return lock.get("hostname") == hostname and isinstance(pid, int) and pid > 0 and not alive(pid)

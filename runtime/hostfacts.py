@@ -84,8 +84,8 @@ def read_record(path: Path | None = None) -> HostRecord | None:
     return HostRecord(**{k: v for k, v in data.items() if k in HostRecord.__dataclass_fields__})
 
 
-def write_record(rec: HostRecord) -> None:
-    atomic_write(RECORD, json.dumps(asdict(rec), indent=1), mode=0o644)
+def write_record(rec: HostRecord, path: Path | None = None) -> None:
+    atomic_write(path or RECORD, json.dumps(asdict(rec), indent=1), mode=0o644)
 
 
 class DomainTypeUnknown(RuntimeError):

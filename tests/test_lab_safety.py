@@ -63,25 +63,14 @@ def sandbox(tmp_path):
     directory = Path("/var/lib/l2dsr") / f"safety-{os.getpid()}"
     record = tmp_path / "host.json"
     rec = HostRecord(libvirtd="sandbox", namespace=name, directory=str(directory))
-    write_record_to(record, rec)
+    write_record(rec, record)
     try:
-        yield record, lambda: libvirt.start_private_libvirtd(rec, on_started=lambda r: write_record_to(record, r))
+        yield record, lambda: libvirt.start_private_libvirtd(rec, on_started=lambda r: write_record(r, record))
     finally:
         for pid in rec.pids.values():
             libvirt.stop(pid)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def write_record_to(path: Path, rec: HostRecord) -> None:
-    import runtime.hostfacts as hostfacts
-
-    saved = hostfacts.RECORD
-    hostfacts.RECORD = path
-    try:
-        write_record(rec)
-    finally:
-        hostfacts.RECORD = saved
 
 
 def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(sandbox):

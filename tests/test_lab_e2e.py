@@ -469,8 +469,10 @@ def provoke_flags(cli) -> dict:
 # as finely as their readings were apart, and the web is back only once its start returned (9.5 s
 # after it was sent, on a slow machine). Measured on a machine twice as slow as CI's: the stop took
 # 9.6 s to return, the ejection came 12.5 s after the stop was sent, the clients read 4.4 s apart;
-# the restore returned 8.8 s late. 30 s down and 25 s after the restore leave room for all of it.
-FAULT = {"benchFault": "stop-web:web02@5s-35s", "benchFaultSeconds": 60}
+# the restore returned 8.8 s late; on CI's once 10.9 s late (readmitted 4.3 s later, the run then had
+# 10 s left), and a host whose cores are busy may double each. 40 s down and 40 s after the restore
+# leave room for that.
+FAULT = {"benchFault": "stop-web:web02@5s-45s", "benchFaultSeconds": 85}
 CHECK_INTERVAL_S, FALL, MARGIN_S = 2, 3, 5.0  # the margin: the check's phase and a reading
 
 
@@ -503,13 +505,14 @@ def check_fault(out: dict, health_check: str, rise: int) -> dict:
         return summary_of(fault)
     w = fault_windows(fault, rise)
     assert fault["ejected"] and fault["ejectS"] <= w["eject_by_s"], (w, fault)
-    # The run must hold what is asserted: a restore that returned too late to see a readmission is the
-    # test's window, said as such, not the LB's failure.
-    assert fault["restoredAtS"] + w["readmit_by_s"] < fault["seconds"] - 2, (
-        "the run ended too soon after the restore",
-        w,
-        fault,
-    )
+    if not fault["readmitted"]:
+        # A readmission the run did not see is the LB's failure only if the run held its whole window;
+        # a restore that returned too late for that is the test's window, said as such.
+        assert fault["restoredAtS"] + w["readmit_by_s"] < fault["seconds"] - 2, (
+            "the run ended too soon after the restore to see a readmission",
+            w,
+            fault,
+        )
     assert fault["readmitted"] and fault["readmitS"] <= w["readmit_by_s"], (w, fault)
     assert w["errors_until_s"] - w["errors_from_s"] >= 2, (
         "no seconds left to check between the ejection and the restore",

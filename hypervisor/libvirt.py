@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypervisor.progress import StepFailed, run_logged, say
-from runtime.hostfacts import DOMAIN_TYPES, RECORD, RUN_DIR, HostRecord, atomic_write, read_record, write_record
+from runtime.hostfacts import (
+    DOMAIN_TYPES,
+    RECORD,
+    RUN_DIR,
+    HostRecord,
+    atomic_write,
+    cache_dir,
+    read_record,
+    write_record,
+)
 from virt import ownership
 from virt.ownership import Marker
 from virt.virsh import Virsh, VirshError
@@ -402,6 +411,14 @@ def volumes_of(objects: HostObjects, removed: list[str], pool_volumes: dict[str,
     ]
 
 
+def forget_in_flight(removed: set[str]) -> None:
+    """The providers' journal entries (resources/volume.py) of volumes a clean-up removed."""
+    for entry in (cache_dir() / "in-flight").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if json.loads(entry.read_text())["name"] in removed:
+                entry.unlink()
+
+
 def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt", ip_prefix: list[str] | None = None) -> list[str]:
     """Remove the domains and networks (and their volumes) whose marker `is_ours` accepts, and, where
     `ip_prefix` runs `ip` (the lab's namespace), the VXLAN interfaces whose alias is one of their
@@ -423,6 +440,7 @@ def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt", ip_prefix: list[s
         virsh.run("vol-delete", "--pool", POOL_NAME, v, check=False)
     if volumes:
         say(f"{where}: removed {len(volumes)} volume(s) of those domains' stacks")
+        forget_in_flight(set(volumes))
     for n in networks.remove:
         with contextlib.suppress(VirshError):
             virsh.network_remove(n)

@@ -2,7 +2,15 @@
 
 A volume is named `<stem>-<generation>.<ext>`, a new name per creation: a replacement never touches
 the volume it replaces until that one is deleted by its own recorded name, so volumes are replaced
-create-first. Where ours differ from pulumi-libvirt's: a volume names its source file or backing
+create-first.
+
+No volume is orphaned by a kill: a create writes its volume's name to a journal of its own
+(`~/.cache/l2dsr/in-flight/`) before it makes the volume, and removes the entry once the volume is
+whole and the engine still answers (the provider host outlives a killed engine by seconds and may
+finish a create that nobody records). An entry still there when the same resource is created again
+names a volume no state can hold, and that create removes it first.
+
+Where ours differ from pulumi-libvirt's: a volume names its source file or backing
 path directly (no `base_volume_id` lookup), and carries `config_hash`, what the guest's cloud-init
 gets, so a change to it means a fresh disk; the seed ISO is built here with genisoimage.
 """
@@ -10,6 +18,7 @@ gets, so a change to it means a fresh disk; the seed ISO is built here with geni
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
@@ -20,7 +29,9 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult
 
+import runtime
 from resources.base import Declared, ReplaceOnChange, drift_note, libvirt_failures, looked_up
+from runtime.hostfacts import RecordUnreadable, atomic_write, cache_dir, read_json
 from virt import ownership
 from virt.virsh import Virsh, VirshError, size_of
 from virt.xml import volume_xml
@@ -67,13 +78,20 @@ class VolumeBase(ReplaceOnChange):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         virsh, pool = Virsh(props["uri"]), props["pool"]
+        journal = in_flight(props)
+        remove_interrupted(virsh, journal)
         name = ownership.volume_name(props["stem"], props["ext"], ownership.generation())
+        atomic_write(journal, json.dumps({"uri": props["uri"], "pool": pool, "name": name}))
         try:
             self.fill(virsh, props, name)
         except (VirshError, OSError, subprocess.CalledProcessError):
             looked_up(f"volume {name}", lambda: virsh.volume_delete(pool, name))  # nothing half-built stays
+            journal.unlink(missing_ok=True)
             raise
-        return CreateResult(id_=f"{pool}/{name}", outs={**props, "name": name, "path": virsh.volume_path(pool, name)})
+        path = virsh.volume_path(pool, name)
+        if runtime.engine_alive():  # else the entry stays: no state can record this volume now
+            journal.unlink(missing_ok=True)
+        return CreateResult(id_=f"{pool}/{name}", outs={**props, "name": name, "path": path})
 
     def _exists(self, props: dict[str, Any]) -> bool:
         virsh = Virsh(props["uri"])
@@ -91,6 +109,28 @@ class VolumeBase(ReplaceOnChange):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_, props) if self._exists(props) else ReadResult("", {})
+
+
+def in_flight(props: dict[str, Any]) -> Path:
+    """The journal entry of a create of this resource (its stack's state, host, pool and stem)."""
+    key = content_hash(ownership.state_url(), props["uri"], props["pool"], props["stem"], props["ext"])
+    return cache_dir() / "in-flight" / f"{props['stem']}-{key}.json"
+
+
+def remove_interrupted(virsh: Virsh, journal: Path) -> None:
+    """Remove the volume an earlier create of this resource made and never returned (see the module)."""
+    if not journal.exists():
+        return
+    try:
+        entry = read_json(journal, "a volume create's journal entry", "it is removed")
+    except RecordUnreadable:  # written whole or not at all: only a hand-edited one gets here
+        entry = None
+    if entry:
+        pool, name = entry["pool"], entry["name"]
+        if looked_up(f"volume {name}", lambda: virsh.volume_exists(pool, name)):
+            looked_up(f"volume {name}", lambda: virsh.volume_delete(pool, name))
+            drift_note(f"removed volume {name}: an earlier create of it was interrupted before any state named it")
+    journal.unlink(missing_ok=True)
 
 
 class VolumeProvider(VolumeBase):

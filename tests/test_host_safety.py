@@ -81,6 +81,20 @@ def test_the_volumes_removed_are_the_removed_domains_and_their_stacks_never_a_ke
     assert libvirt.volumes_of(objects, ["l2dsr-lab-web01"], pool) == ["l2dsr-lab-web01-disk-aa.qcow2"]
 
 
+def test_a_clean_up_forgets_the_journal_entries_of_the_volumes_it_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2DSR_CACHE", str(tmp_path))
+    journal = tmp_path / "in-flight"
+    journal.mkdir()
+    for stem, name in (
+        ("l2dsr-lab-web01-disk", "l2dsr-lab-web01-disk-aa.qcow2"),
+        ("l2dsr-x-lb", "l2dsr-x-lb-bb.qcow2"),
+    ):
+        (journal / f"{stem}-k.json").write_text(json.dumps({"uri": "qemu:///system", "pool": "default", "name": name}))
+    (journal / "torn.json").write_text('{"uri": ')
+    libvirt.forget_in_flight({"l2dsr-lab-web01-disk-aa.qcow2"})
+    assert sorted(p.name for p in journal.iterdir()) == ["l2dsr-x-lb-k.json", "torn.json"]
+
+
 def test_the_sandbox_keeps_libvirt_private_and_touches_no_host_file(tmp_path, monkeypatch):
     launcher = libvirt.private_libvirt_launcher("/var/lib/l2dsr/sandbox", resolv="/var/lib/l2dsr/sandbox/resolv.conf")
     for key, path in libvirt.PRIVATE_DIRS.items():

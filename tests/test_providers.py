@@ -68,6 +68,7 @@ class FakeLibvirt:
 @pytest.fixture
 def host(tmp_path, monkeypatch) -> FakeLibvirt:
     monkeypatch.setenv("FAKE_VIRSH_STATE", str(tmp_path / "libvirt.json"))
+    monkeypatch.setenv("L2DSR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
     return FakeLibvirt(tmp_path / "libvirt.json")
 
@@ -289,6 +290,55 @@ def test_a_failed_upload_leaves_no_volume(host, tmp_path):
         VolumeProvider().create(volume_props(source))
     host.set(mode="up")
     assert host.read()["volumes"]["default"] == []
+
+
+class KilledProvider(VolumeProvider):
+    """A create killed once its volume exists: nothing after that runs (SystemExit passes every handler
+    the create has, as a kill -9 of the provider would leave it)."""
+
+    def fill(self, virsh, props, name):
+        super().fill(virsh, props, name)
+        raise SystemExit(137)
+
+
+def test_a_create_killed_midway_leaves_a_volume_the_next_create_removes(host, tmp_path):
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    other = {**volume_props(source), "stem": "l2dsr-lab-web01-disk"}
+    kept = VolumeProvider().create(other).outs  # another resource's volume, in the state
+    with pytest.raises(SystemExit):
+        KilledProvider().create(volume_props(source))
+    (orphan,) = set(host.read()["volumes"]["default"]) - {kept["name"]}
+    assert list((tmp_path / "cache" / "in-flight").iterdir()), "the journal names the volume in flight"
+    new = VolumeProvider().create(volume_props(source)).outs  # the next `up` creates the resource again
+    assert sorted(host.read()["volumes"]["default"]) == sorted([kept["name"], new["name"]]), orphan
+    assert not list((tmp_path / "cache" / "in-flight").iterdir())
+    # a replacement (created first, the old one in the state) removes nothing
+    newer = VolumeProvider().create(volume_props(source)).outs
+    assert sorted(host.read()["volumes"]["default"]) == sorted([kept["name"], new["name"], newer["name"]])
+
+
+def test_a_create_that_returns_to_a_dead_engine_keeps_its_journal_entry(host, tmp_path, monkeypatch):
+    """The provider host outlives a killed engine by seconds: a create it finishes then is recorded by
+    nobody, and the next create of that resource removes its volume."""
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    monkeypatch.setattr(runtime, "_engine_check", lambda: False)
+    unrecorded = VolumeProvider().create(volume_props(source)).outs
+    monkeypatch.setattr(runtime, "_engine_check", lambda: True)
+    new = VolumeProvider().create(volume_props(source)).outs
+    assert host.read()["volumes"]["default"] == [new["name"]] != [unrecorded["name"]]
+
+
+def test_another_states_journal_is_not_this_ones(host, tmp_path, monkeypatch):
+    source = tmp_path / "base.qcow2"
+    source.write_bytes(b"\0" * 1024)
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///other-checkout/.state")
+    with pytest.raises(SystemExit):
+        KilledProvider().create(volume_props(source))
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///this-checkout/.state")
+    VolumeProvider().create(volume_props(source))
+    assert len(host.read()["volumes"]["default"]) == 2  # the other checkout's in-flight volume is its own
 
 
 def test_volume_checks_name_the_missing_pool_and_image(host, tmp_path):

@@ -99,5 +99,5 @@ class OomWatch:
             if found:
                 raise BenchmarkFailed(
                     f"{v.name}: {found} {when}; its results are not results. Give the role more memory "
-                    f"(see the memory estimate in the README) or lower the load (console: {v.console_log})"
+                    f"(see the memory estimate in docs/memory.md) or lower the load (console: {v.console_log})"
                 )

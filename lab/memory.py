@@ -3,7 +3,7 @@
 A VM below its estimate is refused (lbmodes.load_lab), naming the key and the minimum: a guest that
 runs out of memory hangs in cloud-init or has its server killed mid-benchmark, and either shows up
 far from its cause. The figures were measured on the lab's own guests (Debian 12, kernel 6.1,
-1 vCPU, software emulation); the README's "Memory" section lists them.
+1 vCPU, software emulation); docs/memory.md lists them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ the role's set-up (runcmd), and the CPU each took, read inside the guests after 
     python3 tests/boot_profile.py [--stack lab] [VM ...]      (default: every VM of the stack)
 
 Run it right after `./labctl up` (it reads what the boot left: systemd-analyze, cloud-init's
-records, systemd's per-unit CPU accounting). Prints one Markdown table (the README keeps one) and
+records, systemd's per-unit CPU accounting). Prints one Markdown table (docs/boots.md keeps one) and
 writes results/measurements/boot-profile-<stack>.json. Not collected by pytest.
 
 The columns: `kernel` and `initrd` are wall time (under emulation one vCPU is busy throughout, so

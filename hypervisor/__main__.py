@@ -20,7 +20,7 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   up [STACK]        set up the host, then `pulumi up` the stack (default: lab) and print its results
   destroy [STACK]   `pulumi destroy` the stack: every domain, volume and network it made
   pulumi ARGS...    any pulumi command, with the lab's environment (e.g. ./labctl pulumi config set mode dsr)
-  test [ARGS...]    set up the host, then run the test suite (ARGS go to pytest)
+  test [ARGS...]    set up the host, then the fast tests, then (if they pass) the lab's; ARGS: pytest's instead
   setup             only the host: packages, base image, libvirt (or our own in a namespace), engine
   image             only the offline base image
   fetch [STACK]     only the stack's cloud image, when l2dsr:image is a URL (up does it too)
@@ -119,6 +119,16 @@ def test_basetemp() -> Path:
     return paths.state_dir() / "test-runs"
 
 
+FAST_TIER = ["-m", "not lab and not scale"]
+LAB_TIER = ["-m", "lab and not scale"]
+
+
+def tiers(args: list[str]) -> list[list[str]]:
+    """With no arguments, the fast tests first, and the lab's only if they all pass (a lint error is
+    seen in minutes, not after the end-to-end run); with arguments, pytest's run as given."""
+    return [FAST_TIER, LAB_TIER] if not args else [args]
+
+
 def test(args: list[str]) -> int:
     """Set up, run pytest where the lab's addresses are, then remove what the run's stacks left (only
     objects whose marker names a state under its directory), and stop a sandbox this run started
@@ -128,9 +138,15 @@ def test(args: list[str]) -> int:
     rec = setup(tools=(*libvirt.TEST_PACKAGES, *simhosts.PACKAGES))
     basetemp = test_basetemp()
     extra = [] if any(a.startswith("--basetemp") for a in args) else [f"--basetemp={basetemp}"]
-    argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *extra, *args]
+    argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *extra]
     try:
-        return subprocess.call(argv, cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
+        for tier in tiers(args):
+            rc = subprocess.call([*argv, *tier], cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
+            if rc != 0:
+                if tier != tiers(args)[-1]:
+                    say("the fast tier failed: the lab tier (real guests, end to end) is not run")
+                return rc
+        return 0
     finally:
         if rec.libvirtd == "sandbox":
             states = (f"file://{basetemp}",)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import lbmodes
+from hypervisor import __main__ as hv
 from hypervisor import image, libvirt, pulumi_cli
+from hypervisor.paths import PROJECT_DIR
 from resources.network import subnet_collisions
 from runtime import hostfacts
 
@@ -313,3 +316,25 @@ def test_a_step_off_the_critical_path_runs_niced(tmp_path):
     run_logged("niced", ["sh", "-c", f"sh -c 'nice' > {out}"], tmp_path / "n.log", nice=10)
     assert int(out.read_text()) == os.nice(0) + 10
     assert "$ nice -n 10 sh -c" in (tmp_path / "n.log").read_text()
+
+
+def collected(*args: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_the_test_commands_tiers_run_every_test_once_the_fast_ones_first():
+    """`./labctl test` runs the fast tier, then the lab tier: together every test pytest runs by
+    default, each once, and no test that boots a guest in the first."""
+    fast, lab = (collected(*tier) for tier in hv.tiers([]))
+    everything = collected()
+    assert fast and lab and not fast & lab
+    assert fast | lab == everything
+    assert {t for t in lab if t.startswith("tests/test_lab_")} == lab
+    assert not {t for t in fast if t.startswith("tests/test_lab_")}
+    assert hv.tiers(["-k", "x"]) == [["-k", "x"]]

@@ -5,20 +5,19 @@ A rough estimate by design (it decides whether to refuse, not a result): the slo
 webs and the clients sets the rate, each from per-vCPU rates measured on the lab stack under
 software emulation (lbmodes/ for the LB, here for the webs and tools); under KVM everything is
 taken as KVM_SPEEDUP times faster (an assumption, not measured here: this machine runs no KVM
-guest). wrk runs for a duration whatever the rate (bench/loadtools/wrk.py).
+guest). A tool that runs for a duration (wrk) takes it whatever the rate (its `duration_s`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.loadtools import wrk
 from bench.matrix import split, steps
 from lab.spec import PROJECT, LabSpec, Problem
 from lbmodes import Mode
+from loadtools import TOOLS
 
 WEB_RATE_PER_VCPU = 220.0  # nginx, 5 KiB: 162 req/s at 74% of one vCPU (dsr, two clients, 2 webs)
-CLIENT_RATE_PER_VCPU = {"ab": 280.0, "wrk": 700.0}  # ab: 162 req/s at 58% of one vCPU; wrk keeps connections
 KVM_SPEEDUP = 10.0
 STEP_OVERHEAD_S = {"qemu": 12.0, "kvm": 3.0}  # settle, warm-up, clocks and counters over SSH, per run
 PATH_CHECK_S = {"qemu": 20.0, "kvm": 5.0}  # the checks before the first run
@@ -43,7 +42,7 @@ def rate(spec: LabSpec, mode: Mode, domain_type: str, threads: int) -> tuple[flo
     limits = {
         "the LB": mode.lb_rate(spec, threads),
         "the webs": WEB_RATE_PER_VCPU * spec.vcpus["web"] * spec.web_count,
-        "the clients": CLIENT_RATE_PER_VCPU[spec.bench_tool] * spec.vcpus["client"] * spec.client_count,
+        "the clients": TOOLS[spec.bench_tool].rate_per_vcpu * spec.vcpus["client"] * spec.client_count,
     }
     bound = min(limits, key=lambda k: limits[k])
     return limits[bound] * speed, bound
@@ -57,9 +56,10 @@ def estimate(spec: LabSpec, mode: Mode, domain_type: str) -> Cost:
         r, b = rate(spec, mode, domain_type, step.threads)
         if r < slowest:
             slowest, bound = r, b
-        if spec.bench_tool == "wrk":
-            run: float = max(wrk.duration_s(n) for n in split(step.requests, spec.client_count))
-            warmup = float(wrk.duration_s(200))
+        duration_s = TOOLS[spec.bench_tool].duration_s
+        if duration_s is not None:
+            run: float = max(duration_s(n) for n in split(step.requests, spec.client_count))
+            warmup = float(duration_s(200))
         else:
             run, warmup = step.requests / r, min(step.requests, 200) / r
         seconds += STEP_OVERHEAD_S[kind] + warmup + run

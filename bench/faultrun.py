@@ -23,8 +23,8 @@ from pathlib import Path
 
 import runtime
 from bench import timeline
-from bench.loadtools import Load
 from bench.matrix import split
+from loadtools import Load
 from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef

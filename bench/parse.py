@@ -1,51 +1,16 @@
-"""A load-tool run as numbers (`RunResult`, filled by each tool's parser in bench/loadtools/), and
-several clients' runs combined into numbers that mean what their names say. Pure functions, tested
-on real output."""
+"""Several clients' runs (each a `RunResult`, filled by its tool's parser in loadtools/) combined into
+numbers that mean what their names say. Pure functions, tested on real output."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+
+from loadtools.base import ParseError, RunResult
+
+__all__ = ["ParseError", "RunResult", "combine", "percentile_us"]
 
 PERCENTILES = (50.0, 75.0, 90.0, 99.0)
-
-
-class ParseError(ValueError):
-    pass
-
-
-@dataclass
-class RunResult:
-    """One load-tool run on one client, in the units the seed's table uses."""
-
-    tool: str
-    keepalive: bool
-    concurrency: int
-    complete_requests: int
-    failed_requests: int
-    non_2xx_responses: int
-    requests_per_second: float  # the tool's own
-    time_per_request_ms: float  # mean, per request (ab's first "Time per request")
-    time_per_request_all_ms: float  # mean, across all concurrent requests (the seed's "Latency")
-    transfer_rate_kbps: float  # KiB/s received
-    document_length: int
-    duration_s: float  # the tool's own
-    latency_percentiles_ms: dict[str, float] = field(default_factory=dict)  # the tool's own
-    latency_histogram_us: dict[int, int] = field(default_factory=dict)  # microseconds -> requests
-
-    def as_dict(self) -> dict:
-        """For the saved record: the histogram stays in the raw output, not in every JSON."""
-        d = asdict(self)
-        del d["latency_histogram_us"]
-        return d
-
-
-def number(pattern: str, text: str, what: str, cast=float):
-    m = re.search(pattern, text, re.MULTILINE)
-    if not m:
-        raise ParseError(f"no {what} in the output")
-    return cast(m.group(1))
 
 
 def merge(histograms: list[dict[int, int]]) -> dict[int, int]:

@@ -25,15 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import loadtools
 import runtime
-from bench import clocks, counters, faultrun, judge, loadtools, probes, timeline
+from bench import clocks, counters, faultrun, judge, probes, timeline
 from bench.faultrun import FaultPlan
-from bench.loadtools import Load
 from bench.matrix import Step, split, steps, summarize
 from bench.parse import ParseError, Placed, combine
 from bench.probes import BenchmarkFailed
 from lab.files import Retune
 from lbmodes import ShareRule
+from loadtools import Load
 from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef

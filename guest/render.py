@@ -18,23 +18,23 @@ from lab.files import RoleSetup, WriteFile, fill
 from lab.spec import LabSpec
 from lab.tuning import TXQUEUELEN, LbTuning, tuning_of
 from lbmodes import Mode
+from loadtools import TOOLS
 
 LOGIN_USER = "lab"
 NGINX_ROOT = "/usr/share/nginx/html"
 STATUS_CONF = "/etc/nginx/default.d/l2dsr-status.conf"  # included by the seed's server block
 
 # Role packages for images that do not have them (a cloud image URL); the builtin image has all.
-# The LB's come from its mode (lbmodes/).
+# The LB's come from its mode (lbmodes/), the clients' from the load tools (loadtools/: every tool the
+# family has, so switching benchTool does not replace the clients).
 PACKAGES = {
     "debian": {
         "common": ["iproute2", "ethtool", "curl"],
         "web": ["nginx"],
-        "client": ["apache2-utils", "wrk"],
     },
     "rhel": {
         "common": ["iproute", "ethtool", "curl"],
         "web": ["nginx"],
-        "client": ["httpd-tools"],
     },
 }
 NGINX_PATHS = {
@@ -168,7 +168,8 @@ def role_packages(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) ->
     if spec.image_is_builtin:
         return []
     family = PACKAGES[spec.image_family]
-    return family["common"] + family.get(guest.role, []) + list(role_setup(spec, mode, plan, guest).packages)
+    tools = [p for t in TOOLS.values() for p in t.packages.get(spec.image_family, ())] if guest.role == "client" else []
+    return family["common"] + family.get(guest.role, []) + tools + list(role_setup(spec, mode, plan, guest).packages)
 
 
 def user_data(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest, ssh_public_key: str) -> str:

@@ -25,12 +25,10 @@ OS_AT_BOOT_MIB = 150
 NGINX_BYTES_PER_CONNECTION = 445
 NGINX_WORKER_MIB = 4
 # What the LB runs is its mode's to estimate (lbmodes/: HAProxy in proxy.py, IPVS in ipvs.py).
-# ab and wrk: the tool, and a buffer and state per connection.
-LOAD_TOOL_BASE_MIB = 8
+# What a client runs is its load tool's to estimate (loadtools/: LoadTool.client_memory).
 # /dummy_file up to this size fits in the page cache the OS's own estimate leaves (the seed's is 5 KiB);
 # a larger one needs room beyond the estimate, or the benchmark reads the web's disk.
 FILE_IN_OS_CACHE_MIB = 1
-LOAD_TOOL_BYTES_PER_CONNECTION = 16384
 
 
 @dataclass(frozen=True)
@@ -61,8 +59,11 @@ def mib(n_bytes: float) -> int:
     return int(-(-n_bytes // 2**20))
 
 
-def estimate(role: str, spec: LabSpec, lb_work: tuple[str, int] | None) -> Estimate:
-    """The role's estimate; `lb_work` is (what, MiB) the LB runs beyond its OS, from its mode."""
+def estimate(
+    role: str, spec: LabSpec, lb_work: tuple[str, int] | None, client_work: tuple[str, int] | None = None
+) -> Estimate:
+    """The role's estimate; `lb_work` and `client_work` are (what, MiB) the LB and a client run
+    beyond their OS, from the mode and the load tool."""
     os_parts = [("kernel", KERNEL_RESERVED_MIB), ("OS at boot", OS_AT_BOOT_MIB)]
     if role == "web":
         workers, connections = nginx_workers()
@@ -75,19 +76,21 @@ def estimate(role: str, spec: LabSpec, lb_work: tuple[str, int] | None) -> Estim
             raise ValueError("the LB's estimate needs its mode's figures")
         work = lb_work
     else:
-        per_client = spec.per_client_concurrency
-        work = (
-            f"{spec.bench_tool} {per_client} connections",
-            LOAD_TOOL_BASE_MIB + mib(per_client * LOAD_TOOL_BYTES_PER_CONNECTION),
-        )
+        if client_work is None:
+            raise ValueError("a client's estimate needs its load tool's figures")
+        work = client_work
     return Estimate(role, (*os_parts, work))
 
 
-def memory_problems(spec: LabSpec, lb_work: tuple[str, int] | None) -> list[Problem]:
-    """Each role below its estimate; the LB only with its mode's figures (None: no such mode, refused on its own)."""
+def memory_problems(
+    spec: LabSpec, lb_work: tuple[str, int] | None, client_work: tuple[str, int] | None
+) -> list[Problem]:
+    """Each role below its estimate; the LB and the clients only with their mode's and tool's figures
+    (None: no such mode or tool, refused on its own)."""
     problems = []
-    for role in (r for r in ROLES if lb_work is not None or r != "lb"):
-        est = estimate(role, spec, lb_work)
+    known = {"lb": lb_work is not None, "client": client_work is not None}
+    for role in (r for r in ROLES if known.get(r, True)):
+        est = estimate(role, spec, lb_work, client_work)
         have = spec.memory_mib[role]
         if have < est.mib:
             problems.append(

@@ -7,9 +7,10 @@ No other layer compares a mode's name: it asks the mode. A mode is found by its 
 this package that defines `MODE` is a mode, so adding one is adding a module (and its templates
 under cloudinit/<mode>/).
 
-`load_lab` is where a configuration becomes a lab: the spec read (lab/config.py), the mode's name
-resolved once into its object, and the checks that need the mode (https, the LB's memory) added,
-every problem raised at once. Everything above is handed the mode object, never its name.
+`load_lab` is where a configuration becomes a lab: the spec read (lab/config.py), the mode's and the
+load tool's names resolved once into their objects (loadtools/), and the checks that need them
+(https, the tool's limits and packages, the LB's and the clients' memory) added, every problem
+raised at once. Everything above is handed the mode object, never its name.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from lab.config import ESTIMATE_KEYS, read_spec
 from lab.memory import memory_problems
 from lab.spec import PROJECT, ConfigError, LabSpec, Problem
 from lbmodes.base import Mode, ShareRule
+from loadtools import TOOLS, LoadTool
 
-__all__ = ["BASELINE", "MODES", "Mode", "ShareRule", "load_lab"]
+__all__ = ["BASELINE", "MODES", "Mode", "ShareRule", "load_lab", "tool_problems"]
 
 
 def _discover() -> dict[str, Mode]:
@@ -51,12 +53,49 @@ def load_lab(
         problems.append(Problem("mode", f"{spec.mode!r} is not one of {', '.join(MODES)}; set one of them"))
     else:
         problems.extend(_mode_problems(spec, mode))
-    # Estimated only from valid inputs (1000 threads is one problem, not two); the LB's needs its mode.
+    tool = TOOLS.get(spec.bench_tool)
+    if tool is None:
+        problems.append(Problem("benchTool", f"{spec.bench_tool!r} is not one of {', '.join(TOOLS)}; set one of them"))
+    else:
+        problems.extend(tool_problems(spec, tool))
+    # Estimated only from valid inputs (1000 threads is one problem, not two); the LB's needs its
+    # mode, the clients' their tool.
     if not ESTIMATE_KEYS & {p.key for p in problems}:
-        problems.extend(memory_problems(spec, mode.lb_memory(spec) if mode else None))
+        problems.extend(
+            memory_problems(
+                spec,
+                mode.lb_memory(spec) if mode else None,
+                tool.client_memory(spec.per_client_concurrency) if tool else None,
+            )
+        )
     if problems or mode is None:  # an unknown mode is a problem
         raise ConfigError(problems)
     return spec, mode
+
+
+def tool_problems(spec: LabSpec, tool: LoadTool) -> list[Problem]:
+    """What the chosen load tool cannot do with the other settings (the tool says what it can)."""
+    problems = []
+    if not spec.image_is_builtin and spec.image_family not in tool.packages:
+        have = [t.name for t in TOOLS.values() if spec.image_family in t.packages]
+        problems.append(
+            Problem(
+                "benchTool",
+                f"{tool.name} has no package for imageFamily {spec.image_family} (it has one for "
+                f"{', '.join(tool.packages)}), so its clients could not run it; use {PROJECT}:benchTool "
+                f"{' or '.join(have)}, or an image of family {' or '.join(tool.packages)}",
+            )
+        )
+    limit = tool.max_connections_per_client
+    if limit and spec.per_client_concurrency > limit:
+        problems.append(
+            Problem(
+                "benchConcurrency",
+                f"{spec.per_client_concurrency} connections per client is above {tool.name}'s limit of "
+                f"{limit}; add clients ({PROJECT}:clientCount) or lower the concurrency",
+            )
+        )
+    return problems
 
 
 def _mode_problems(spec: LabSpec, mode: Mode) -> list[Problem]:

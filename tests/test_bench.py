@@ -12,16 +12,16 @@ import pytest
 import lbmodes
 from bench import clocks
 from bench.judge import balance_flag, mode_problem, response_share
-from bench.loadtools import TOOLS, Load, clock_start
-from bench.loadtools.ab import parse as parse_ab
-from bench.loadtools.base import HISTOGRAM_START
-from bench.loadtools.wrk import parse as parse_wrk
 from bench.parse import ParseError, Placed, RunResult, combine
 from bench.probes import BenchmarkFailed
 from bench.report import results_table
 from bench.runner import BenchSpec
 from components.benchmark import bench_spec
 from lab.addressing import domain_name, plan
+from loadtools import TOOLS, Load, clock_start
+from loadtools.ab import parse as parse_ab
+from loadtools.base import HISTOGRAM_START
+from loadtools.wrk import parse as parse_wrk
 from resources.base import props_of, read_props
 from runtime.vm import VmRef
 from tests.conftest import lab_of

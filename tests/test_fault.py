@@ -15,11 +15,11 @@ import pytest
 import lbmodes
 from bench import faultrun, timeline
 from bench.faultrun import FaultFailed, FaultPlan, Injector
-from bench.loadtools import clock_start
-from bench.loadtools.ab import parse as parse_ab
 from components.benchmark import fault_plan
 from lab.addressing import plan
 from lab.fault import read_fault
+from loadtools import clock_start
+from loadtools.ab import parse as parse_ab
 from runtime.vm import VmRef
 from tests.conftest import lab_of
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from bench import counters
-from bench.loadtools import TOOLS, Load
 from guest import render
 from hypervisor import libvirt, paths
 from lab.addressing import mac_address, plan
+from loadtools import TOOLS, Load
 from resources.volume import seed_iso
 from runtime import hostfacts
 from runtime.ssh import KeyFile, Ssh

@@ -9,6 +9,7 @@ import yaml
 
 from lab.addressing import plan
 from lab.spec import ConfigError
+from loadtools import TOOLS
 from tests.conftest import lab_of, spec_of
 from tests.program import PROJECT_DIR
 
@@ -36,8 +37,9 @@ def test_lab_stack_leaves_memory_headroom_over_every_estimate():
     from lab.memory import estimate
 
     spec, mode = lab_of(lab_stack_values())
+    client = TOOLS[spec.bench_tool].client_memory(spec.per_client_concurrency)
     for role in ("client", "lb", "web"):
-        assert spec.memory_mib[role] >= 1.25 * estimate(role, spec, mode.lb_memory(spec)).mib, role
+        assert spec.memory_mib[role] >= 1.25 * estimate(role, spec, mode.lb_memory(spec), client).mib, role
 
 
 def test_memory_estimate_follows_the_configuration():
@@ -45,7 +47,8 @@ def test_memory_estimate_follows_the_configuration():
 
     def mib(role: str, values: dict) -> int:
         spec, mode = lab_of(values)
-        return estimate(role, spec, mode.lb_memory(spec)).mib
+        client = TOOLS[spec.bench_tool].client_memory(spec.per_client_concurrency)
+        return estimate(role, spec, mode.lb_memory(spec), client).mib
 
     assert nginx_workers() == (2, 200000)  # the seed's nginx.conf, as rendered
     small = {"benchConcurrency": 20, "benchRequests": 20}

@@ -16,8 +16,7 @@ import base64
 import math
 import re
 
-from bench.loadtools.base import HISTOGRAM_END, HISTOGRAM_START, Load, LoadTool, histogram
-from bench.parse import ParseError, RunResult, number
+from loadtools.base import HISTOGRAM_END, HISTOGRAM_START, Load, LoadTool, ParseError, RunResult, histogram, number
 
 NAME = "wrk"
 SCRIPT = "/tmp/l2dsr-wrk.lua"
@@ -99,4 +98,13 @@ def parse(text: str, load: Load, document_length: int) -> RunResult:
     )
 
 
-TOOL = LoadTool(NAME, command, parse, rank, GRID_PCT)
+TOOL = LoadTool(
+    NAME,
+    command,
+    parse,
+    rank,
+    GRID_PCT,
+    packages={"debian": ("wrk",)},  # not in RHEL's own repositories: a rhel cloud image is refused with wrk
+    rate_per_vcpu=700.0,  # it keeps connections
+    duration_s=duration_s,
+)

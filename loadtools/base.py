@@ -10,10 +10,47 @@ What every tool prints, so that several clients combine into true numbers (bench
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 
-from bench.parse import ParseError, RunResult
+
+class ParseError(ValueError):
+    pass
+
+
+@dataclass
+class RunResult:
+    """One load-tool run on one client, in the units the seed's table uses."""
+
+    tool: str
+    keepalive: bool
+    concurrency: int
+    complete_requests: int
+    failed_requests: int
+    non_2xx_responses: int
+    requests_per_second: float  # the tool's own
+    time_per_request_ms: float  # mean, per request (ab's first "Time per request")
+    time_per_request_all_ms: float  # mean, across all concurrent requests (the seed's "Latency")
+    transfer_rate_kbps: float  # KiB/s received
+    document_length: int
+    duration_s: float  # the tool's own
+    latency_percentiles_ms: dict[str, float] = field(default_factory=dict)  # the tool's own
+    latency_histogram_us: dict[int, int] = field(default_factory=dict)  # microseconds -> requests
+
+    def as_dict(self) -> dict:
+        """For the saved record: the histogram stays in the raw output, not in every JSON."""
+        d = asdict(self)
+        del d["latency_histogram_us"]
+        return d
+
+
+def number(pattern: str, text: str, what: str, cast=float):
+    m = re.search(pattern, text, re.MULTILINE)
+    if not m:
+        raise ParseError(f"no {what} in the output")
+    return cast(m.group(1))
+
 
 SCHEME_PORTS = {"http": 80, "https": 443}
 HISTOGRAM_START, HISTOGRAM_END, CLOCK_START = "l2dsr-latency-us", "l2dsr-latency-end", "l2dsr-start"
@@ -39,6 +76,21 @@ class LoadTool:
     # percentiles are exactly the tool's own.
     rank: Callable[[int, float], int]
     grid_pct: float  # 0: the histogram is per request (exact); else its points are this many percent apart
+    # The facts the rest of the lab reads, declared here only:
+    # image family -> the distribution packages that provide the tool; a family it lacks cannot run it
+    packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    rate_per_vcpu: float = 0.0  # requests/s one client vCPU drives, measured under emulation (bench/cost.py)
+    max_connections_per_client: int = 0  # the tool's own limit on its concurrency; 0: none
+    memory_base_mib: int = 8  # a client's memory for the tool itself (lab/memory.py) ...
+    memory_bytes_per_connection: int = 16384  # ... and per connection: a buffer and its state
+    # a tool that runs for a duration: its length (s) for the requests asked; None: it runs to a count
+    duration_s: Callable[[int], int] | None = None
+
+    def client_memory(self, connections: int) -> tuple[str, int]:
+        """(what, MiB) a client needs for the tool beyond its OS (lab/memory.py adds the OS's)."""
+        return f"{self.name} {connections} connections", self.memory_base_mib + -(
+            -connections * self.memory_bytes_per_connection // 2**20
+        )
 
     def run(self, load: Load, start_ns: int = 0) -> str:
         """The measured run: waiting for `start_ns` on the client's clock (every client is given the

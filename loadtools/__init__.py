@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from bench.loadtools.base import Load, LoadTool, clock_start, port, url
+from loadtools.base import Load, LoadTool, clock_start, port, url
 
 __all__ = ["TOOLS", "Load", "LoadTool", "clock_start", "port", "url"]
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 
-from bench.loadtools.base import HISTOGRAM_END, HISTOGRAM_START, Load, LoadTool, histogram
-from bench.parse import ParseError, RunResult, number
+from loadtools.base import HISTOGRAM_END, HISTOGRAM_START, Load, LoadTool, ParseError, RunResult, histogram, number
 
 NAME = "ab"
 PER_REQUEST = "/tmp/l2dsr-ab.tsv"  # ab -g: one line per request; column 5 is its total time (ms)
@@ -74,4 +73,15 @@ def parse(text: str, load: Load | None = None, document_length: int = 0) -> RunR
     )
 
 
-TOOL = LoadTool(NAME, command, parse, rank, 0.0)
+MAX_CONCURRENCY = 20000  # ab's MAX_CONCURRENCY: its -c
+
+TOOL = LoadTool(
+    NAME,
+    command,
+    parse,
+    rank,
+    0.0,
+    packages={"debian": ("apache2-utils",), "rhel": ("httpd-tools",)},
+    rate_per_vcpu=280.0,  # 162 req/s at 58% of one vCPU
+    max_connections_per_client=MAX_CONCURRENCY,
+)

@@ -24,6 +24,17 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
+def failure_text(said: str, tail: int = 4000) -> str:
+    """What a failed command said: every error line and what follows it (the VM, what failed, its
+    log lines: a first error can sit far above the summary's end), then the end of the output."""
+    lines = said.splitlines()
+    errors = []
+    for i, line in enumerate(lines):
+        if "error:" in line and not line.strip().startswith(("error: update failed", "error: Resource monitor")):
+            errors += lines[i : i + 25] + ["..."]
+    return "\n".join([*errors[:400], "--- the end of the output:", said[-tail:]])
+
+
 class Cli:
     def __init__(self, backend: Path, stack: str, project_dir: Path = paths.PROJECT_DIR):
         self.stack = stack
@@ -38,7 +49,7 @@ class Cli:
         argv = [*self.prefix, str(pulumi_cli.bin_dir() / "pulumi"), *args, "--stack", self.stack]
         done = subprocess.run(argv, cwd=self.project_dir, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check:
-            assert done.returncode == 0, f"pulumi {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+            assert done.returncode == 0, f"pulumi {' '.join(args)}:\n{failure_text(done.stdout + done.stderr)}"
         return done
 
 

@@ -37,7 +37,7 @@ from runtime import hostfacts
 from runtime.hostshell import HostRef
 from runtime.ssh import KeyFile, Ssh
 from tests.conftest import replaced_with, stack_outputs
-from tests.stacks import lab_stack, project_copy
+from tests.stacks import failure_text, lab_stack, project_copy
 from virt.tunnel import interface_name
 from virt.virsh import Virsh
 
@@ -789,7 +789,7 @@ def crash_during_the_boots_then_up(cli, virsh: Virsh, times: dict, seen: dict) -
         timeout=3600,
     )
     said = done.stdout + done.stderr
-    assert done.returncode == 0, said[-4000:]
+    assert done.returncode == 0, failure_text(said)
     times["up_after_the_kill_s"] = round(time.monotonic() - start, 1)
     assert "removed the lock of pulumi pid" in said, said[-3000:]
     assert sorted(ours()) == state_volumes(cli), "volumes the state does not name"

@@ -6,7 +6,8 @@ import pulumi
 
 from bench.cost import cost_problems
 from bench.report import as_outputs, fault_table, results_table
-from components.benchmark import Benchmark, BenchmarkArgs, bench_spec
+from bench.spec import bench_spec
+from components.benchmark import Benchmark, BenchmarkArgs
 from components.client import Clients, ClientsArgs
 from components.image import BaseImage, BaseImageArgs, ImageMissing, resolve_image
 from components.loadbalancer import LoadBalancer, LoadBalancerArgs

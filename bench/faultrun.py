@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
 from bench import timeline
 from bench.matrix import split
+from bench.spec import FaultPlan
 from loadtools import Load
 from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
@@ -33,26 +33,6 @@ from virt.virsh import Virsh, VirshError
 LB_PERIOD_S = 0.5  # the LB's rotation: eject and readmit are read from it
 VM_PERIOD_S = 1.0
 REQUESTS_PER_SECOND_CEILING = 20000  # per client: what ab allocates its per-request records for
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """The fault run, resolved by the program: the fault, and how the mode's LB shows its rotation."""
-
-    action: str  # stop-web | kill-web
-    web: str
-    at_s: int
-    restore_s: int
-    seconds: int
-    concurrency: int
-    checker: str  # what takes a dead web out: "HAProxy check", "keepalived", "none (static rules)"
-    rotation: str  # the mode's command on the LB (lbmodes: Mode.rotation)
-    keys: dict[str, str]  # what that command prints for a web (address or name) -> the web's name
-    uri: str  # the web's libvirt host, for kill-web
-
-    @property
-    def label(self) -> str:
-        return f"{self.action}:{self.web}@{self.at_s}s-{self.restore_s}s"
 
 
 def loads(url: str, plan: FaultPlan, clients: int, keepalive: bool) -> list[Load]:

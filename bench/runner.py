@@ -28,59 +28,20 @@ from pathlib import Path
 import loadtools
 import runtime
 from bench import clocks, counters, faultrun, judge, probes, timeline
-from bench.faultrun import FaultPlan
 from bench.matrix import Step, split, steps, summarize
 from bench.parse import ParseError, Placed, combine
 from bench.probes import BenchmarkFailed
-from lab.files import Retune
-from lbmodes import ShareRule
+from bench.spec import BenchSpec, FaultPlan
 from loadtools import Load
 from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 
-__all__ = ["BenchSpec", "BenchmarkFailed", "run"]
+__all__ = ["BenchmarkFailed", "run"]
 
 # Several clients start at one moment this far ahead: time for every SSH session to come up (each
 # takes up to a second or two under emulation), so that none starts late.
 START_LEAD_S = 2.5
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    """Everything a benchmark run needs, resolved by the program (components/benchmark.py)."""
-
-    stack: str
-    mode: str  # the mode's name, for the records
-    vip: str
-    lb_mac: str
-    lb: VmRef
-    clients: tuple[VmRef, ...]
-    webs: tuple[VmRef, ...]
-    tool: str  # a name in bench.loadtools.TOOLS
-    keepalive: bool  # l2dsr:benchKeepAlive
-    scheme: str  # http | https
-    concurrency: tuple[int, ...]  # per step, summed over the clients
-    requests: tuple[int, ...]
-    repeats: int
-    file_size_bytes: int
-    # From the mode (lbmodes/): the LB thread count of each matrix row, what the LB was deployed
-    # with, how to change it between rows (by thread count; empty when nothing can change), and
-    # the bounds of the response bytes that may cross the LB.
-    lb_steps: tuple[int, ...]
-    lb_threads: int
-    retunes: dict[str, Retune]
-    shares: ShareRule
-    balances: str  # what the mode's scheduler spreads over the webs: "connections" or "requests"
-    fault: FaultPlan | None = None  # l2dsr:benchFault: a fault run after the steps
-
-    @property
-    def url(self) -> str:
-        return loadtools.url(self.scheme, self.vip)
-
-    @property
-    def vms(self) -> list[VmRef]:
-        return [*self.clients, self.lb, *self.webs]
 
 
 def retune(ssh: Ssh, p: BenchSpec, threads: int, cancellable: bool = True) -> None:

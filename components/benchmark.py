@@ -11,71 +11,10 @@ from dataclasses import dataclass
 
 import pulumi
 
-from bench.faultrun import FaultPlan
-from bench.runner import BenchSpec
+from bench.spec import BenchSpec
 from components.vm import Vm
 from guest import render
-from lab.addressing import AddressPlan, mac_address
-from lab.spec import LabSpec
-from lbmodes import Mode
 from resources.benchmark import Command, CommandArgs, Connection
-from runtime.vm import VmRef
-
-
-def fault_plan(spec: LabSpec, mode: Mode, plan: AddressPlan, uris: dict[str, str] | None = None) -> FaultPlan | None:
-    """l2dsr:benchFault with what the mode says of its rotation; None without a fault."""
-    fault = spec.bench_fault
-    if fault is None:
-        return None
-    checker, rotation = mode.rotation(spec)
-    return FaultPlan(
-        action=fault.action,
-        web=fault.web,
-        at_s=fault.at_s,
-        restore_s=fault.restore_s,
-        seconds=spec.bench_fault_seconds,
-        concurrency=spec.bench_concurrency[0],
-        checker=checker,
-        rotation=rotation,
-        keys={**{str(w.address): w.name for w in plan.webs}, **{w.name: w.name for w in plan.webs}},
-        uri=(uris or {}).get(fault.web, spec.hosts[0].uri),
-    )
-
-
-def bench_spec(
-    stack: str,
-    spec: LabSpec,
-    mode: Mode,
-    plan: AddressPlan,
-    vms: dict[str, VmRef],
-    uris: dict[str, str] | None = None,
-) -> BenchSpec:
-    """The benchmark of this lab, resolved: the VMs, the load, what the mode says of its runs, and
-    the fault run (`uris`: each VM's libvirt host, where kill-web pauses it)."""
-    lb_steps, lb_threads = mode.lb_steps(spec), mode.lb_threads(spec)
-    retunes = {t: mode.retune(spec, plan, t) for t in sorted({*lb_steps, lb_threads})}
-    return BenchSpec(
-        stack=stack,
-        mode=mode.name,
-        vip=str(plan.vip),
-        lb_mac=mac_address(plan.lb),
-        lb=vms[plan.lb.name],
-        clients=tuple(vms[c.name] for c in plan.clients),
-        webs=tuple(vms[w.name] for w in plan.webs),
-        tool=spec.bench_tool,
-        keepalive=spec.bench_keepalive,
-        scheme=spec.bench_scheme,
-        concurrency=spec.bench_concurrency,
-        requests=spec.bench_requests,
-        repeats=spec.bench_repeats,
-        file_size_bytes=spec.bench_file_size_kib * 1024,
-        lb_steps=lb_steps,
-        lb_threads=lb_threads,
-        retunes={str(t): r for t, r in retunes.items() if r is not None},
-        shares=mode.shares,
-        balances=mode.balances,
-        fault=fault_plan(spec, mode, plan, uris),
-    )
 
 
 @dataclass(frozen=True)

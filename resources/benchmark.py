@@ -2,7 +2,7 @@
 `connection` (who logs in, with which key), what to run on `create`, nothing on `delete`, and
 `triggers` that rerun it. It runs when its inputs change, not on every `pulumi up`.
 
-Where ours differs from pulumi-command's: `create` is a benchmark plan (bench/runner.py BenchSpec)
+Where ours differs from pulumi-command's: `create` is a benchmark plan (bench/spec.py BenchSpec)
 run from the host over SSH to many VMs, not one shell command on one host, and its output is the
 structured `result`, not `stdout`. `results_dir` (where the raw output is kept on this host) is
 never compared, so moving the checkout does not rerun it.
@@ -16,7 +16,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult
 
-from bench.runner import BenchSpec, run
+from bench.runner import run
+from bench.spec import BenchSpec
 from resources.base import Declared, ReplaceOnChange, read_props
 from runtime.ssh import KeyFile, Ssh
 

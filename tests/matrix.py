@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from bench.runner import run  # noqa: E402
-from components.benchmark import bench_spec  # noqa: E402
+from bench.spec import bench_spec  # noqa: E402
 from hypervisor.vmssh import private_key as private_key_of  # noqa: E402
 from lab.addressing import plan  # noqa: E402
 from lab.config import stack_values  # noqa: E402

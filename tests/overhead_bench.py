@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, str(source))
     from bench import runner
     from bench.matrix import Step
-    from components.benchmark import bench_spec
+    from bench.spec import bench_spec
     from hypervisor.vmssh import private_key as private_key_of
     from lab.addressing import plan
     from lab.config import stack_values

@@ -15,8 +15,7 @@ from bench.judge import balance_flag, mode_problem, response_share
 from bench.parse import ParseError, Placed, RunResult, combine
 from bench.probes import BenchmarkFailed
 from bench.report import results_table
-from bench.runner import BenchSpec
-from components.benchmark import bench_spec
+from bench.spec import BenchSpec, bench_spec
 from lab.addressing import domain_name, plan
 from loadtools import TOOLS, Load, clock_start
 from loadtools.ab import parse as parse_ab

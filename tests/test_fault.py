@@ -14,8 +14,8 @@ import pytest
 
 import lbmodes
 from bench import faultrun, timeline
-from bench.faultrun import FaultFailed, FaultPlan, Injector
-from components.benchmark import fault_plan
+from bench.faultrun import FaultFailed, Injector
+from bench.spec import FaultPlan, fault_plan
 from lab.addressing import plan
 from lab.fault import read_fault
 from loadtools import clock_start

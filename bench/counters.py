@@ -23,10 +23,10 @@ import shlex
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import runtime
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 from virt.virsh import Virsh, VirshError
@@ -161,8 +161,7 @@ class Readers:
 
     def read_all(self) -> dict[str, Reading]:
         """Every VM at once."""
-        with ThreadPoolExecutor(max_workers=max(1, len(self.vms))) as pool:
-            return dict(zip([v.name for v in self.vms], pool.map(self.read, self.vms), strict=True))
+        return dict(zip([v.name for v in self.vms], runtime.at_once(self.read, self.vms), strict=True))
 
 
 _DOMAIN = re.compile(r"^Domain: '(.+)'$")
@@ -192,8 +191,7 @@ def domain_bytes(vms: list[VmRef]) -> dict[str, dict[str, int]]:
     def ask(uri: str) -> dict[str, dict[str, int]]:
         return parse_domstats(Virsh(uri).run("domstats", "--interface", *[v.domain for v in by_uri[uri]], timeout=60))
 
-    with ThreadPoolExecutor(max_workers=len(by_uri)) as pool:
-        stats = {domain: v for found in pool.map(ask, by_uri) for domain, v in found.items()}
+    stats = {domain: v for found in runtime.at_once(ask, by_uri) for domain, v in found.items()}
     missing = [vm.name for vm in vms if vm.domain not in stats]
     if missing:
         raise VirshError(f"libvirt gave no interface counters for {', '.join(missing)} (virsh domstats --interface)")

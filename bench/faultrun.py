@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import runtime
@@ -143,16 +142,14 @@ def start_samplers(ssh: Ssh, plan: FaultPlan, lb: VmRef, clients: list[VmRef], w
     jobs = [(lb, timeline.sampler(plan.rotation, LB_PERIOD_S, lasting))]
     jobs += [(c, timeline.sampler(timeline.CLIENT, VM_PERIOD_S, lasting)) for c in clients]
     jobs += [(w, timeline.sampler(timeline.WEB, VM_PERIOD_S, lasting)) for w in webs]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        list(pool.map(lambda job: ssh.run(job[0].address, job[1], timeout=60), jobs))
+    runtime.at_once(lambda job: ssh.run(job[0].address, job[1], timeout=60), jobs)
 
 
 def collect(ssh: Ssh, vms: list[VmRef]) -> dict[str, str]:
     """Each VM's samples; the samplers stopped (they would stop by themselves)."""
     command = f"sudo pkill -f 'l2dsr-sample[r].sh'; cat {timeline.SAMPLES}"  # [r]: not this command's own shell
-    with ThreadPoolExecutor(max_workers=max(1, len(vms))) as pool:
-        outs = pool.map(lambda v: ssh.run(v.address, command, timeout=60, check=False).stdout, vms)
-        return dict(zip([v.name for v in vms], outs, strict=True))
+    outs = runtime.at_once(lambda v: ssh.run(v.address, command, timeout=60, check=False).stdout, vms)
+    return dict(zip([v.name for v in vms], outs, strict=True))
 
 
 def record(

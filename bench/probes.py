@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import runtime
 from bench.counters import Readers, Reading, served
@@ -19,8 +18,7 @@ class BenchmarkFailed(runtime.LabFailure):
 
 
 def served_by(ssh: Ssh, webs: list[VmRef]) -> dict[str, int]:
-    with ThreadPoolExecutor(max_workers=max(1, len(webs))) as pool:
-        return dict(zip([w.name for w in webs], pool.map(lambda w: served(ssh, w), webs), strict=True))
+    return dict(zip([w.name for w in webs], runtime.at_once(lambda w: served(ssh, w), webs), strict=True))
 
 
 def check_paths(ssh: Ssh, url: str, vip: str, lb_mac: str, file_size: int, client: VmRef, webs: list[VmRef]) -> None:

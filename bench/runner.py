@@ -69,8 +69,7 @@ def retune(ssh: Ssh, p: BenchSpec, threads: int, cancellable: bool = True) -> No
 
 def on_clients(p: BenchSpec, command) -> list:
     """`command(i)` on every client at once; their outputs, in the clients' order."""
-    with ThreadPoolExecutor(max_workers=len(p.clients)) as pool:
-        return list(pool.map(command, range(len(p.clients))))
+    return runtime.at_once(command, range(len(p.clients)))
 
 
 def loads(p: BenchSpec, step: Step) -> list[Load]:
@@ -286,8 +285,7 @@ def measure_clocks(ssh: Ssh, vms: tuple[VmRef, ...] | list[VmRef]) -> tuple[dict
 
 
 def on_vms(vms: list[VmRef], command) -> list:
-    with ThreadPoolExecutor(max_workers=max(1, len(vms))) as pool:
-        return list(pool.map(command, vms))
+    return runtime.at_once(command, vms)
 
 
 def stop_load_tools(ssh: Ssh, clients: tuple[VmRef, ...]) -> None:

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 cancelled = threading.Event()
 _current = threading.local()
@@ -35,6 +40,16 @@ def set_sink(sink: Callable[[str, str, bool, str], None]) -> None:
     """(severity, message, ephemeral, urn) -> the engine's log (set by the provider host)."""
     global _sink
     _sink = sink
+
+
+def at_once(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`work(item)` for every item at once, one thread each (they wait on SSH and libvirt, not on
+    this machine's CPU); the results in the items' order; the first exception is raised."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(work, items))
 
 
 def set_engine_check(check: Callable[[], bool]) -> None:

@@ -106,12 +106,11 @@ def boot(
     budget_s: float,
     group: str,
     slots: int,
-    host: str = "",
     clock=time.monotonic,
 ) -> Ready:
     """Start a defined guest when a boot slot is free and wait until it is ready; the slot is held
     until then. A guest already running (started before) is only waited for."""
-    with BOOT_SLOTS.hold(host or virsh.uri, slots, guest.name, group) as waited:
+    with BOOT_SLOTS.hold(virsh.uri, slots, guest.name, group) as waited:  # the slots are its libvirt host's
         state = virsh.run("domstate", guest.domain, timeout=30).strip()
         if state != "running":
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import report
@@ -168,58 +169,101 @@ def shell(args: list[str]) -> int:
     return subprocess.call([*libvirt.in_namespace(rec), *(args or ["bash"])], env=pulumi_cli.pulumi_env())
 
 
+def stack_of(args: list[str]) -> str:
+    return args[0] if args else DEFAULT_STACK
+
+
+def cmd_setup(args: list[str]) -> None:
+    setup()
+
+
+def cmd_image(args: list[str]) -> None:
+    image.build()
+
+
+def cmd_fetch(args: list[str]) -> None:
+    downloads.fetch_for_stack(stack_of(args))
+
+
+def cmd_up(args: list[str]) -> None:
+    stack = stack_of(args)
+    rec = setup()
+    downloads.fetch_for_stack(stack)
+    select_stack(stack, rec)
+    pulumi(["up", "--yes", "--skip-preview", "--stack", stack], rec)
+    pulumi(["stack", "output", "resultsTable", "--stack", stack], rec)
+
+
+def cmd_destroy(args: list[str]) -> None:
+    stack = stack_of(args)
+    rec = setup()  # after a reboot the namespace and libvirtd are gone, the domains' definitions are not
+    select_stack(stack, rec, create=False)  # clears a stale lock; a stack that is not there stays so
+    pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack], rec)
+
+
+def cmd_pulumi(args: list[str]) -> int:
+    for stack in stacks_named(args):  # a shipped stack's file, before pulumi reads it
+        stack_file_from_template(stack)
+    return pulumi(args, check=False)
+
+
+def cmd_down(args: list[str]) -> None:
+    states = (checkout_state(),)
+    simhosts.down(force="--force" in args, states=states)
+    libvirt.teardown(force="--force" in args, states=states)
+
+
+def cmd_hosts(args: list[str]) -> int | None:
+    if args[:1] == ["up"] and len(args) == 2 and args[1].isdigit():
+        setup()
+        simhosts.up(int(args[1]), log_file("hosts"))
+    elif args[:1] == ["down"]:
+        simhosts.down(force="--force" in args, states=(checkout_state(),))
+    else:
+        return usage_error()
+    return None
+
+
+def cmd_ssh(args: list[str]) -> int:
+    if not args:
+        return usage_error()
+    return vmssh.main(args, pulumi_cli.bin_dir() / "pulumi", libvirt.read_record())
+
+
+def usage_error() -> int:
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+# Each command of USAGE, by its word: a function of its arguments that returns its exit status (None: 0).
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
+    "up": cmd_up,
+    "destroy": cmd_destroy,
+    "pulumi": cmd_pulumi,
+    "test": test,
+    "setup": cmd_setup,
+    "image": cmd_image,
+    "fetch": cmd_fetch,
+    "report": report.main,
+    "down": cmd_down,
+    "hosts": cmd_hosts,
+    "sh": shell,
+    "ssh": cmd_ssh,
+}
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("help", "-h", "--help"):
         print(USAGE)
         return 0
-    command, args = argv[0], argv[1:]
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        return usage_error()
     try:
-        if command == "setup":
-            setup()
-        elif command == "image":
-            image.build()
-        elif command == "fetch":
-            downloads.fetch_for_stack(args[0] if args else DEFAULT_STACK)
-        elif command == "up":
-            stack = args[0] if args else DEFAULT_STACK
-            rec = setup()
-            downloads.fetch_for_stack(stack)
-            select_stack(stack, rec)
-            pulumi(["up", "--yes", "--skip-preview", "--stack", stack], rec)
-            pulumi(["stack", "output", "resultsTable", "--stack", stack], rec)
-        elif command == "destroy":
-            stack = args[0] if args else DEFAULT_STACK
-            rec = setup()  # after a reboot the namespace and libvirtd are gone, the domains' definitions are not
-            select_stack(stack, rec, create=False)  # clears a stale lock; a stack that is not there stays so
-            pulumi(["destroy", "--yes", "--skip-preview", "--stack", stack], rec)
-        elif command == "pulumi":
-            for stack in stacks_named(args):  # a shipped stack's file, before pulumi reads it
-                stack_file_from_template(stack)
-            return pulumi(args, check=False)
-        elif command == "test":
-            return test(args)
-        elif command == "report":
-            return report.main(args)
-        elif command == "down":
-            states = (checkout_state(),)
-            simhosts.down(force="--force" in args, states=states)
-            libvirt.teardown(force="--force" in args, states=states)
-        elif command == "hosts" and args[:1] == ["up"] and len(args) == 2 and args[1].isdigit():
-            setup()
-            simhosts.up(int(args[1]), log_file("hosts"))
-        elif command == "hosts" and args[:1] == ["down"]:
-            simhosts.down(force="--force" in args, states=(checkout_state(),))
-        elif command == "sh":
-            return shell(args)
-        elif command == "ssh" and args:
-            return vmssh.main(args, pulumi_cli.bin_dir() / "pulumi", libvirt.read_record())
-        else:
-            print(USAGE, file=sys.stderr)
-            return 2
+        return command(argv[1:]) or 0
     except (StepFailed, RecordUnreadable) as e:
         say(f"error: {e}")
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -338,3 +338,14 @@ def test_the_test_commands_tiers_run_every_test_once_the_fast_ones_first():
     assert {t for t in lab if t.startswith("tests/test_lab_")} == lab
     assert not {t for t in fast if t.startswith("tests/test_lab_")}
     assert hv.tiers(["-k", "x"]) == [["-k", "x"]]
+
+
+def test_labctls_usage_and_its_commands_are_the_same_list():
+    said = {line.split()[0] for line in hv.USAGE.splitlines()[1:] if line.startswith("  ") and line[2] != " "}
+    assert said == set(hv.COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [["bogus"], ["hosts"], ["hosts", "up", "two"], ["ssh"]])
+def test_a_command_labctl_does_not_have_is_its_usage_and_exit_2(argv, capsys):
+    assert hv.main(argv) == 2
+    assert "usage: ./labctl COMMAND" in capsys.readouterr().err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pulumi
 
-from bench.cost import cost_problems
 from bench.report import as_outputs, fault_table, results_table
 from bench.spec import bench_spec
 from components.benchmark import Benchmark, BenchmarkArgs
@@ -14,13 +13,10 @@ from components.loadbalancer import LoadBalancer, LoadBalancerArgs
 from components.network import LabNetwork, LabNetworkArgs, network_def, segment_mtu
 from components.vm import GuestConfig, Sites, VmSite
 from components.webtier import WebTier, WebTierArgs
-from lab.addressing import host_network_clashes
-from lab.addressing import plan as address_plan
 from lab.config import project_schema, stack_values
-from lab.placement import place, placement_fit, placement_problems
 from lab.spec import PROJECT, ROLES, ConfigError
 from lab.tuning import tuning_of
-from lbmodes import load_lab
+from resolution import configure, resolve
 from resources.identity import SshKey, SshKeyArgs, StackIdentity, StackIdentityArgs
 from runtime.hostfacts import PROJECT_DIR, DomainTypeUnknown, resolve_domain_type
 from runtime.hostshell import access_problems, ref_of
@@ -35,11 +31,8 @@ try:
     # one is refused rather than silently ignored (the SDK can read a key, not list them).
     config = pulumi.Config(PROJECT)
     values = {key: config.get(key) for key in (*project_schema(), *stack_values(stack))}
-    spec, mode = load_lab(values)
-    plan = address_plan(spec)
-    placement_errors = placement_problems(spec, plan) + access_problems(spec.hosts)
-    if placement_errors:
-        raise ConfigError(placement_errors)
+    configured = configure(values, access_problems)
+    spec, plan = configured.spec, configured.plan
     domain_type = resolve_domain_type(spec.domain_type)
     refs = {h.name: ref_of(h) for h in spec.hosts}
     probed = {h.name: probe(h, refs[h.name]) for h in spec.hosts}
@@ -47,20 +40,13 @@ try:
     failed = {name: why for name, (found, why) in probed.items() if found is None}
     if failed and len(spec.hosts) > 1:  # one host: its resources' own checks say what is wrong
         raise pulumi.RunError(unreachable_message(failed, spec.hosts))
-    placement = place(spec, plan, facts, domain_type)
-    problems, warnings = placement_fit(spec, plan, placement, facts, domain_type)
     ours = frozenset({network_def(stack, plan).bridge, interface_name(stack)})  # the lab's own devices
-    for name, found in facts.items():
-        if found is not None:
-            problems += host_network_clashes(plan, name, found.addresses, found.routes, ours)
-    cost, too_long = cost_problems(spec, mode, domain_type)
-    problems += too_long
-    if problems:
-        raise ConfigError(problems)
+    lab = resolve(configured, facts, domain_type, ours)
+    mode, placement, cost = lab.mode, lab.placement, lab.cost
     image = resolve_image(spec)
 except (ConfigError, ImageMissing, DomainTypeUnknown) as e:
     raise pulumi.RunError(str(e)) from None
-for warning in warnings:
+for warning in lab.warnings:
     pulumi.warn(f"{PROJECT}: {warning}")
 pulumi.log.info(f"{PROJECT}: the benchmark: {cost.explain()} (l2dsr:benchMaxMinutes {spec.bench_max_minutes})")
 if len(spec.hosts) > 1:

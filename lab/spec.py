@@ -28,8 +28,9 @@ class Problem:
 class ConfigError(ValueError):
     """Bad configuration: one line per problem, each naming the key and the fix."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], warnings: list[str] | tuple[str, ...] = ()):
         self.problems = problems
+        self.warnings = tuple(warnings)  # what was found beside the problems (resolution.resolve)
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid {PROJECT} configuration ({len(problems)} problem(s)):\n{lines}")
 

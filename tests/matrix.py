@@ -25,9 +25,8 @@ sys.path.insert(0, str(PROJECT))
 from bench.runner import run  # noqa: E402
 from bench.spec import bench_spec  # noqa: E402
 from hypervisor.vmssh import private_key as private_key_of  # noqa: E402
-from lab.addressing import plan  # noqa: E402
 from lab.config import stack_values  # noqa: E402
-from lbmodes import load_lab  # noqa: E402
+from resolution import configure  # noqa: E402
 from runtime.ssh import KeyFile, Ssh  # noqa: E402
 from runtime.vm import VmRef  # noqa: E402
 
@@ -44,7 +43,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args(argv)
-    spec, mode = load_lab(stack_values(args.stack))
+    lab = configure(stack_values(args.stack))
     state = json.loads(pulumi(args.stack, "stack", "export", "--show-secrets"))
     resources = state["deployment"]["resources"]
     key = private_key_of(state)
@@ -52,7 +51,7 @@ def main(argv: list[str]) -> int:
         g["name"]: VmRef(g["name"], g["role"], g["address"], g["domain"], g["console_log"])
         for g in (r["outputs"]["guest"] for r in resources if r["type"].endswith(":VmReady"))
     }
-    base = bench_spec(f"{args.stack}-matrix", spec, mode, plan(spec), refs)
+    base = bench_spec(f"{args.stack}-matrix", lab.spec, lab.mode, lab.plan, refs)
     base = dataclasses.replace(
         base, concurrency=(args.concurrency,), requests=(args.requests,), repeats=1, lb_steps=(base.lb_threads,)
     )
@@ -65,7 +64,7 @@ def main(argv: list[str]) -> int:
                     r = run(p, ssh, str(PROJECT / "results"))["runs"][0]
                     pct = r["latency_percentiles_ms"]
                     rows.append(
-                        f"| {mode.name} | {clients} | {tool} | {'on' if keepalive else 'off'} | "
+                        f"| {lab.mode.name} | {clients} | {tool} | {'on' if keepalive else 'off'} | "
                         f"{r['total_requests']:,} | {r['requests_per_second']:,.1f} | {pct['p50']:.1f} | "
                         f"{pct['p99']:.1f} | {r['requests_per_web']} | {r['connections_per_web']} | "
                         f"{'; '.join(r['flags']) or '-'} |"

@@ -49,21 +49,30 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, str(source))
     from bench import runner
     from bench.matrix import Step
-    from bench.spec import bench_spec
     from hypervisor.vmssh import private_key as private_key_of
-    from lab.addressing import plan
     from lab.config import stack_values
-    from lbmodes import load_lab
     from runtime.ssh import KeyFile, Ssh
     from runtime.vm import VmRef
 
-    spec, mode = load_lab(stack_values(args.stack, PROJECT))
+    try:  # this checkout's layout
+        from bench.spec import bench_spec
+        from resolution import configure
+
+        lab = configure(stack_values(args.stack, PROJECT))
+        spec, mode, lab_plan = lab.spec, lab.mode, lab.plan
+    except ImportError:  # a --source from before bench/spec.py and resolution/
+        from components.benchmark import bench_spec  # type: ignore[no-redef]
+        from lab.addressing import plan
+        from lbmodes import load_lab
+
+        spec, mode = load_lab(stack_values(args.stack, PROJECT))
+        lab_plan = plan(spec)
     state = json.loads(pulumi(args.stack, "stack", "export", "--show-secrets"))
     refs = {
         g["name"]: VmRef(g["name"], g["role"], g["address"], g["domain"], g["console_log"])
         for g in (r["outputs"]["guest"] for r in state["deployment"]["resources"] if r["type"].endswith(":VmReady"))
     }
-    base = bench_spec(f"{args.stack}-overhead", spec, mode, plan(spec), refs)
+    base = bench_spec(f"{args.stack}-overhead", spec, mode, lab_plan, refs)
     base = dataclasses.replace(
         base, concurrency=(args.concurrency,), requests=(args.requests,), repeats=1, lb_steps=(base.lb_threads,)
     )

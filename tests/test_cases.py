@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.cost import cost_problems
 from components.network import network_def, segment_mtu
 from guest import render
 from lab.addressing import domain_name, mac_address, plan
 from lab.hostfit import HostFacts
-from lab.placement import Placement, place, placement_fit, placement_problems
+from lab.placement import Placement, place
 from lab.spec import ConfigError, LabSpec, Problem
 from lab.tuning import tuning_of
 from lbmodes import Mode
+from resolution import configure, resolve
 from tests.conftest import BIG_HOST, KEY, lab_of
 from virt.tunnel import TunnelEnd, interface_name, stack_vni
 from virt.xml import DomainDef, domain_tuning, domain_xml, network_xml
@@ -51,18 +51,14 @@ def placed(case: dict, spec: LabSpec) -> Placement:
 
 
 def outcome(case: dict) -> tuple[list[Problem], list[str]]:
-    """(problems, warnings), as the program gets them: the config first, then the placement and the hosts."""
+    """(problems, warnings), as the program gets them (resolution/): the config first, then the
+    placement and the hosts."""
     try:
-        spec, mode = lab_of(case_values(case))
+        configured = configure(case_values(case))
+        lab = resolve(configured, host_facts(case, configured.spec), case.get("domainType", "qemu"))
     except ConfigError as e:
-        return e.problems, []
-    p = plan(spec)
-    wrong = placement_problems(spec, p)
-    if wrong:
-        return wrong, []
-    domain_type = case.get("domainType", "qemu")
-    problems, warnings = placement_fit(spec, p, placed(case, spec), host_facts(case, spec), domain_type)
-    return problems + cost_problems(spec, mode, domain_type)[1], warnings
+        return e.problems, list(e.warnings)
+    return [], list(lab.warnings)
 
 
 def as_list(texts: str | list[str]) -> list[str]:

@@ -279,7 +279,10 @@ def test_a_failed_load_still_restores_the_web(tmp_path):
     injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""))  # type: ignore[arg-type]
 
     def load(t0):
-        time.sleep(0.5)  # the fault (at 0 s) has happened
+        deadline = time.monotonic() + 10
+        while not injector.down:  # the fault (at 0 s) has happened
+            assert time.monotonic() < deadline, "the fault was never injected"
+            time.sleep(0.01)
         raise RuntimeError("client lost")
 
     with pytest.raises(RuntimeError, match="client lost"):
@@ -301,11 +304,20 @@ def test_a_web_that_refuses_the_fault_is_one_readable_error(tmp_path):
         faultrun.run_during(lambda t0: ["ran"], fp, injector, lead_s=0.0)
 
 
-def test_modes_all_say_how_their_rotation_is_read():
-    spec, _ = lab_of({"mode": "dsr"})
-    for mode in lbmodes.MODES.values():
-        checker, command = mode.rotation(spec)
-        assert checker and command
+@pytest.mark.parametrize("name", lbmodes.MODES)
+def test_every_modes_rotation_command_reads_what_its_lb_prints(name):
+    """The awk stage of each mode's rotation command, fed what its LB prints, gives one line per web:
+    its key, 1 when in rotation (0 when the LB has it down), what it was sent so far."""
+    spec, mode = lab_of({"mode": name})
+    checker, command = mode.rotation(spec)
+    sample, expected = (
+        (IPVSADM_STATS, [["172.16.0.101", "1", "1020"], ["172.16.0.102", "1", "1020"]])
+        if "ipvsadm" in command
+        else (HAPROXY_STAT, [["web01", "1", "1021"], ["web02", "0", "1019"]])
+    )
+    assert [line.split() for line in awk(command, sample).splitlines()] == expected
+    assert {key for key, _, _ in expected} <= set(KEYS)  # the fault run maps each key to its web
+    assert checker in ("HAProxy check", "keepalived", "none (static rules)")
 
 
 def test_the_fault_is_when_it_was_sent_and_the_restore_when_it_was_done():

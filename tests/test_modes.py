@@ -25,9 +25,12 @@ def test_every_mode_meets_the_contract(name):
     assert lb.units, "the LB of every mode runs something, under systemd"
     assert mode.shares.low < mode.shares.high and mode.shares.expected and mode.shares.otherwise
     what, mib = mode.lb_memory(spec)
-    assert what and mib > 0
+    bigger, _ = lab_of({**lab_stack_values(), "mode": name, "benchConcurrency": 4000, "benchRequests": 8000})
+    assert mib > 0 and mode.lb_memory(bigger)[1] >= mib, what  # more connections never need less
     steps = mode.lb_steps(spec)
-    assert steps and mode.lb_threads(spec) >= 1
+    # a mode that can change its threads steps through l2dsr:benchThreads; one that cannot, one row
+    stepped = mode.lb_steps(lab_of({**lab_stack_values(), "mode": name, "benchThreads": "[1, 2]"})[0])
+    assert stepped == ((1, 2) if mode.tunes_threads else steps) and steps == (mode.lb_threads(spec),)
     # The declared flag (what the report reads without a spec) agrees with what the mode does.
     assert mode.tunes_threads == (mode.retune(spec, p, mode.lb_threads(spec)) is not None)
     for threads in {*steps, mode.lb_threads(spec)}:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -245,11 +244,18 @@ def test_console_and_status_parsing():
     ]
 
 
-def test_boots_take_turns_in_the_slots_and_a_waiting_boot_stops_on_a_failure():
+def test_boots_take_turns_in_the_slots_and_a_waiting_boot_stops_on_a_failure(monkeypatch):
     slots = bootslots.BootSlots()
     order: list[str] = []
     first_in = threading.Event()
     release = threading.Event()
+    second_waits = threading.Event()  # web02 said it waits for a slot (its first note, at once)
+
+    def sink(severity, message, ephemeral, urn):
+        if message.startswith("web02: waiting to boot"):
+            second_waits.set()
+
+    monkeypatch.setattr(runtime, "_sink", sink)
 
     def first():
         with slots.hold("h", 1, "web01", "turns"):
@@ -267,7 +273,7 @@ def test_boots_take_turns_in_the_slots_and_a_waiting_boot_stops_on_a_failure():
     first_in.wait(10)
     b = threading.Thread(target=second)
     b.start()
-    time.sleep(1.5)
+    assert second_waits.wait(10)
     assert slots.booting("h") == 1 and order == ["web01 in"]  # web02 waits for the slot
     release.set()
     a.join(10)

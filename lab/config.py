@@ -29,21 +29,34 @@ from lab.tuning import PROFILES
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PULUMI_YAML = PROJECT_DIR / "Pulumi.yaml"
 
-DOMAIN_TYPES = ("auto", "kvm", "qemu")
-IMAGE_FAMILIES = ("debian", "rhel")
-BENCH_SCHEMES = ("http", "https")
-IPVS_HEALTH_CHECKS = ("none", "keepalived")
-IPVS_CHECKS = ("http", "tcp")
-
-MAX_VCPUS = 64
-# Bounds of the tools the keys end up in, so a value they would refuse is refused here, at preview:
-HAPROXY_MAX_THREADS = 64  # HAProxy 2.6 on 64-bit (MAX_THREADS): a larger nbthread stops it at start
-IPVS_MAX_THRESHOLD = 2**31 - 1  # ipvsadm reads -x and -y as 0..INT_MAX
+RULES_YAML = Path(__file__).resolve().parent / "rules.yaml"
+# HAProxy 2.6 on 64-bit (MAX_THREADS): a larger nbthread stops it at start. haproxyThreads' bound is
+# in rules.yaml; benchThreads, a list, is checked against it here.
+HAPROXY_MAX_THREADS = 64
 ADDRESS_KEYS = frozenset({"vip", "frontSubnet", "serverSubnet", "firstWebAddress"})
 # What the memory estimates are computed from: estimated only once these are valid.
 ESTIMATE_KEYS = frozenset(
     {"haproxyThreads", "benchThreads", "benchConcurrency", "clientCount", *(f"{r}MemoryMiB" for r in ROLES)}
 )
+
+
+def key_rules(path: Path = RULES_YAML) -> dict[str, dict[str, Any]]:
+    """lab/rules.yaml: key -> {choices} or {min, max, why}."""
+    return yaml.safe_load(path.read_text())
+
+
+def rule_problems(raw: Mapping[str, Any], rules: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """Each value against its key's rule (lab/rules.yaml), the one checker of them."""
+    problems = []
+    for key, rule in rules.items():
+        value = raw[key]
+        if "choices" in rule and value not in rule["choices"]:
+            problems.append(Problem(key, f"{value!r} is not one of {', '.join(rule['choices'])}; set one of them"))
+        elif "max" in rule and value > rule["max"]:
+            problems.append(Problem(key, f"{value} is above {rule['max']} ({rule['why']}); set {rule['max']} or less"))
+        elif "min" in rule and value < rule["min"]:
+            problems.append(Problem(key, f"{value} is below {rule['min']} ({rule['why']}); set {rule['min']} or more"))
+    return problems
 
 
 def project_schema(path: Path = PULUMI_YAML) -> dict[str, dict[str, Any]]:
@@ -75,10 +88,7 @@ def read_spec(
             problems.append(Problem(key, f"{value!r} is not a {kind}; set a {kind} value"))
             raw[key] = decl.get("default")
 
-    def choice(key: str, allowed: tuple[str, ...]) -> str:
-        if raw[key] not in allowed:
-            problems.append(Problem(key, f"{raw[key]!r} is not one of {', '.join(allowed)}; set one of them"))
-        return raw[key]
+    problems += rule_problems(raw, key_rules())  # choices and bounds; the formats are parsed below
 
     def network(key: str) -> ipaddress.IPv4Network:
         try:
@@ -94,29 +104,15 @@ def read_spec(
             problems.append(Problem(key, f"{raw[key]!r} is not an IPv4 address; e.g. {schema[key]['default']}"))
             return ipaddress.IPv4Address(schema[key]["default"])
 
-    def at_least(key: str, minimum: int, why: str) -> int:
-        if raw[key] < minimum:
-            problems.append(Problem(key, f"{raw[key]} is below {minimum} ({why}); set {minimum} or more"))
-        return raw[key]
-
-    def within(key: str, minimum: int, maximum: int, why: str) -> int:
-        if raw[key] > maximum:
-            problems.append(Problem(key, f"{raw[key]} is above {maximum} ({why}); set {maximum} or less"))
-            return raw[key]
-        return at_least(key, minimum, why)
-
-    domain_type = choice("domainType", DOMAIN_TYPES)
-    image_family = choice("imageFamily", IMAGE_FAMILIES)
-    bench_scheme = choice("benchScheme", BENCH_SCHEMES)
-    front, server = network("frontSubnet"), network("serverSubnet")
-    vip, first_web = address("vip"), address("firstWebAddress")
-
-    vcpus, memory = {}, {}
-    for role in ROLES:
-        vcpus[role] = at_least(f"{role}Vcpus", 1, "a VM needs a vCPU")
-        if vcpus[role] > MAX_VCPUS:
-            problems.append(Problem(f"{role}Vcpus", f"{vcpus[role]} is above {MAX_VCPUS}; set fewer"))
-        memory[role] = at_least(f"{role}MemoryMiB", 1, "a VM needs memory")  # and its estimate (lbmodes)
+    formats = {key: rule["format"] for key, rule in key_rules().items() if "format" in rule}
+    subnets = {key: network(key) for key, kind in formats.items() if kind == "ipv4-subnet"}
+    addresses = {key: address(key) for key, kind in formats.items() if kind == "ipv4-address"}
+    front, server = subnets["frontSubnet"], subnets["serverSubnet"]
+    vip, first_web = addresses["vip"], addresses["firstWebAddress"]
+    if raw["lbTuning"] not in PROFILES:  # the profiles' own list (lab/tuning.py)
+        problems.append(
+            Problem("lbTuning", f"{raw['lbTuning']!r} is not one of {', '.join(PROFILES)}; set one of them")
+        )
 
     hosts, host_problems = read_hosts(
         raw["hosts"], raw["libvirtUri"], raw["libvirtUri"] != schema["libvirtUri"]["default"]
@@ -124,37 +120,35 @@ def read_spec(
     problems.extend(host_problems)
     spec = LabSpec(
         mode=raw["mode"],  # checked against the modes by lbmodes.load_lab
-        web_count=at_least("webCount", 1, "the LB needs a web server"),
-        client_count=at_least("clientCount", 1, "someone has to send the requests"),
+        web_count=raw["webCount"],
+        client_count=raw["clientCount"],
         vip=vip,
         front_subnet=front,
         server_subnet=server,
         first_web_address=first_web,
-        vcpus=vcpus,
-        memory_mib=memory,
+        vcpus={role: raw[f"{role}Vcpus"] for role in ROLES},
+        memory_mib={role: raw[f"{role}MemoryMiB"] for role in ROLES},  # and its estimate (lbmodes)
         libvirt_uri=raw["libvirtUri"],
         hosts=hosts,
         placement={str(k): str(v) for k, v in raw["placement"].items()},
-        domain_type=domain_type,
-        boot_concurrency=within("bootConcurrency", 0, 256, "0 (one per host CPU) or a number of guests"),
+        domain_type=raw["domainType"],
+        boot_concurrency=raw["bootConcurrency"],
         storage_pool=raw["storagePool"],
         image=raw["image"],
         image_sha256=raw["imageSha256"],
-        image_family=image_family,
-        haproxy_threads=within("haproxyThreads", 1, HAPROXY_MAX_THREADS, "HAProxy 2.6 runs 1 to 64 threads"),
-        ipvs_upper_threshold=within(
-            "ipvsUpperThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -x takes 0 (no limit) to 2147483647"
-        ),
-        ipvs_lower_threshold=within("ipvsLowerThreshold", 0, IPVS_MAX_THRESHOLD, "ipvsadm -y takes 0 to 2147483647"),
-        ipvs_health_check=choice("ipvsHealthCheck", IPVS_HEALTH_CHECKS),
-        ipvs_check=choice("ipvsCheck", IPVS_CHECKS),
-        ipvs_check_interval_s=within("ipvsCheckIntervalS", 1, 60, "keepalived checks every 1 to 60 s here"),
-        ipvs_check_fall=within("ipvsCheckFall", 1, 10, "1 to 10 failed checks before a web is removed"),
-        lb_tuning=choice("lbTuning", PROFILES),
+        image_family=raw["imageFamily"],
+        haproxy_threads=raw["haproxyThreads"],
+        ipvs_upper_threshold=raw["ipvsUpperThreshold"],
+        ipvs_lower_threshold=raw["ipvsLowerThreshold"],
+        ipvs_health_check=raw["ipvsHealthCheck"],
+        ipvs_check=raw["ipvsCheck"],
+        ipvs_check_interval_s=raw["ipvsCheckIntervalS"],
+        ipvs_check_fall=raw["ipvsCheckFall"],
+        lb_tuning=raw["lbTuning"],
         https=raw["https"],
         bench_tool=raw["benchTool"],  # checked against the load tools by lbmodes.load_lab
         bench_keepalive=raw["benchKeepAlive"],
-        bench_scheme=bench_scheme,
+        bench_scheme=raw["benchScheme"],
         bench_concurrency=tuple(raw["benchConcurrency"]),
         bench_requests=tuple(
             raw["benchRequests"] * len(raw["benchConcurrency"])
@@ -162,12 +156,12 @@ def read_spec(
             else raw["benchRequests"]
         ),
         bench_threads=tuple(raw["benchThreads"]),
-        bench_repeats=at_least("benchRepeats", 1, "a step needs a run"),
-        bench_file_size_kib=at_least("benchFileSizeKiB", 1, "/dummy_file needs a size"),
-        bench_max_minutes=at_least("benchMaxMinutes", 1, "a benchmark takes time"),
+        bench_repeats=raw["benchRepeats"],
+        bench_file_size_kib=raw["benchFileSizeKiB"],
+        bench_max_minutes=raw["benchMaxMinutes"],
         bench_trigger=raw["benchTrigger"],
         bench_fault=None,  # read below, once the web names are known
-        bench_fault_seconds=within("benchFaultSeconds", 5, 600, "a fault run of 5 s to 10 min"),
+        bench_fault_seconds=raw["benchFaultSeconds"],
     )
     if raw["webCount"] >= 1:
         webs = [web_name(i) for i in range(raw["webCount"])]

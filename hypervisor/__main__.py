@@ -141,10 +141,11 @@ def test(args: list[str]) -> int:
     extra = [] if any(a.startswith("--basetemp") for a in args) else [f"--basetemp={basetemp}"]
     argv = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "pytest", *extra]
     try:
-        for tier in tiers(args):
+        runs = tiers(args)
+        for tier in runs:
             rc = subprocess.call([*argv, *tier], cwd=paths.PROJECT_DIR, env=pulumi_cli.pulumi_env())
             if rc != 0:
-                if tier != tiers(args)[-1]:
+                if tier != runs[-1]:
                     say("the fast tier failed: the lab tier (real guests, end to end) is not run")
                 return rc
         return 0

@@ -30,7 +30,7 @@ from runtime.hostfacts import (
     RUN_DIR,
     HostRecord,
     atomic_write,
-    cache_dir,
+    in_flight_dir,
     read_record,
     write_record,
 )
@@ -413,7 +413,7 @@ def volumes_of(objects: HostObjects, removed: list[str], pool_volumes: dict[str,
 
 def forget_in_flight(removed: set[str]) -> None:
     """The providers' journal entries (resources/volume.py) of volumes a clean-up removed."""
-    for entry in (cache_dir() / "in-flight").glob("*.json"):
+    for entry in in_flight_dir().glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             if json.loads(entry.read_text())["name"] in removed:
                 entry.unlink()

@@ -20,21 +20,17 @@ from loadtools import TOOLS
 from runtime.hostfacts import PROJECT_DIR
 
 OUT = PROJECT_DIR / "docs" / "configuration-reference.md"
-FAMILIES = {
-    "mode": ("lbmodes/", tuple(MODES)),
-    "benchTool": ("loadtools/", tuple(TOOLS)),
-    "lbTuning": ("lab/tuning.py", PROFILES),
+FAMILIES = {  # key -> (its members, where they are declared)
+    "mode": (tuple(MODES), "one module each in `lbmodes/`"),
+    "benchTool": (tuple(TOOLS), "one module each in `loadtools/`"),
+    "lbTuning": (PROFILES, "`lab/tuning.py`"),
 }
 
 
 def accepts(key: str, decl: dict, rules: dict) -> str:
     if key in FAMILIES:
-        where, names = FAMILIES[key]
-        return (
-            f"{', '.join(f'`{n}`' for n in names)} (one module each in `{where}`)"
-            if where.endswith("/")
-            else (f"{', '.join(f'`{n}`' for n in names)} (`{where}`)")
-        )
+        names, where = FAMILIES[key]
+        return f"{', '.join(f'`{n}`' for n in names)} ({where})"
     rule = rules.get(key)
     if rule is None:
         return "checked with the keys it depends on" if decl["type"] in ("array", "object") else "see its meaning"

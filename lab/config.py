@@ -88,7 +88,8 @@ def read_spec(
             problems.append(Problem(key, f"{value!r} is not a {kind}; set a {kind} value"))
             raw[key] = decl.get("default")
 
-    problems += rule_problems(raw, key_rules())  # choices and bounds; the formats are parsed below
+    rules = {**key_rules(), "lbTuning": {"choices": PROFILES}}  # the profiles' own list (lab/tuning.py)
+    problems += rule_problems(raw, rules)  # choices and bounds; the formats are parsed below
 
     def network(key: str) -> ipaddress.IPv4Network:
         try:
@@ -104,15 +105,11 @@ def read_spec(
             problems.append(Problem(key, f"{raw[key]!r} is not an IPv4 address; e.g. {schema[key]['default']}"))
             return ipaddress.IPv4Address(schema[key]["default"])
 
-    formats = {key: rule["format"] for key, rule in key_rules().items() if "format" in rule}
+    formats = {key: rule["format"] for key, rule in rules.items() if "format" in rule}
     subnets = {key: network(key) for key, kind in formats.items() if kind == "ipv4-subnet"}
     addresses = {key: address(key) for key, kind in formats.items() if kind == "ipv4-address"}
     front, server = subnets["frontSubnet"], subnets["serverSubnet"]
     vip, first_web = addresses["vip"], addresses["firstWebAddress"]
-    if raw["lbTuning"] not in PROFILES:  # the profiles' own list (lab/tuning.py)
-        problems.append(
-            Problem("lbTuning", f"{raw['lbTuning']!r} is not one of {', '.join(PROFILES)}; set one of them")
-        )
 
     hosts, host_problems = read_hosts(
         raw["hosts"], raw["libvirtUri"], raw["libvirtUri"] != schema["libvirtUri"]["default"]

@@ -20,7 +20,7 @@ import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from lab.config import ESTIMATE_KEYS, read_spec
+from lab.config import ESTIMATE_KEYS, read_spec, rule_problems
 from lab.memory import memory_problems
 from lab.spec import PROJECT, ConfigError, LabSpec, Problem
 from lbmodes.base import Mode, ShareRule
@@ -50,12 +50,12 @@ def load_lab(
     spec, problems = read_spec(values, schema)
     mode = MODES.get(spec.mode)
     if mode is None:
-        problems.append(Problem("mode", f"{spec.mode!r} is not one of {', '.join(MODES)}; set one of them"))
+        problems += rule_problems({"mode": spec.mode}, {"mode": {"choices": tuple(MODES)}})
     else:
         problems.extend(_mode_problems(spec, mode))
     tool = TOOLS.get(spec.bench_tool)
     if tool is None:
-        problems.append(Problem("benchTool", f"{spec.bench_tool!r} is not one of {', '.join(TOOLS)}; set one of them"))
+        problems += rule_problems({"benchTool": spec.bench_tool}, {"benchTool": {"choices": tuple(TOOLS)}})
     else:
         problems.extend(tool_problems(spec, tool))
     # Estimated only from valid inputs (1000 threads is one problem, not two); the LB's needs its

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from lab.memory import mib
+
 
 class ParseError(ValueError):
     pass
@@ -88,8 +90,8 @@ class LoadTool:
 
     def client_memory(self, connections: int) -> tuple[str, int]:
         """(what, MiB) a client needs for the tool beyond its OS (lab/memory.py adds the OS's)."""
-        return f"{self.name} {connections} connections", self.memory_base_mib + -(
-            -connections * self.memory_bytes_per_connection // 2**20
+        return f"{self.name} {connections} connections", self.memory_base_mib + mib(
+            connections * self.memory_bytes_per_connection
         )
 
     def run(self, load: Load, start_ns: int = 0) -> str:

@@ -31,7 +31,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult
 
 import runtime
 from resources.base import Declared, ReplaceOnChange, drift_note, libvirt_failures, looked_up
-from runtime.hostfacts import RecordUnreadable, atomic_write, cache_dir, read_json
+from runtime.hostfacts import RecordUnreadable, atomic_write, in_flight_dir, read_json
 from virt import ownership
 from virt.virsh import Virsh, VirshError, size_of
 from virt.xml import volume_xml
@@ -114,7 +114,7 @@ class VolumeBase(ReplaceOnChange):
 def in_flight(props: dict[str, Any]) -> Path:
     """The journal entry of a create of this resource (its stack's state, host, pool and stem)."""
     key = content_hash(ownership.state_url(), props["uri"], props["pool"], props["stem"], props["ext"])
-    return cache_dir() / "in-flight" / f"{props['stem']}-{key}.json"
+    return in_flight_dir() / f"{props['stem']}-{key}.json"
 
 
 def remove_interrupted(virsh: Virsh, journal: Path) -> None:

@@ -134,6 +134,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("L2DSR_CACHE") or Path.home() / ".cache" / "l2dsr")
 
 
+def in_flight_dir() -> Path:
+    """The volume providers' journal of creates in flight (resources/volume.py)."""
+    return cache_dir() / "in-flight"
+
+
 def download_path(url: str) -> Path:
     """Where `./labctl fetch` keeps the cloud image at `url` (the program never downloads)."""
     return cache_dir() / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{os.path.basename(url)}"

@@ -771,7 +771,7 @@ def kill_the_engine_when(cli, moment, what: str, times: dict) -> None:
 
 def in_flight_volumes() -> set[str]:
     """The volumes the providers' journal names as created by no returned create (resources/volume.py)."""
-    journal = hostfacts.cache_dir() / "in-flight"
+    journal = hostfacts.in_flight_dir()
     return {json.loads(p.read_text())["name"] for p in journal.glob(f"l2dsr-{STACK}-*.json")}
 
 

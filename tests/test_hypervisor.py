@@ -338,6 +338,11 @@ def test_the_test_commands_tiers_run_every_test_once_the_fast_ones_first():
     assert {t for t in lab if t.startswith("tests/test_lab_")} == lab
     assert not {t for t in fast if t.startswith("tests/test_lab_")}
     assert hv.tiers(["-k", "x"]) == [["-k", "x"]]
+    # What does not fit CI's time is in neither tier, and each marker selects lab tests of its own.
+    for marker in hv.ON_DEMAND:
+        on_demand = collected("-m", marker)
+        assert on_demand and not on_demand & everything, marker
+        assert {t for t in on_demand if t.startswith("tests/test_lab_")} == on_demand, marker
 
 
 def test_labctls_usage_and_its_commands_are_the_same_list():

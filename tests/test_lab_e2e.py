@@ -1,17 +1,23 @@
-"""End to end, for real: engine, libvirt, the small lab, all four modes, a small matrix, destroy.
+"""End to end, for real: engine, libvirt, the small lab, destroy; two tests, each on a lab of its own.
 
-One test, in the order a user works: up in proxy mode, killed (kill -9 of pulumi) while the guests
-boot and brought up by `./labctl up` alone (results checked); a second stack with the
-same subnets, and a second checkout with the same stack name, are refused without touching the
-lab; a web removed and another stopped by hand are seen by preview and restored by up, which
-reruns the benchmark; `--replace` of a web's domain leaves a working lab; the benchmark over the
-LB's HTTPS frontend (only the benchmark reruns); a fault run (web02's nginx stopped for 30 s) under
-HAProxy's check; switch to dsr (the engine's plan replaces only the LB and the benchmark); the
-same fault under dsr's static rules and with keepalived; three changes by hand inside the guests,
-seen by preview and put back by up without touching a domain; then l3dsr and nat (the LB, the webs and the benchmark), each
-proven by its byte counters and checked inside the guests; an unchanged up (no changes); destroy
-(nothing left). Each phase's wall time, and each mode's requests/s as ratios to proxy, go to
-results/measurements/e2e.json.
+CI's (`test_up_switch_unchanged_destroy`), in the order a user works: up in proxy mode, killed
+(kill -9 of pulumi) as its first volume is made and again while the guests boot, and brought up by
+`./labctl up` alone (results checked); a second stack with the same subnets, and a second checkout
+with the same stack name, are refused without touching the lab; a web removed and another stopped
+by hand are seen by preview and restored by up, which reruns the benchmark; `--replace` of a web's
+domain leaves a working lab; the benchmark over the LB's HTTPS frontend (only the benchmark reruns);
+a fault run (web02's nginx stopped for 40 s) under HAProxy's check; switch to dsr (the engine's plan
+replaces only the LB and the benchmark), proven by its byte counters and checked inside the guests;
+an unchanged up; faults inside the guests that stop the benchmark, and flags that fire; destroy
+(nothing left).
+
+On demand (`test_ipvs_variants_and_two_hosts`, marker `deep`): dsr's static rules and keepalived
+under the same fault; three changes by hand inside the guests, seen by preview and put back by up
+without touching a domain; l3dsr and nat (the LB, the webs and the benchmark replaced); unchanged;
+the lab across two simulated hosts; destroy.
+
+Each phase's wall time, and each mode's requests/s as ratios to proxy, go to
+results/measurements/e2e.json (and e2e-deep.json).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -562,15 +571,9 @@ def check_keepalived_lb(cli) -> None:
         check_ipvs_paths(ssh, vms, "dsr", out["vip"])
 
 
-def fault_runs_and_drift(cli, virsh: Virsh, times: dict, results: dict, seen: dict) -> None:
-    """On the dsr lab: the same fault under the seed's static IPVS rules, then with keepalived; then
-    three things changed by hand inside the guests, seen at preview and put back by up in place."""
-    set_matrix(cli, {**SMALL_MATRIX, **FAULT, "benchTrigger": "fault-static"})
-    start = time.monotonic()
-    cli("up", "--yes", "--skip-preview", timeout=3600)  # also puts back what the flags' run changed
-    times["up_fault_dsr_static_s"] = round(time.monotonic() - start, 1)
-    seen["fault_dsr_static"] = check_fault(stack_outputs(cli), "none (static rules)", 1)
-
+def keepalived_and_guest_drift(cli, virsh: Virsh, times: dict, results: dict, seen: dict) -> None:
+    """On the dsr lab: the fault with keepalived; then three things changed by hand inside the
+    guests, seen at preview and put back by up in place."""
     cli("config", "set", "l2dsr:ipvsHealthCheck", "keepalived")
     assert replaced_in_plan(cli) == replaced_with("lb-vm")
     start = time.monotonic()
@@ -811,116 +814,38 @@ def crash_during_the_boots_then_up(cli, virsh: Virsh, times: dict, seen: dict) -
     seen["crash_during_boots"] = [line for line in said.splitlines() if "lock" in line or "leftover" in line]
 
 
-def test_up_switch_unchanged_destroy(tmp_path):
+@dataclass
+class Run:
+    """One e2e lab's run: its CLI and what it records (written to results/measurements/<name>.json)."""
+
+    cli: object
+    virsh: Virsh
+    times: dict[str, float] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)
+    memory: dict[str, dict] = field(default_factory=dict)
+    seen: dict[str, list[str]] = field(default_factory=dict)
+
+    def up(self, phase: str, *args: str, timeout: int = 3600) -> None:
+        start = time.monotonic()
+        self.cli("up", "--yes", "--skip-preview", *args, timeout=timeout)
+        self.times[f"up_{phase}_s"] = round(time.monotonic() - start, 1)
+
+
+@contextmanager
+def e2e_lab(tmp_path, name: str, **config: object) -> Iterator[Run]:
+    """The lab stack `e2e` with these overrides; afterwards, whatever happened: destroy, the simulated
+    hosts stopped, the record written, and nothing of the lab left on either host."""
     virsh = Virsh(libvirt.URI)
     stale = lab_objects(virsh)
     assert not stale, f"left by an earlier run, remove them first (virsh undefine / vol-delete / net-undefine): {stale}"
-    times: dict[str, float] = {}
-    results: dict[str, dict] = {}
-    memory: dict[str, dict] = {}
-    seen: dict[str, list[str]] = {}
-    with lab_stack(
-        tmp_path, STACK, https=True, clientCount=CLIENTS, **MATRIX, **LOAD["proxy"]
-    ) as cli:  # the seed's HTTPS frontend on the LB
+    with lab_stack(tmp_path, STACK, **config) as cli:
+        run = Run(cli, virsh)
         try:
-            start = time.monotonic()
-            crash_during_the_boots_then_up(cli, virsh, times, seen)
-            times["up_proxy_s"] = round(time.monotonic() - start, 1)
-            results["proxy"] = stack_outputs(cli)
-            check_results(results["proxy"], "proxy")
-            memory["proxy"] = check_guests(cli, "proxy")
-            # The state holds the stack's private key (the key, each readiness wait, the benchmark's
-            # connection) only encrypted: the real state, as the engine wrote it.
-            state = cli("stack", "export").stdout
-            assert "PRIVATE KEY" not in state, "the state holds the private key in plain text"
-            assert state.count("ciphertext") >= 1 + 4 + 1, "the key's holders are not all secret"
-
-            # A second stack with the same subnets is refused before it creates anything.
-            with lab_stack(tmp_path, f"{STACK}-clash") as other:
-                clash = other("preview", check=False)
-                other("stack", "rm", "--yes")
-            assert (
-                clash.returncode != 0 and f"libvirt network l2dsr-{STACK} already holds" in clash.stdout + clash.stderr
-            )
-
-            check_lifecycle(cli, virsh, tmp_path, times, seen)
-
-            # The seed's HTTPS frontend, benchmarked: the LB already has it (l2dsr:https), so only the benchmark reruns.
-            # A smaller matrix: every request is a TLS handshake, about 35/s under emulation.
-            set_matrix(cli, {**HTTPS_MATRIX, **LOAD["proxy-https"]})
-            cli("config", "set", "l2dsr:benchScheme", "https")
-            assert replaced_in_plan(cli) == ["bench-run"]
-            start = time.monotonic()
-            cli("up", "--yes", "--skip-preview", timeout=3600)
-            times["up_bench_https_s"] = round(time.monotonic() - start, 1)
-            results["proxy-https"] = stack_outputs(cli)
-            check_results(results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https", load="proxy-https")
-
-            # A web fails during the load: HAProxy's check takes it out and back (the benchmark only).
-            set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"], **FAULT})
-            cli("config", "set", "l2dsr:benchScheme", "http")
-            start = time.monotonic()
-            cli("up", "--yes", "--skip-preview", timeout=3600)
-            times["up_fault_proxy_s"] = round(time.monotonic() - start, 1)
-            seen["fault_proxy"] = check_fault(stack_outputs(cli), "HAProxy check", 2)
-
-            set_matrix(cli, {**MATRIX, **LOAD["dsr"], "benchFault": ""})
-            cli("config", "set", "l2dsr:mode", "dsr")
-            assert replaced_in_plan(cli) == replaced_with("lb-vm")
-            start = time.monotonic()
-            cli("up", "--yes", "--skip-preview", timeout=3600)
-            times["up_switch_to_dsr_s"] = round(time.monotonic() - start, 1)
-            history = last_changes(cli)
-            assert history.get("replace") == 6 and "create" not in history and "delete" not in history, history
-            results["dsr"] = stack_outputs(cli)
-            check_results(results["dsr"], "dsr")
-            assert all(run["flags"] == [] for run in results["dsr"]["results"]), results["dsr"]["resultsTable"]
-            memory["dsr"] = check_guests(cli, "dsr")
-
-            # On the dsr lab (the next phase replaces the LB and the webs): faults inside the guests
-            # stop the benchmark with one readable error each; flags fire in a run that provokes them.
-            set_matrix(cli, SMALL_MATRIX)
-            start = time.monotonic()
-            seen["benchmark_faults"] = provoke_failures(cli)
-            times["bench_faults_s"] = round(time.monotonic() - start, 1)
-            start = time.monotonic()
-            results["dsr-flags"] = provoke_flags(cli)
-            times["bench_flags_s"] = round(time.monotonic() - start, 1)
-            fault_runs_and_drift(cli, virsh, times, results, seen)
-
-            # l3dsr and nat need other webs (a tunnel holding the VIP; a route via the LB): LB, webs
-            # and benchmark are replaced, the clients and the network are not.
-            webs_and_lb = replaced_with("lb-vm", "web-web01", "web-web02")
-            for mode in ("l3dsr", "nat"):
-                # nat on an LB with the seed's tuning (2 vCPUs): it carries the replies too
-                set_matrix(
-                    cli,
-                    {**MATRIX, **LOAD[mode], "benchTrigger": "", "benchFault": "", **(TUNED if mode == "nat" else {})},
-                )
-                cli("config", "set", "l2dsr:mode", mode)
-                cli("config", "set", "l2dsr:ipvsHealthCheck", "none")
-                assert replaced_in_plan(cli) == webs_and_lb
-                start = time.monotonic()
-                cli("up", "--yes", "--skip-preview", timeout=3600)
-                times[f"up_switch_to_{mode}_s"] = round(time.monotonic() - start, 1)
-                history = last_changes(cli)
-                assert history.get("replace") == 16 and "create" not in history and "delete" not in history, history
-                results[mode] = stack_outputs(cli)
-                check_results(results[mode], mode)
-                memory[mode] = check_guests(cli, mode, tuned=mode == "nat")
-                if mode == "nat":
-                    seen["lb_tuning"] = check_tuning(cli, virsh)
-
-            start = time.monotonic()
-            cli("up", "--yes", "--expect-no-changes")
-            times["up_unchanged_s"] = round(time.monotonic() - start, 1)
-
-            simhosts.up(2, HOSTS_LOG)
-            seen["two_hosts"] = on_two_hosts(cli, virsh, times, results, memory)
+            yield run
         finally:
             start = time.monotonic()
             cli("destroy", "--yes", "--skip-preview", timeout=1200)
-            times["destroy_s"] = round(time.monotonic() - start, 1)
+            run.times["destroy_s"] = round(time.monotonic() - start, 1)
             cli("stack", "rm", "--yes")
             h2 = next((h for h in simhosts.read() if h.name == "h2"), None)
             try:
@@ -928,22 +853,135 @@ def test_up_switch_unchanged_destroy(tmp_path):
             except Exception as e:  # noqa: BLE001 - said below, after the test's own failure if any
                 left_on_h2 = [f"cannot tell ({e})"]
             simhosts.down(force=True, states=(f"file://{tmp_path}",))  # this test's state's objects only
-            measured: dict = {"phases": times, "memory_after_benchmark_mib": memory, "cli_said": seen}
-            for mode, out in results.items():
-                measured[f"boot_{mode}"] = out.get("boot")
-            for mode, out in results.items():
-                measured[mode] = {"summary": out.get("summary"), "byteCounters": out.get("byteCounters")}
-            if "proxy" in results:
-                measured["rps_over_proxy"] = {
-                    mode: rps_ratios(results["proxy"]["summary"], out["summary"])
-                    for mode, out in results.items()
-                    if mode in LOAD and LOAD[mode] == LOAD["proxy"] and mode != "proxy"  # like for like only
-                }
-            out_dir = paths.PROJECT_DIR / "results" / "measurements"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "e2e.json").write_text(json.dumps(measured, indent=1))
-            print(f"\ne2e measurements: {json.dumps(measured)[:2000]}")
+            write_record(run, name)
     assert lab_objects(virsh) == []
     assert left_on_h2 == [], f"left on the simulated host h2 after destroy: {left_on_h2}"
     links = HostRef().run("ip -br link").stdout
     assert interface_name(STACK) not in links, links
+
+
+def write_record(run: Run, name: str) -> None:
+    measured: dict = {"phases": run.times, "memory_after_benchmark_mib": run.memory, "cli_said": run.seen}
+    for mode, out in run.results.items():
+        measured[f"boot_{mode}"] = out.get("boot")
+    for mode, out in run.results.items():
+        measured[mode] = {"summary": out.get("summary"), "byteCounters": out.get("byteCounters")}
+    if "proxy" in run.results:
+        measured["rps_over_proxy"] = {
+            mode: rps_ratios(run.results["proxy"]["summary"], out["summary"])
+            for mode, out in run.results.items()
+            if mode in LOAD and LOAD[mode] == LOAD["proxy"] and mode != "proxy"  # like for like only
+        }
+    out_dir = paths.PROJECT_DIR / "results" / "measurements"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(measured, indent=1))
+    print(f"\n{name} measurements: {json.dumps(measured)[:2000]}")
+
+
+def test_up_switch_unchanged_destroy(tmp_path):
+    """CI's run (the seed's two modes and every lifecycle promise): proxy, its first up killed twice
+    and recovered; a clashing stack and a second checkout refused; drift restored; --replace;
+    https; HAProxy's fault run; dsr; unchanged; the benchmark's own failures and flags; destroy."""
+    with e2e_lab(tmp_path, "e2e", https=True, clientCount=CLIENTS, **MATRIX, **LOAD["proxy"]) as run:
+        cli, virsh = run.cli, run.virsh  # the seed's HTTPS frontend on the LB
+        start = time.monotonic()
+        crash_during_the_boots_then_up(cli, virsh, run.times, run.seen)
+        run.times["up_proxy_s"] = round(time.monotonic() - start, 1)
+        run.results["proxy"] = stack_outputs(cli)
+        check_results(run.results["proxy"], "proxy")
+        run.memory["proxy"] = check_guests(cli, "proxy")
+        # The state holds the stack's private key (the key, each readiness wait, the benchmark's
+        # connection) only encrypted: the real state, as the engine wrote it.
+        state = cli("stack", "export").stdout
+        assert "PRIVATE KEY" not in state, "the state holds the private key in plain text"
+        assert state.count("ciphertext") >= 1 + 4 + 1, "the key's holders are not all secret"
+
+        # A second stack with the same subnets is refused before it creates anything.
+        with lab_stack(tmp_path, f"{STACK}-clash") as other:
+            clash = other("preview", check=False)
+            other("stack", "rm", "--yes")
+        assert clash.returncode != 0 and f"libvirt network l2dsr-{STACK} already holds" in clash.stdout + clash.stderr
+
+        check_lifecycle(cli, virsh, tmp_path, run.times, run.seen)
+
+        # The seed's HTTPS frontend, benchmarked: the LB already has it (l2dsr:https), so only the benchmark reruns.
+        # A smaller matrix: every request is a TLS handshake, about 35/s under emulation.
+        set_matrix(cli, {**HTTPS_MATRIX, **LOAD["proxy-https"]})
+        cli("config", "set", "l2dsr:benchScheme", "https")
+        assert replaced_in_plan(cli) == ["bench-run"]
+        run.up("bench_https")
+        run.results["proxy-https"] = stack_outputs(cli)
+        check_results(run.results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https", load="proxy-https")
+
+        # A web fails during the load: HAProxy's check takes it out and back (the benchmark only).
+        set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"], **FAULT})
+        cli("config", "set", "l2dsr:benchScheme", "http")
+        run.up("fault_proxy")
+        run.seen["fault_proxy"] = check_fault(stack_outputs(cli), "HAProxy check", 2)
+
+        set_matrix(cli, {**MATRIX, **LOAD["dsr"], "benchFault": ""})
+        cli("config", "set", "l2dsr:mode", "dsr")
+        assert replaced_in_plan(cli) == replaced_with("lb-vm")
+        run.up("switch_to_dsr")
+        history = last_changes(cli)
+        assert history.get("replace") == 6 and "create" not in history and "delete" not in history, history
+        run.results["dsr"] = stack_outputs(cli)
+        check_results(run.results["dsr"], "dsr")
+        assert all(r["flags"] == [] for r in run.results["dsr"]["results"]), run.results["dsr"]["resultsTable"]
+        run.memory["dsr"] = check_guests(cli, "dsr")
+
+        start = time.monotonic()
+        cli("up", "--yes", "--expect-no-changes")
+        run.times["up_unchanged_s"] = round(time.monotonic() - start, 1)
+
+        # Faults inside the guests stop the benchmark with one readable error each; flags fire in a
+        # run that provokes them (the guests are left as the flags' run mended them: destroy follows).
+        set_matrix(cli, SMALL_MATRIX)
+        start = time.monotonic()
+        run.seen["benchmark_faults"] = provoke_failures(cli)
+        run.times["bench_faults_s"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
+        run.results["dsr-flags"] = provoke_flags(cli)
+        run.times["bench_flags_s"] = round(time.monotonic() - start, 1)
+
+
+@pytest.mark.deep
+def test_ipvs_variants_and_two_hosts(tmp_path):
+    """On demand (`./labctl test -m deep`, about 40 min here): the lab's extensions beyond the seed, on
+    a lab of its own. dsr's static rules under a fault, then keepalived; drift inside the guests put
+    back in place; l3dsr and nat; unchanged; two hosts; destroy."""
+    fault = {**SMALL_MATRIX, **LOAD["dsr"], **FAULT}
+    with e2e_lab(tmp_path, "e2e-deep", mode="dsr", clientCount=CLIENTS, **fault) as run:
+        cli, virsh = run.cli, run.virsh
+        run.up("dsr_fault_static")
+        out = run.results["dsr"] = stack_outputs(cli)
+        run.seen["fault_dsr_static"] = check_fault(out, "none (static rules)", 1)
+        run.memory["dsr"] = check_guests(cli, "dsr")
+        keepalived_and_guest_drift(cli, virsh, run.times, run.results, run.seen)
+
+        # l3dsr and nat need other webs (a tunnel holding the VIP; a route via the LB): LB, webs
+        # and benchmark are replaced, the clients and the network are not.
+        webs_and_lb = replaced_with("lb-vm", "web-web01", "web-web02")
+        for mode in ("l3dsr", "nat"):
+            # nat on an LB with the seed's tuning (2 vCPUs): it carries the replies too
+            set_matrix(
+                cli, {**MATRIX, **LOAD[mode], "benchTrigger": "", "benchFault": "", **(TUNED if mode == "nat" else {})}
+            )
+            cli("config", "set", "l2dsr:mode", mode)
+            cli("config", "set", "l2dsr:ipvsHealthCheck", "none")
+            assert replaced_in_plan(cli) == webs_and_lb
+            run.up(f"switch_to_{mode}")
+            history = last_changes(cli)
+            assert history.get("replace") == 16 and "create" not in history and "delete" not in history, history
+            run.results[mode] = stack_outputs(cli)
+            check_results(run.results[mode], mode)
+            run.memory[mode] = check_guests(cli, mode, tuned=mode == "nat")
+            if mode == "nat":
+                run.seen["lb_tuning"] = check_tuning(cli, virsh)
+
+        start = time.monotonic()
+        cli("up", "--yes", "--expect-no-changes")
+        run.times["up_unchanged_s"] = round(time.monotonic() - start, 1)
+
+        simhosts.up(2, HOSTS_LOG)
+        run.seen["two_hosts"] = on_two_hosts(cli, virsh, run.times, run.results, run.memory)

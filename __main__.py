@@ -13,6 +13,7 @@ from components.loadbalancer import LoadBalancer, LoadBalancerArgs
 from components.network import LabNetwork, LabNetworkArgs, network_def, segment_mtu
 from components.vm import GuestConfig, Sites, VmSite
 from components.webtier import WebTier, WebTierArgs
+from guest.state import role_units
 from lab.config import project_schema, stack_values
 from lab.spec import PROJECT, ROLES, ConfigError
 from lab.tuning import tuning_of
@@ -126,16 +127,24 @@ bench = Benchmark(
 )
 
 # ---- outputs: the interface users script against (camelCase keys, as Pulumi's own) ----------------
+guests = {g.name: g for g in plan.guests}
 pulumi.export("mode", mode.name)
 pulumi.export("vip", str(plan.vip))
 pulumi.export("domainType", domain_type)
 pulumi.export(
     "vms",
     [
-        {"name": vm.ref.domain, "role": vm.ref.role, "address": vm.ref.address, "host": placement.of[vm.ref.name]}
+        {
+            "name": vm.ref.domain,
+            "role": vm.ref.role,
+            "address": vm.ref.address,
+            "host": placement.of[vm.ref.name],
+            "services": list(role_units(spec, mode, plan, guests[vm.ref.name])),  # what ./labctl status asks
+        }
         for vm in all_vms
     ],
 )
+pulumi.export("healthCheck", mode.rotation(spec)[0])  # what takes a dead web out
 pulumi.export(
     "hosts",
     [

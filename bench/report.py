@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import lbmodes
+from views import graph
 
 
 def camel(key: str) -> str:
@@ -322,6 +325,26 @@ def scaling_chart(points: list[dict], out: Path) -> Path:
     return path
 
 
+def lab_picture(res: dict, out: Path) -> Path:
+    """The lab drawn with this result's bytes on each path (views/graph.py): an SVG when Graphviz's
+    `dot` is installed (./labctl setup does), else the DOT text."""
+    nodes = [graph.Node(v["name"], v["role"], v.get("host", "")) for v in res["vms"]]
+    hosts = {n.host for n in nodes}
+    text = graph.dot(
+        res.get("stack", ""),
+        res["mode"],
+        nodes,
+        graph.traffic([r.get("counters") or {} for r in res["runs"]]),
+        "VXLAN" if len(hosts) > 1 else "",
+    )
+    stem = out / f"graph-{res.get('stack', '') or 'lab'}-{res['mode']}-{Path(res['raw_dir']).name}"
+    stem.with_suffix(".dot").write_text(text)
+    if not shutil.which("dot"):
+        return stem.with_suffix(".dot")
+    subprocess.run(["dot", "-Tsvg", "-o", str(stem.with_suffix(".svg"))], input=text, text=True, check=True)
+    return stem.with_suffix(".svg")
+
+
 def write_report(results: list[dict], out: Path, scale: dict | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     parts = ["# l2dsr benchmark report\n"]
@@ -337,6 +360,10 @@ def write_report(results: list[dict], out: Path, scale: dict | None = None) -> P
     if results:
         for png in charts(results, out):
             parts.append(f"![{png.stem}]({png.name})\n")
+    for res in results:
+        if res.get("vms"):  # results from before the VMs were recorded have no picture
+            picture = lab_picture(res, out)
+            parts.append(f"## Where the bytes went: {res.get('stack', '')} {res['mode']}\n\n![graph]({picture.name})\n")
     faults = [{**res["fault"], "mode": res["mode"]} for res in results if res.get("fault")]
     if faults:
         parts.append(f"## A web fails during the load\n\n{fault_table(faults)}")

@@ -393,6 +393,8 @@ def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: l
         "summary": summarize(runs),
         "requests_per_web": per_web,
         **({"fault": fault} if fault else {}),
+        # who is who, for the picture of where the bytes went (./labctl graph, the report)
+        "vms": [{"name": vm.name, "role": vm.role, "host": vm.host.name} for vm in (*p.clients, p.lb, *p.webs)],
         "raw_dir": str(out),
     }
     atomic_write(out / "result.json", json.dumps(result, indent=1), mode=0o644)

@@ -60,11 +60,20 @@ def net_checks(lines: tuple[str, ...]) -> list[Check]:
     return out
 
 
+def role_units(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[str, ...]:
+    """The systemd units a guest's role runs (its addressing first when it has one): what its state
+    checks and what `./labctl status` asks (the `vms` output's `services`)."""
+    setup = role_setup(spec, mode, plan, guest)
+    return (*(("l2dsr-net.service",) if setup.net else ()), *setup.units)
+
+
 def checks(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[Check, ...]:
     setup = role_setup(spec, mode, plan, guest)
     files, _ = role_files(spec, mode, plan, guest)
-    units = [*(["l2dsr-net.service"] if setup.net else []), *setup.units]
-    out = [Check(f"{unit} running", f"systemctl is-active {unit}", "active") for unit in units]
+    out = [
+        Check(f"{unit} running", f"systemctl is-active {unit}", "active")
+        for unit in role_units(spec, mode, plan, guest)
+    ]
     # systemd-sysctl applies /etc/sysctl.d in file-name order, a later file's key over an earlier
     # one's (the seed's LB tuning raises the profile's netdev_max_backlog): one check per key, the last.
     sysctls: dict[str, Check] = {}

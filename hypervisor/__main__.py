@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import report
-from hypervisor import downloads, image, libvirt, paths, pulumi_cli, recovery, simhosts, vmssh
+from hypervisor import downloads, image, inspection, libvirt, paths, pulumi_cli, recovery, simhosts, vmssh
 from hypervisor.progress import StepFailed, in_parallel, say
 from lab import config
 from runtime.hostfacts import RecordUnreadable, atomic_write
@@ -33,6 +33,13 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   hosts down [--force]  stop the simulated hosts (refused while they hold domains, unless --force)
   sh [COMMAND...]   a command (default: a shell) inside the lab's namespaces, e.g. ./labctl sh virsh list --all
   ssh VM [COMMAND]  log in to a VM of the stack (L2DSR_STACK, default lab), through its host when remote
+  status [STACK] [--json]  each VM's role, host, state, addresses, MAC, tap and services; the mode, the
+                    health check, the tunnels and the newest result (what cannot be read is said so)
+  capture VM [--interface NAME] [--filter BPF] [--seconds N | --count N] [--write FILE]
+                    tcpdump on the host side of the VM's NIC (L2DSR_STACK's VM): a pcap stream when piped
+                    (./labctl capture lb | wireshark -k -i -), decoded with link-layer headers on a terminal;
+                    10 s unless --seconds or --count says otherwise
+  graph [STACK]     the lab drawn with the newest result's bytes on each path: results/STACK-graph.{dot,svg,png}
 """
 
 
@@ -231,7 +238,7 @@ def cmd_hosts(args: list[str]) -> int | None:
 def cmd_ssh(args: list[str]) -> int:
     if not args:
         return usage_error()
-    return vmssh.main(args, pulumi_cli.bin_dir() / "pulumi", libvirt.read_record())
+    return vmssh.main(args, libvirt.read_record())
 
 
 def usage_error() -> int:
@@ -253,6 +260,9 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "hosts": cmd_hosts,
     "sh": shell,
     "ssh": cmd_ssh,
+    "status": inspection.cmd_status,
+    "capture": inspection.cmd_capture,
+    "graph": inspection.cmd_graph,
 }
 
 

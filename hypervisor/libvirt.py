@@ -64,6 +64,8 @@ HOST_PACKAGES = [
     "openssh-client",
     "e2fsprogs",
     "iproute2",
+    "tcpdump",  # ./labctl capture, on the host side of a VM's NIC
+    "graphviz",  # ./labctl graph and the report's picture of the lab
 ]
 TEST_PACKAGES = ("cloud-init", "haproxy", "keepalived", "nginx-light")  # the tools that check rendered files
 

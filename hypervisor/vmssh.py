@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from guest.render import LOGIN_USER
 from hypervisor import libvirt, paths, pulumi_cli
@@ -46,12 +45,12 @@ def host_refs(outputs: dict) -> dict[str, HostRef]:
     }
 
 
-def main(args: list[str], pulumi_bin: Path, rec: libvirt.HostRecord | None) -> int:
-    stack = os.environ.get("L2DSR_STACK", "lab")
+def read_stack(stack: str, rec: libvirt.HostRecord | None, secrets: bool = True) -> tuple[dict, str]:
+    """The stack's outputs and (with `secrets`) its SSH private key, read with the pulumi CLI."""
 
     def cli(*argv: str) -> str:
         return subprocess.run(
-            [*libvirt.in_namespace(rec), str(pulumi_bin), *argv, "--stack", stack],
+            [*libvirt.in_namespace(rec), str(pulumi_cli.bin_dir() / "pulumi"), *argv, "--stack", stack],
             cwd=paths.PROJECT_DIR,
             env=pulumi_cli.pulumi_env(),
             capture_output=True,
@@ -60,14 +59,22 @@ def main(args: list[str], pulumi_bin: Path, rec: libvirt.HostRecord | None) -> i
         ).stdout
 
     try:
-        outputs = json.loads(cli("stack", "output", "--json"))
-        state = json.loads(cli("stack", "export", "--show-secrets"))
+        outputs = json.loads(cli("stack", "output", "--json") or "{}")
+        key = private_key(json.loads(cli("stack", "export", "--show-secrets"))) if secrets else ""
     except subprocess.CalledProcessError as e:
-        raise StepFailed(f"cannot read stack {stack}: {e.stderr.strip()}") from None
+        raise StepFailed(f"cannot read stack {stack}: {e.stderr.strip()} (./labctl up {stack} makes it)") from None
+    except StopIteration:
+        key = ""  # no key in the state yet: the guests cannot be asked
+    return outputs, key
+
+
+def main(args: list[str], rec: libvirt.HostRecord | None) -> int:
+    stack = os.environ.get("L2DSR_STACK", "lab")
+    outputs, key = read_stack(stack, rec)
     vm, host = find_vm(outputs, args[0])
     plan = {"address": vm["address"], "host": host.__dict__, "command": " ".join(args[1:])}
-    with KeyFile(private_key(state)) as key:
-        plan["key"] = key
+    with KeyFile(key) as key_file:
+        plan["key"] = key_file
         inner = [*libvirt.in_namespace(rec), str(pulumi_cli.venv_python()), "-m", "hypervisor.vmssh", "--exec"]
         return subprocess.call([*inner, json.dumps(plan)], cwd=paths.PROJECT_DIR)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from guest.render import LOGIN_USER
 from hypervisor import libvirt, paths, pulumi_cli
 from hypervisor.progress import StepFailed, say
-from hypervisor.vmssh import find_vm, host_refs, read_stack
+from hypervisor.vmssh import find_vm, host_refs, key_in, read_stack
 from runtime import at_once
 from runtime.hostshell import HostError, HostRef
 from runtime.ssh import KeyFile, Ssh, SshError
@@ -47,15 +47,14 @@ def stack_and_flags(args: list[str], flags: tuple[str, ...]) -> tuple[str, set[s
 def cmd_status(args: list[str]) -> int:
     stack, flags = stack_and_flags(args, ("--json",))
     rec = libvirt.read_record()
-    outputs, key = read_stack(stack, rec)
+    outputs, state = read_stack(stack, rec)
+    outputs = status.known_vms(outputs, state)  # half-built: the state's domains
     if not outputs.get("vms"):
-        raise StepFailed(
-            f"stack {stack} has no VMs in its outputs: its first up has not finished (./labctl up {stack})"
-        )
+        raise StepFailed(f"stack {stack} has no VMs yet, in its outputs or its state (./labctl up {stack})")
+    key = key_in(state)
     with KeyFile(key or "none") as key_file:
-        return run_inside(
-            rec, "status", {"stack": stack, "outputs": outputs, "key": key_file if key else "", "json": bool(flags)}
-        )
+        plan = {"stack": stack, "outputs": outputs, "key": key_file if key else "", "json": bool(flags)}
+        return run_inside(rec, "status", plan)
 
 
 def first_line(e: Exception) -> str:
@@ -117,7 +116,7 @@ def gather_answers(stack: str, outputs: dict, key_file: str) -> dict:
     else:
         units = [{"error": "the stack's key is not in its state"} for _ in running]
     answers["units"] = {v["name"]: u for v, u in zip(running, units, strict=True)}
-    if len(refs) > 1:
+    if len(refs) > 1 and not outputs.get("halfBuilt"):  # a half-built stack's hosts are only URIs
         names = sorted(refs)
         ends = at_once(lambda h: ask_tunnel(refs[h], interface_name(stack)), names)
         answers["tunnels"] = dict(zip(names, ends, strict=True))
@@ -147,7 +146,8 @@ def cmd_capture(args: list[str]) -> int:
         raise StepFailed(str(e)) from None
     stack = os.environ.get("L2DSR_STACK", "lab")
     rec = libvirt.read_record()
-    outputs, _ = read_stack(stack, rec, secrets=False)
+    outputs, state = read_stack(stack, rec, secrets=False)
+    outputs = status.known_vms(outputs, state)
     vm, host = find_vm(outputs, wanted.vm)
     uri = next((h["uri"] for h in outputs.get("hosts") or [] if h["name"] == vm.get("host")), libvirt.URI)
     plan = {"capture": wanted.__dict__, "domain": vm["name"], "uri": uri, "host": host.__dict__}

@@ -45,8 +45,9 @@ def host_refs(outputs: dict) -> dict[str, HostRef]:
     }
 
 
-def read_stack(stack: str, rec: libvirt.HostRecord | None, secrets: bool = True) -> tuple[dict, str]:
-    """The stack's outputs and (with `secrets`) its SSH private key, read with the pulumi CLI."""
+def read_stack(stack: str, rec: libvirt.HostRecord | None, secrets: bool = True) -> tuple[dict, dict]:
+    """The stack's outputs and its state (`stack export`, with `secrets` their plaintext), read with
+    the pulumi CLI."""
 
     def cli(*argv: str) -> str:
         return subprocess.run(
@@ -60,18 +61,25 @@ def read_stack(stack: str, rec: libvirt.HostRecord | None, secrets: bool = True)
 
     try:
         outputs = json.loads(cli("stack", "output", "--json") or "{}")
-        key = private_key(json.loads(cli("stack", "export", "--show-secrets"))) if secrets else ""
+        state = json.loads(cli("stack", "export", *(["--show-secrets"] if secrets else [])))
     except subprocess.CalledProcessError as e:
         raise StepFailed(f"cannot read stack {stack}: {e.stderr.strip()} (./labctl up {stack} makes it)") from None
-    except StopIteration:
-        key = ""  # no key in the state yet: the guests cannot be asked
-    return outputs, key
+    return outputs, state
+
+
+def key_in(state: dict) -> str:
+    """The stack's private key, or "" when the state holds none yet (the guests cannot be asked)."""
+    try:
+        return private_key(state)
+    except (StopIteration, KeyError):
+        return ""
 
 
 def main(args: list[str], rec: libvirt.HostRecord | None) -> int:
     stack = os.environ.get("L2DSR_STACK", "lab")
-    outputs, key = read_stack(stack, rec)
+    outputs, state = read_stack(stack, rec)
     vm, host = find_vm(outputs, args[0])
+    key = key_in(state)
     plan = {"address": vm["address"], "host": host.__dict__, "command": " ".join(args[1:])}
     with KeyFile(key) as key_file:
         plan["key"] = key_file

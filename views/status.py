@@ -117,6 +117,8 @@ def vm_rows(outputs: dict, answers: dict) -> tuple[tuple[VmStatus, ...], tuple[s
         said = answers["units"].get(vm["name"])
         if dom.state != "running":
             services = "-"
+        elif not units:
+            services = UNREAD  # nothing to ask: the outputs do not say what it runs
         elif said is None or "error" in said:
             why = said["error"] if said else "not asked"
             services = f"unknown ({why})"
@@ -128,10 +130,45 @@ def vm_rows(outputs: dict, answers: dict) -> tuple[tuple[VmStatus, ...], tuple[s
     return tuple(rows), tuple(notes)
 
 
+# The component a VM's domain is a child of, in its URN's type chain: the VM's role.
+ROLE_OF_COMPONENT = {"l2dsr:lab:WebTier": "web", "l2dsr:lab:LoadBalancer": "lb", "l2dsr:lab:Clients": "client"}
+HALF_BUILT = (
+    "the stack's outputs are not written yet (its first up has not finished, or was stopped): the VMs "
+    "are its state's domains; their addresses and services are known once an up finishes"
+)
+
+
+def host_of_uri(uri: str) -> str:
+    return "local" if uri.startswith("qemu:///") else uri.split("://", 1)[-1].split("/", 1)[0]
+
+
+def outputs_from_state(state: dict) -> dict:
+    """What a half-built stack's state says of its VMs (each Domain resource's name and libvirt URI,
+    its role from its component), in the `vms` and `hosts` outputs' shape, addresses unknown."""
+    vms, uris = [], []
+    for r in state.get("deployment", {}).get("resources") or []:
+        name = (r.get("outputs") or {}).get("name")
+        if not r["type"].endswith(":Domain") or not name:
+            continue
+        chain = r["urn"].split("::")[2].split("$")
+        role = next((ROLE_OF_COMPONENT[t] for t in chain if t in ROLE_OF_COMPONENT), UNREAD)
+        uri = r["outputs"].get("uri", "")
+        uris += [uri] if uri not in uris else []
+        vms.append({"name": name, "role": role, "address": UNREAD, "host": host_of_uri(uri), "services": []})
+    hosts = [{"name": host_of_uri(u), "uri": u, "address": "", "user": "", "identityFile": ""} for u in uris]
+    return {"vms": sorted(vms, key=lambda v: v["name"]), "hosts": hosts, "halfBuilt": True} if vms else {}
+
+
+def known_vms(outputs: dict, state: dict) -> dict:
+    """The outputs, or for a half-built stack (no `vms` output yet) what its state says of its VMs."""
+    return outputs if outputs.get("vms") else {**outputs, **outputs_from_state(state)}
+
+
 def assemble(stack: str, outputs: dict, answers: dict, tunnel: str) -> Status:
     """The status from the stack's outputs and the raw answers of its hosts and guests (recorded as
     they came: tests/views/ holds real ones)."""
     rows, notes = vm_rows(outputs, answers)
+    notes = ((HALF_BUILT,) if outputs.get("halfBuilt") else ()) + notes
     tunnels = {}
     for host, said in sorted((answers.get("tunnels") or {}).items()):
         if "error" in said:

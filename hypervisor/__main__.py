@@ -26,8 +26,9 @@ USAGE = """usage: ./labctl COMMAND [ARGS]
   image             only the offline base image
   fetch [STACK]     only the stack's cloud image, when l2dsr:image is a URL (up does it too)
   report [PATH...]  Markdown and PNG charts from saved results (default: the newest run of every stack)
-  down [--force]    stop what setup started (libvirtd, namespace, pool, simulated hosts); --force also removes
-                    this checkout's stacks' domains, networks and volumes (never an object without the lab's marker)
+  down [--force [--orphans]]  stop what setup started (libvirtd, namespace, pool, simulated hosts); --force also
+                    removes this checkout's stacks' domains, networks and volumes (never an object without the
+                    lab's marker); --orphans also those whose marker names a local state that no longer exists
   hosts up N        simulate hosts 2..N on this machine for a lab across hosts (Pulumi.twohost.yaml): each its
                     own namespace, libvirtd and sshd, joined to host 1 (the lab's libvirtd) by an underlay
   hosts down [--force]  stop the simulated hosts (refused while they hold domains, unless --force)
@@ -221,7 +222,7 @@ def cmd_pulumi(args: list[str]) -> int:
 def cmd_down(args: list[str]) -> None:
     states = (checkout_state(),)
     simhosts.down(force="--force" in args, states=states)
-    libvirt.teardown(force="--force" in args, states=states)
+    libvirt.teardown(force="--force" in args, states=states, orphans="--orphans" in args and "--force" in args)
 
 
 def cmd_hosts(args: list[str]) -> int | None:

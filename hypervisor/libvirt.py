@@ -427,8 +427,8 @@ def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt", ip_prefix: list[s
     stacks' owner token; the rest is listed and left. Returns what was left, as `kind name (why)`."""
     objects = host_objects(virsh)
     owners = {m.owner for m in [*objects.domains.values(), *objects.networks.values()] if m and is_ours(m)}
-    domains = ownership.sort_for_cleanup(objects.domains, is_ours)
-    networks = ownership.sort_for_cleanup(objects.networks, is_ours)
+    domains = ownership.sort_for_cleanup(objects.domains, is_ours, ownership.state_gone)
+    networks = ownership.sort_for_cleanup(objects.networks, is_ours, ownership.state_gone)
     pool = {}
     if virsh.ok("pool-info", POOL_NAME):
         for name in virsh.names("vol-list", "--pool", POOL_NAME):
@@ -459,7 +459,7 @@ def remove_ours(virsh: Virsh, is_ours, where: str = "libvirt", ip_prefix: list[s
     return left
 
 
-def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = RECORD) -> None:
+def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = RECORD, orphans: bool = False) -> None:
     """Stop exactly what setup started, and remove only the lab's objects: with `force`, those whose
     marker says they belong to one of `states` (this checkout's Pulumi state, or the test run's);
     never the user's or another checkout's, which are listed and left (the daemon stays up while one
@@ -472,7 +472,7 @@ def teardown(force: bool = False, states: tuple[str, ...] = (), record: Path = R
     if rec.libvirtd == "sandbox" and ours_running(rec):
         virsh = virsh_of(rec)
         objects = host_objects(virsh)
-        ours = ownership.of_state(*states)
+        ours = ownership.of_state_or_orphan(*states) if orphans else ownership.of_state(*states)
         if not force:
             defined = ownership.sort_for_cleanup(objects.domains, ours).remove
             if defined:

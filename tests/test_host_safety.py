@@ -60,6 +60,29 @@ def test_a_clean_up_removes_only_its_own_whatever_force_says():
     assert not ownership.of_state(TESTS)(Marker("l2dsr/x/1", TESTS + "-other/backend"))
 
 
+def test_an_object_whose_state_is_gone_is_said_so_and_removed_only_when_asked():
+    """A CI run killed before its clean-up, or a checkout removed: its objects name a state that is no
+    longer on this machine. A clean-up lists them with the command that removes them; --orphans does."""
+    here = {OURS.removeprefix("file://"), "/home/other/l2dsr/.state/backend"}
+    objects = {
+        "l2dsr-e2e-lb": Marker("l2dsr/e2e/2", "file:///check/work/main/.state/test-runs/t0"),  # gone
+        "l2dsr-lab-lb": Marker("l2dsr/lab/3", "file:///home/other/l2dsr/.state/backend"),  # another checkout's
+        "l2dsr-s3-lb": Marker("l2dsr/s3/4", "s3://bucket/state"),  # not local: never an orphan
+        "mine": None,
+    }
+
+    def gone(m):
+        return ownership.state_gone(m, exists=here.__contains__)
+
+    down = ownership.sort_for_cleanup(objects, ownership.of_state(OURS), gone)
+    assert down.remove == []
+    orphan = next(x for x in down.left if x.startswith("l2dsr-e2e-lb"))
+    assert "no longer exists here: file:///check/work/main" in orphan and "down --force --orphans" in orphan
+    assert all("no longer exists" not in x for x in down.left if not x.startswith("l2dsr-e2e-lb"))
+    orphans = ownership.sort_for_cleanup(objects, ownership.of_state_or_orphan(OURS, exists=here.__contains__), gone)
+    assert orphans.remove == ["l2dsr-e2e-lb"]  # never another checkout's, a remote state's, or the user's
+
+
 def test_the_volumes_removed_are_the_removed_domains_and_their_stacks_never_a_kept_domains():
     web = "<domain><disk><source file='/var/lib/libvirt/images/l2dsr-lab-web01-disk-aa.qcow2'/></disk></domain>"
     user = "<domain><disk><source file='/var/lib/libvirt/images/user.qcow2'/></disk></domain>"

@@ -114,18 +114,40 @@ class Sorted:
     left: list[str]  # listed and left: `name (why)`
 
 
-def sort_for_cleanup(objects: dict[str, Marker | None], is_ours: Callable[[Marker], bool]) -> Sorted:
+def sort_for_cleanup(
+    objects: dict[str, Marker | None],
+    is_ours: Callable[[Marker], bool],
+    gone: Callable[[Marker], bool] = lambda m: False,
+) -> Sorted:
     """Which of a host's objects (name -> marker) a clean-up may remove: only those whose marker says
-    they are its own, whatever --force says (pure)."""
+    they are its own, whatever --force says (pure; `gone` says which markers name a state that no
+    longer exists, so the listing can say how to remove those)."""
     remove, left = [], []
     for name, marker in sorted(objects.items()):
         if marker is None:
             left.append(f"{name} (no l2dsr marker: not the lab's)")
+        elif not is_ours(marker) and gone(marker):
+            left.append(
+                f"{name} (stack {marker.stack or '?'} of a state that no longer exists here: {marker.state}; "
+                "./labctl down --force --orphans removes it)"
+            )
         elif not is_ours(marker):
             left.append(f"{name} (stack {marker.stack or '?'} of another state: {marker.state or 'unknown'})")
         else:
             remove.append(name)
     return Sorted(remove, left)
+
+
+def state_gone(marker: Marker, exists: Callable[[str], bool] = os.path.exists) -> bool:
+    """The marker names a local state (file://) whose directory is not on this machine: a checkout
+    removed, or a CI run's, killed before its clean-up. No stack can manage its objects again."""
+    return marker.state.startswith("file:///") and not exists(marker.state.removeprefix("file://"))
+
+
+def of_state_or_orphan(*states: str, exists: Callable[[str], bool] = os.path.exists) -> Callable[[Marker], bool]:
+    """`of_state`, and also every object whose state no longer exists (`down --force --orphans`)."""
+    ours = of_state(*states)
+    return lambda m: ours(m) or state_gone(m, exists)
 
 
 def of_state(*states: str) -> Callable[[Marker], bool]:

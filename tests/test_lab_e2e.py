@@ -983,7 +983,10 @@ def e2e_lab(tmp_path, name: str, **config: object) -> Iterator[Run]:
     hosts stopped, the record written, and nothing of the lab left on either host."""
     virsh = Virsh(libvirt.URI)
     stale = lab_objects(virsh)
-    assert not stale, f"left by an earlier run, remove them first (virsh undefine / vol-delete / net-undefine): {stale}"
+    assert not stale, (
+        f"left by an earlier run: {stale}; ./labctl down --force removes this checkout's, and --orphans "
+        "also those of a checkout or CI run whose state is gone"
+    )
     with lab_stack(tmp_path, STACK, **config) as cli:
         run = Run(cli, virsh)
         try:

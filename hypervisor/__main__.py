@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import report
-from hypervisor import downloads, image, inspection, libvirt, paths, pulumi_cli, recovery, simhosts, vmssh
+from hypervisor import cleanup, downloads, image, inspection, libvirt, paths, pulumi_cli, recovery, simhosts, vmssh
 from hypervisor.progress import StepFailed, in_parallel, say
 from lab import config
 from runtime.hostfacts import RecordUnreadable, atomic_write
@@ -166,11 +166,11 @@ def test(args: list[str]) -> int:
             # the end-to-end test stops its own simulated hosts; this is for one that could not
             simhosts.down(force=True, states=states)
             if was_running:
-                libvirt.remove_ours(
+                cleanup.remove_ours(
                     libvirt.virsh_of(rec), ownership.of_state(*states), "libvirt", ip_prefix=libvirt.in_namespace(rec)
                 )
             else:
-                libvirt.teardown(force=True, states=states)
+                cleanup.teardown(force=True, states=states)
 
 
 def shell(args: list[str]) -> int:
@@ -222,7 +222,7 @@ def cmd_pulumi(args: list[str]) -> int:
 def cmd_down(args: list[str]) -> None:
     states = (checkout_state(),)
     simhosts.down(force="--force" in args, states=states)
-    libvirt.teardown(force="--force" in args, states=states, orphans="--orphans" in args and "--force" in args)
+    cleanup.teardown(force="--force" in args, states=states, orphans="--orphans" in args and "--force" in args)
 
 
 def cmd_hosts(args: list[str]) -> int | None:

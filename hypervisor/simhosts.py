@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hypervisor import libvirt
+from hypervisor import cleanup, libvirt
 from hypervisor.progress import StepFailed, say
 from runtime.hostfacts import RUN_DIR, atomic_write, cache_dir, read_json
 from virt import ownership
@@ -207,7 +207,7 @@ def down(force: bool = False, states: tuple[str, ...] = ()) -> None:
     for host in hosts:
         if host.pids and all(libvirt.alive(p) for p in host.pids.values()):
             virsh = Virsh(host.uri, prefix=tuple(libvirt.in_namespace(libvirt.read_record())))
-            objects = libvirt.host_objects(virsh)
+            objects = cleanup.host_objects(virsh)
             mine = ownership.sort_for_cleanup(objects.domains, ownership.of_state(*states)).remove
             if mine and not force:
                 raise StepFailed(
@@ -215,7 +215,7 @@ def down(force: bool = False, states: tuple[str, ...] = ()) -> None:
                     "(./labctl destroy STACK), or ./labctl hosts down --force"
                 )
             if force:
-                left = libvirt.remove_ours(virsh, ownership.of_state(*states), f"simulated host {host.name}")
+                left = cleanup.remove_ours(virsh, ownership.of_state(*states), f"simulated host {host.name}")
             else:
                 others = ownership.sort_for_cleanup(objects.networks, ownership.of_state(*states)).left
                 left = [f"domain {d}" for d in objects.domains if d not in mine] + [f"network {n}" for n in others]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine import healthcheck
-from hypervisor import libvirt, recovery
+from hypervisor import cleanup, libvirt, recovery
 from lab.inventory import read_hosts, uri_problem
 from lab.spec import HostSpec
 from runtime import hostfacts
@@ -86,7 +86,7 @@ def test_an_object_whose_state_is_gone_is_said_so_and_removed_only_when_asked():
 def test_the_volumes_removed_are_the_removed_domains_and_their_stacks_never_a_kept_domains():
     web = "<domain><disk><source file='/var/lib/libvirt/images/l2dsr-lab-web01-disk-aa.qcow2'/></disk></domain>"
     user = "<domain><disk><source file='/var/lib/libvirt/images/user.qcow2'/></disk></domain>"
-    objects = libvirt.HostObjects(
+    objects = cleanup.HostObjects(
         domains={"l2dsr-lab-web01": Marker("l2dsr/lab/1", OURS), "user": None},
         xml={"l2dsr-lab-web01": web, "user": user},
     )
@@ -94,14 +94,14 @@ def test_the_volumes_removed_are_the_removed_domains_and_their_stacks_never_a_ke
         name: f"/var/lib/libvirt/images/{name}"
         for name in ("l2dsr-lab-web01-disk-aa.qcow2", "l2dsr-lab-base-1-bb.qcow2", "user.qcow2", "other.iso")
     }
-    assert libvirt.volumes_of(objects, ["l2dsr-lab-web01"], pool) == [
+    assert cleanup.volumes_of(objects, ["l2dsr-lab-web01"], pool) == [
         "l2dsr-lab-base-1-bb.qcow2",
         "l2dsr-lab-web01-disk-aa.qcow2",
     ]
     # another checkout's stack of the same name stays: the images of that name may be its
     objects.domains["l2dsr-lab-lb"] = Marker("l2dsr/lab/9", "file:///elsewhere")
     objects.xml["l2dsr-lab-lb"] = "<domain/>"
-    assert libvirt.volumes_of(objects, ["l2dsr-lab-web01"], pool) == ["l2dsr-lab-web01-disk-aa.qcow2"]
+    assert cleanup.volumes_of(objects, ["l2dsr-lab-web01"], pool) == ["l2dsr-lab-web01-disk-aa.qcow2"]
 
 
 def test_a_clean_up_forgets_the_journal_entries_of_the_volumes_it_removed(tmp_path, monkeypatch):
@@ -114,7 +114,7 @@ def test_a_clean_up_forgets_the_journal_entries_of_the_volumes_it_removed(tmp_pa
     ):
         (journal / f"{stem}-k.json").write_text(json.dumps({"uri": "qemu:///system", "pool": "default", "name": name}))
     (journal / "torn.json").write_text('{"uri": ')
-    libvirt.forget_in_flight({"l2dsr-lab-web01-disk-aa.qcow2"})
+    cleanup.forget_in_flight({"l2dsr-lab-web01-disk-aa.qcow2"})
     assert sorted(p.name for p in journal.iterdir()) == ["l2dsr-x-lb-k.json", "torn.json"]
 
 
@@ -143,12 +143,12 @@ def test_a_sandbox_whose_daemon_is_gone_keeps_what_its_directory_defines(tmp_pat
     record = tmp_path / "host.json"
     monkeypatch.setattr(hostfacts, "RECORD", record)
     hostfacts.write_record(hostfacts.HostRecord("sandbox", "", {"libvirtd": dead_pid()}, directory=str(directory)))
-    libvirt.teardown(force=True, states=(OURS,), record=record)
+    cleanup.teardown(force=True, states=(OURS,), record=record)
     assert (directory / "etc" / "qemu" / "users-vm.xml").exists() and not record.exists()
-    assert libvirt.defined_in(directory) == ["users-vm.xml"]
+    assert cleanup.defined_in(directory) == ["users-vm.xml"]
     (directory / "etc" / "qemu" / "users-vm.xml").unlink()
     hostfacts.write_record(hostfacts.HostRecord("sandbox", "", {"libvirtd": dead_pid()}, directory=str(directory)))
-    libvirt.teardown(force=True, states=(OURS,), record=record)
+    cleanup.teardown(force=True, states=(OURS,), record=record)
     assert not directory.exists()  # nothing defined: the lab's directory goes
 
 

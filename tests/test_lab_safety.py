@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor import libvirt
+from hypervisor import cleanup, libvirt
 from runtime.hostfacts import HostRecord, write_record
 from virt import ownership
 
@@ -93,11 +93,11 @@ def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(s
         subprocess.run([*ns, "ip", "link", "set", link, "alias", alias], check=True)
 
     with pytest.raises(libvirt.StepFailed, match="l2dsr-safety-web01"):
-        libvirt.teardown(force=False, states=(OURS,), record=record)  # plain down: refused, nothing removed
+        cleanup.teardown(force=False, states=(OURS,), record=record)  # plain down: refused, nothing removed
     assert "l2dsr-safety-web01" in virsh.names("list", "--all", "--name")
 
     # what the test command's clean-up does while the daemon stays up, and teardown first of all
-    left = libvirt.remove_ours(virsh, ownership.of_state(OURS), "test", ip_prefix=ns)
+    left = cleanup.remove_ours(virsh, ownership.of_state(OURS), "test", ip_prefix=ns)
     assert sorted(left) == sorted(
         [
             "domain users-vm (no l2dsr marker: not the lab's)",
@@ -107,7 +107,7 @@ def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(s
     )
     links = subprocess.run([*ns, "ip", "-br", "link"], capture_output=True, text=True).stdout
     assert "l2vx-theirs" in links and "l2vx-ours" not in links
-    libvirt.teardown(force=True, states=(OURS,), record=record)
+    cleanup.teardown(force=True, states=(OURS,), record=record)
     assert not any(libvirt.alive(p) for p in rec.pids.values())  # nothing runs: the daemons stopped
     assert subprocess.run(["ip", "netns", "pids", rec.namespace], capture_output=True).returncode != 0
     assert {d: tree_digest(HOST_ETC / d) for d in ("libvirt", "netns")} == etc_before  # no host file touched
@@ -117,6 +117,6 @@ def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(s
     virsh = libvirt.virsh_of(rec)
     assert sorted(virsh.names("list", "--all", "--name")) == ["l2dsr-other-web01", "users-vm"]
     assert virsh.names("net-list", "--all", "--name") == ["users-net"]
-    libvirt.teardown(force=True, states=(), record=record)  # no state of its own: removes nothing
+    cleanup.teardown(force=True, states=(), record=record)  # no state of its own: removes nothing
     rec = start()
     assert sorted(libvirt.virsh_of(rec).names("list", "--all", "--name")) == ["l2dsr-other-web01", "users-vm"]

@@ -126,7 +126,6 @@ def main(argv: list[str]) -> None:
     addresses = [a for a in argv if not a.startswith("-") and ":" in a]
     if addresses:
         runtime.set_sink(engine_sink(addresses[0]))
-        runtime.set_engine_check(lambda: healthcheck.answers(addresses[0]))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=namespace["_GRPC_CHANNEL_OPTIONS"])
     namespace["provider_pb2_grpc"].add_ResourceProviderServicer_to_server(make_servicer(base)(), server)
     port = server.add_insecure_port(address="127.0.0.1:0")

@@ -5,10 +5,13 @@ the volume it replaces until that one is deleted by its own recorded name, so vo
 create-first.
 
 No volume is orphaned by a kill: a create writes its volume's name to a journal of its own
-(`~/.cache/l2dsr/in-flight/`) before it makes the volume, and removes the entry once the volume is
-whole and the engine still answers (the provider host outlives a killed engine by seconds and may
-finish a create that nobody records). An entry still there when the same resource is created again
-names a volume no state can hold, and that create removes it first.
+(`~/.cache/l2dsr/in-flight/`) before it makes the volume, and the entry stays until the state is
+seen to hold that volume: the engine's next diff (or read) of the resource, with the volume's name
+in its recorded outputs, or its delete, removes the entry. A create's return is not enough: a
+kill -9 of the engine between the provider's answer and the engine's checkpoint loses the result
+(seen in CI: an initrd and a seed ISO orphaned by a kill during the boots). The engine diffs every
+recorded resource before it creates any, so an entry still there when the same resource is created
+again names a volume no state holds, and that create removes it first.
 
 Where ours differ from pulumi-libvirt's: a volume names its source file or backing
 path directly (no `base_volume_id` lookup), and carries `config_hash`, what the guest's cloud-init
@@ -29,7 +32,6 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult
 
-import runtime
 from resources.base import Declared, ReplaceOnChange, drift_note, libvirt_failures, looked_up
 from runtime.hostfacts import RecordUnreadable, atomic_write, in_flight_dir, read_json
 from virt import ownership
@@ -88,10 +90,12 @@ class VolumeBase(ReplaceOnChange):
             looked_up(f"volume {name}", lambda: virsh.volume_delete(pool, name))  # nothing half-built stays
             journal.unlink(missing_ok=True)
             raise
-        path = virsh.volume_path(pool, name)
-        if runtime.engine_alive():  # else the entry stays: no state can record this volume now
-            journal.unlink(missing_ok=True)
+        path = virsh.volume_path(pool, name)  # the entry stays: only the state, seen later, confirms it
         return CreateResult(id_=f"{pool}/{name}", outs={**props, "name": name, "path": path})
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]):
+        confirmed(olds)  # the engine diffs what its state records: this volume is held
+        return super().diff(id_, olds, news)
 
     def _exists(self, props: dict[str, Any]) -> bool:
         virsh = Virsh(props["uri"])
@@ -106,8 +110,10 @@ class VolumeBase(ReplaceOnChange):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         virsh = Virsh(props["uri"])
         looked_up(f"volume {props['name']}", lambda: virsh.volume_delete(props["pool"], props["name"]))
+        confirmed(props)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        confirmed(props)
         return ReadResult(id_, props) if self._exists(props) else ReadResult("", {})
 
 
@@ -115,6 +121,19 @@ def in_flight(props: dict[str, Any]) -> Path:
     """The journal entry of a create of this resource (its stack's state, host, pool and stem)."""
     key = content_hash(ownership.state_url(), props["uri"], props["pool"], props["stem"], props["ext"])
     return in_flight_dir() / f"{props['stem']}-{key}.json"
+
+
+def confirmed(olds: dict[str, Any]) -> None:
+    """The state holds this volume (its recorded outputs name it): its journal entry goes."""
+    if not all(k in olds for k in ("name", "uri", "pool", "stem", "ext")):
+        return
+    journal = in_flight(olds)
+    try:
+        entry = read_json(journal, "a volume create's journal entry", "it is removed") if journal.exists() else None
+    except RecordUnreadable:
+        entry = None
+    if entry and entry.get("name") == olds["name"]:
+        journal.unlink(missing_ok=True)
 
 
 def remove_interrupted(virsh: Virsh, journal: Path) -> None:

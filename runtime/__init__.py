@@ -4,8 +4,6 @@
   benchmark runs check it and stop within seconds.
 - `log(...)`: a line shown under the resource being created, in `pulumi up` itself (ephemeral: the
   resource's status column). Outside the provider host (tests, scripts) it goes to stderr.
-- `engine_alive()`: whether the engine that asked for this operation still answers (the provider host
-  sets the check; elsewhere it is True): a result it can no longer record is said as such.
 - `LabFailure`: a failure whose message says everything (which VM, what, the log lines that show it):
   the CLI shows that message, not a Python traceback.
 """
@@ -24,7 +22,6 @@ R = TypeVar("R")
 cancelled = threading.Event()
 _current = threading.local()
 _sink: Callable[[str, str, bool, str], None] | None = None
-_engine_check: Callable[[], bool] | None = None
 
 
 class LabFailure(RuntimeError):
@@ -50,15 +47,6 @@ def at_once(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return []
     with ThreadPoolExecutor(max_workers=len(items)) as pool:
         return list(pool.map(work, items))
-
-
-def set_engine_check(check: Callable[[], bool]) -> None:
-    global _engine_check
-    _engine_check = check
-
-
-def engine_alive() -> bool:
-    return _engine_check is None or _engine_check()
 
 
 def set_current_urn(urn: str) -> None:

@@ -28,7 +28,3 @@ def test_at_once_raises_the_first_failure():
 
     with pytest.raises(ValueError, match="web02"):
         runtime.at_once(work, range(4))
-
-
-def test_outside_the_provider_host_the_engine_is_alive():
-    assert runtime.engine_alive()

@@ -163,3 +163,36 @@ def test_the_graph_labels_come_from_the_counters():
     assert f'"web01" -> "clients" [lhead="cluster_clients", color="{graph.RESPONSE}"' in text
     assert f'label="responses {graph.human(d_bytes["web01"]["tx"])}"' in text
     assert '"lb" -> "client01"' not in text and '"lb" -> "client01"' in rendered(proxy)
+
+
+def test_the_report_draws_where_each_results_bytes_went(tmp_path):
+    """A result that records its VMs (result.json's `vms`) gets its picture in the report, drawn from
+    its runs' counters; one saved before that has none."""
+    import shutil
+
+    from bench.report import write_report
+
+    dsr = case("graph-dsr")
+    summary = [
+        {
+            "mode": "dsr", "tool": "ab", "keepalive": False, "scheme": "http", "clients": 2, "lb_threads": 1,
+            "concurrency": 10, "total_requests": 500, "total_requests_asked": 500, "file_size_bytes": 5120,
+            "repeats": 1, "requests_per_second": 140.65, "requests_per_second_min": 140.65,
+            "requests_per_second_max": 140.65, "latency_ms": 7.11, "latency_ms_min": 7.11, "latency_ms_max": 7.11,
+            "latency_percentiles_ms": {"p50": 58.0, "p99": 154.0}, "failed_requests": 0, "non_2xx_responses": 0,
+            "lb_response_share": -0.0026, "lb_bytes_per_request": 1002.9, "flags": [],
+        }
+    ]  # fmt: skip
+    with_vms = {
+        "mode": "dsr", "tool": "ab", "keepalive": False, "raw_dir": "results/lab/20261201T164331Z",
+        "summary": summary, "runs": [{"counters": c} for c in dsr["counters"]], "vms": dsr["vms"], "stack": "lab",
+    }  # fmt: skip
+    older = {**with_vms, "raw_dir": "results/lab/20261101T000000Z"}
+    older.pop("vms")
+    text = write_report([with_vms, older], tmp_path / "report").read_text()
+    assert text.count("## Where the bytes went") == 1
+    drawn = sorted(p.name for p in (tmp_path / "report").glob("graph-*"))
+    assert drawn[0].startswith("graph-lab-dsr-20261201T164331Z.")
+    if shutil.which("dot"):
+        svg = (tmp_path / "report" / "graph-lab-dsr-20261201T164331Z.svg").read_text()
+        assert "<svg" in svg and "responses" in svg

@@ -160,9 +160,10 @@ def test_the_graph_labels_come_from_the_counters():
     p_bytes, d_bytes = graph.traffic(proxy["counters"]), graph.traffic(dsr["counters"])
     assert p_bytes["client01"]["rx"] == sum(r["client01"]["rx_bytes"] for r in proxy["counters"])
     text = rendered(dsr)
-    assert f'"web01" -> "clients" [lhead="cluster_clients", color="{graph.RESPONSE}"' in text
+    assert f'"clients" -> "web01" [dir=back, ltail="cluster_clients", color="{graph.RESPONSE}"' in text
     assert f'label="responses {graph.human(d_bytes["web01"]["tx"])}"' in text
-    assert '"lb" -> "client01"' not in text and '"lb" -> "client01"' in rendered(proxy)
+    back_to_client01 = '"client01" -> "lb" [dir=back'
+    assert back_to_client01 not in text and back_to_client01 in rendered(proxy)
 
 
 def test_the_report_draws_where_each_results_bytes_went(tmp_path):

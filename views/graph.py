@@ -111,7 +111,12 @@ def dot(stack: str, mode: str, nodes: list[Node], bytes_of: dict[str, dict[str, 
     for a, b in pairwise(hosts) if several else ():
         lines.append(f'  "vxlan@{a}" -> "vxlan@{b}" [dir=both, style=bold, color=gray40, label="VXLAN"];')
     for a, b, colour, label in paths(nodes, mode, bytes_of):
-        head = 'lhead="cluster_clients", ' if b == CLIENTS else ""
-        lines.append(f'  "{a}" -> "{b}" [{head}color="{colour}", fontcolor="{colour}", label="{label}"];')
+        # Every edge is laid out clients -> LB -> webs (a response is drawn back along it, dir=back),
+        # so a request and its response between the same two VMs run side by side, not across.
+        if colour == RESPONSE:
+            tail = 'ltail="cluster_clients", ' if b == CLIENTS else ""
+            lines.append(f'  "{b}" -> "{a}" [dir=back, {tail}color="{colour}", fontcolor="{colour}", label="{label}"];')
+        else:
+            lines.append(f'  "{a}" -> "{b}" [color="{colour}", fontcolor="{colour}", label="{label}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"

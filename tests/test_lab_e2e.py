@@ -8,11 +8,10 @@ by hand are seen by preview and restored by up, which reruns the benchmark; `--r
 domain leaves a working lab; the benchmark over the LB's HTTPS frontend (only the benchmark reruns);
 a fault run (web02's nginx stopped for 40 s) under HAProxy's check; switch to dsr (the engine's plan
 replaces only the LB and the benchmark), proven by its byte counters and checked inside the guests;
-an unchanged up; faults inside the guests that stop the benchmark, and flags that fire; destroy
-(nothing left).
+an unchanged up; destroy (nothing left).
 
-On demand (`test_ipvs_variants_and_two_hosts`, marker `deep`): dsr's static rules and keepalived
-under the same fault; three changes by hand inside the guests, seen by preview and put back by up
+On demand (`test_ipvs_variants_and_two_hosts`, marker `deep`): dsr's static rules under the fault;
+faults inside the guests that stop the benchmark, and flags that fire; keepalived under the fault; three changes by hand inside the guests, seen by preview and put back by up
 without touching a domain; l3dsr and nat (the LB, the webs and the benchmark replaced); unchanged;
 the lab across two simulated hosts; destroy.
 
@@ -1039,7 +1038,7 @@ def write_record(run: Run, name: str) -> None:
 def test_up_switch_unchanged_destroy(tmp_path):
     """CI's run (the seed's two modes and every lifecycle promise): proxy, its first up killed twice
     and recovered; a clashing stack and a second checkout refused; drift restored; --replace;
-    https; HAProxy's fault run; dsr; unchanged; the benchmark's own failures and flags; destroy."""
+    https; HAProxy's fault run; dsr; unchanged; destroy."""
     with e2e_lab(tmp_path, "e2e", https=True, clientCount=CLIENTS, **MATRIX, **LOAD["proxy"]) as run:
         cli, virsh = run.cli, run.virsh  # the seed's HTTPS frontend on the LB
         start = time.monotonic()
@@ -1092,22 +1091,13 @@ def test_up_switch_unchanged_destroy(tmp_path):
         cli("up", "--yes", "--expect-no-changes")
         run.times["up_unchanged_s"] = round(time.monotonic() - start, 1)
 
-        # Faults inside the guests stop the benchmark with one readable error each; flags fire in a
-        # run that provokes them (the guests are left as the flags' run mended them: destroy follows).
-        set_matrix(cli, SMALL_MATRIX)
-        start = time.monotonic()
-        run.seen["benchmark_faults"] = provoke_failures(cli)
-        run.times["bench_faults_s"] = round(time.monotonic() - start, 1)
-        start = time.monotonic()
-        run.results["dsr-flags"] = provoke_flags(cli)
-        run.times["bench_flags_s"] = round(time.monotonic() - start, 1)
-
 
 @pytest.mark.deep
 def test_ipvs_variants_and_two_hosts(tmp_path):
-    """On demand (`./labctl test -m deep`, about 40 min here): the lab's extensions beyond the seed, on
-    a lab of its own. dsr's static rules under a fault, then keepalived; drift inside the guests put
-    back in place; l3dsr and nat; unchanged; two hosts; destroy."""
+    """On demand (`./labctl test -m deep`, about 45 min here): the lab's extensions beyond the seed, on
+    a lab of its own. dsr's static rules under a fault; the benchmark's own failures and flags; then
+    keepalived under the fault; drift inside the guests put back in place; l3dsr and nat; unchanged;
+    two hosts, with status, capture and graph; destroy."""
     fault = {**SMALL_MATRIX, **LOAD["dsr"], **FAULT}
     with e2e_lab(tmp_path, "e2e-deep", mode="dsr", clientCount=CLIENTS, **fault) as run:
         cli, virsh = run.cli, run.virsh
@@ -1115,6 +1105,18 @@ def test_ipvs_variants_and_two_hosts(tmp_path):
         out = run.results["dsr"] = stack_outputs(cli)
         run.seen["fault_dsr_static"] = check_fault(out, "none (static rules)", 1)
         run.memory["dsr"] = check_guests(cli, "dsr")
+
+        # Faults inside the guests stop the benchmark with one readable error each; flags fire in a
+        # run that provokes them (what that run changed on the LB goes with it at the next switch).
+        set_matrix(cli, {**SMALL_MATRIX, "benchFault": ""})
+        start = time.monotonic()
+        run.seen["benchmark_faults"] = provoke_failures(cli)
+        run.times["bench_faults_s"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
+        run.results["dsr-flags"] = provoke_flags(cli)
+        run.times["bench_flags_s"] = round(time.monotonic() - start, 1)
+
+        set_matrix(cli, fault)
         keepalived_and_guest_drift(cli, virsh, run.times, run.results, run.seen)
 
         # l3dsr and nat need other webs (a tunnel holding the VIP; a route via the LB): LB, webs

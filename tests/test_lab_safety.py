@@ -73,14 +73,23 @@ def sandbox(tmp_path):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(sandbox):
+def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(sandbox, tmp_path):
     record, start = sandbox
     etc_before = {d: tree_digest(HOST_ETC / d) for d in ("libvirt", "netns")}
     rec = start()
     virsh = libvirt.virsh_of(rec)
     ours = ownership.Marker("l2dsr/safety/1", OURS)
-    theirs = ownership.Marker("l2dsr/safety/2", "file:///home/someone/l2dsr/.state/backend")
-    for xml in (domain("users-vm", None), domain("l2dsr-safety-web01", ours), domain("l2dsr-other-web01", theirs)):
+    other_checkout = tmp_path / "other-checkout" / ".state" / "backend"
+    other_checkout.mkdir(parents=True)
+    theirs = ownership.Marker("l2dsr/safety/2", f"file://{other_checkout}")
+    # a CI run's, killed before its clean-up: its checkout (and state) is no longer on this machine
+    gone = ownership.Marker("l2dsr/gone/3", "file:///nonexistent-l2dsr-ci/work/main/.state/test-runs/t0")
+    for xml in (
+        domain("users-vm", None),
+        domain("l2dsr-safety-web01", ours),
+        domain("l2dsr-other-web01", theirs),
+        domain("l2dsr-gone-web01", gone),
+    ):
         virsh.with_xml("define", xml)
     for xml in (network("users-net", "usr-br0", None), network("l2dsr-safety", "l2dsr-sft", ours)):
         virsh.with_xml("net-define", xml)
@@ -101,7 +110,9 @@ def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(s
     assert sorted(left) == sorted(
         [
             "domain users-vm (no l2dsr marker: not the lab's)",
-            "domain l2dsr-other-web01 (stack safety of another state: file:///home/someone/l2dsr/.state/backend)",
+            f"domain l2dsr-other-web01 (stack safety of another state: file://{other_checkout})",
+            "domain l2dsr-gone-web01 (stack gone of a state that no longer exists here: "
+            "file:///nonexistent-l2dsr-ci/work/main/.state/test-runs/t0; ./labctl down --force --orphans removes it)",
             "network users-net (no l2dsr marker: not the lab's)",
         ]
     )
@@ -115,8 +126,15 @@ def test_down_force_removes_only_the_labs_objects_and_leaves_the_host_as_found(s
 
     rec = start()  # the next setup: the user's and the other checkout's are all there, ours is not
     virsh = libvirt.virsh_of(rec)
-    assert sorted(virsh.names("list", "--all", "--name")) == ["l2dsr-other-web01", "users-vm"]
+    assert sorted(virsh.names("list", "--all", "--name")) == ["l2dsr-gone-web01", "l2dsr-other-web01", "users-vm"]
     assert virsh.names("net-list", "--all", "--name") == ["users-net"]
     cleanup.teardown(force=True, states=(), record=record)  # no state of its own: removes nothing
+    rec = start()
+    assert sorted(libvirt.virsh_of(rec).names("list", "--all", "--name")) == [
+        "l2dsr-gone-web01",
+        "l2dsr-other-web01",
+        "users-vm",
+    ]
+    cleanup.teardown(force=True, states=(), record=record, orphans=True)  # down --force --orphans
     rec = start()
     assert sorted(libvirt.virsh_of(rec).names("list", "--all", "--name")) == ["l2dsr-other-web01", "users-vm"]

@@ -25,7 +25,7 @@ from views import graph, status
 from virt.tunnel import interface_name
 from virt.virsh import Virsh, VirshError
 
-ASK_TIMEOUT_S = 15  # a host or guest that does not answer in this is said so, not waited for
+ASK_TIMEOUT_S = 30  # a host or guest that does not answer in this is said so, not waited for (a busy host: seconds)
 
 
 def run_inside(rec: libvirt.HostRecord | None, what: str, plan: dict) -> int:

@@ -10,8 +10,8 @@ a fault run (web02's nginx stopped for 40 s) under HAProxy's check; switch to ds
 replaces only the LB and the benchmark), proven by its byte counters and checked inside the guests;
 an unchanged up; destroy (nothing left).
 
-On demand (`test_ipvs_variants_and_two_hosts`, marker `deep`): dsr's static rules under the fault;
-faults inside the guests that stop the benchmark, and flags that fire; keepalived under the fault; three changes by hand inside the guests, seen by preview and put back by up
+On demand (`test_ipvs_variants_and_two_hosts`, marker `deep`): dsr; faults inside the guests that
+stop the benchmark, and flags that fire; dsr's static rules under the fault; keepalived under it; three changes by hand inside the guests, seen by preview and put back by up
 without touching a domain; l3dsr and nat (the LB, the webs and the benchmark replaced); unchanged;
 the lab across two simulated hosts; destroy.
 
@@ -1095,8 +1095,8 @@ def test_up_switch_unchanged_destroy(tmp_path):
 @pytest.mark.deep
 def test_ipvs_variants_and_two_hosts(tmp_path):
     """On demand (`./labctl test -m deep`, about 45 min here): the lab's extensions beyond the seed, on
-    a lab of its own. dsr's static rules under a fault; the benchmark's own failures and flags; then
-    keepalived under the fault; drift inside the guests put back in place; l3dsr and nat; unchanged;
+    a lab of its own. dsr; the benchmark's own failures and flags; dsr's static rules under a fault,
+    then keepalived under it; drift inside the guests put back in place; l3dsr and nat; unchanged;
     two hosts, with status, capture and graph; destroy."""
     with e2e_lab(tmp_path, "e2e-deep", mode="dsr", clientCount=CLIENTS, **SMALL_MATRIX, **LOAD["dsr"]) as run:
         cli, virsh = run.cli, run.virsh

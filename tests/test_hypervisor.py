@@ -328,6 +328,9 @@ def collected(*args: str) -> set[str]:
     return {line for line in done.stdout.splitlines() if "::" in line}
 
 
+LAB_TESTS = ("tests/test_lab_", "tests/e2e/")  # where the tests that boot guests live
+
+
 def test_the_test_commands_tiers_run_every_test_once_the_fast_ones_first():
     """`./labctl test` runs the fast tier, then the lab tier: together every test pytest runs by
     default, each once, and no test that boots a guest in the first."""
@@ -335,14 +338,14 @@ def test_the_test_commands_tiers_run_every_test_once_the_fast_ones_first():
     everything = collected()
     assert fast and lab and not fast & lab
     assert fast | lab == everything
-    assert {t for t in lab if t.startswith("tests/test_lab_")} == lab
-    assert not {t for t in fast if t.startswith("tests/test_lab_")}
+    assert {t for t in lab if t.startswith(LAB_TESTS)} == lab
+    assert not {t for t in fast if t.startswith(LAB_TESTS)}
     assert hv.tiers(["-k", "x"]) == [["-k", "x"]]
     # What does not fit CI's time is in neither tier, and each marker selects lab tests of its own.
     for marker in hv.ON_DEMAND:
         on_demand = collected("-m", marker)
         assert on_demand and not on_demand & everything, marker
-        assert {t for t in on_demand if t.startswith("tests/test_lab_")} == on_demand, marker
+        assert {t for t in on_demand if t.startswith(LAB_TESTS)} == on_demand, marker
 
 
 def test_labctls_usage_and_its_commands_are_the_same_list():

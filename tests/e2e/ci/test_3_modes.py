@@ -1,0 +1,87 @@
+"""CI's lab in the seed's two modes: the benchmark over the LB's HTTPS frontend (only the benchmark
+reruns); proxy seen on the wire (status, a capture on the LB's tap, the picture); the switch to dsr
+(the engine replaces only the LB and the benchmark), proven by its byte counters and inside the
+guests; an unchanged up; dsr seen on the wire (the LB rewrites only the destination MAC, web01
+replies from the VIP straight to the client)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import replaced_with, stack_outputs
+from tests.e2e.lab import (
+    HTTPS_MATRIX,
+    LOAD,
+    MATRIX,
+    SMALL_MATRIX,
+    Run,
+    check_guests,
+    check_results,
+    last_changes,
+    replaced_in_plan,
+    set_matrix,
+)
+from tests.e2e.seeing import captures_during_a_benchmark, check_captures, lab_graph, lab_status
+
+pytestmark = pytest.mark.lab
+after_the_first_up = pytest.mark.needs("test_first_up_killed_twice_then_recovered")
+
+
+@after_the_first_up
+def test_https_frontend(run: Run) -> None:
+    """The LB already has it (l2dsr:https), so only the benchmark reruns; a smaller matrix, ab with
+    keep-alive: every new connection is a TLS handshake, about 35/s under emulation."""
+    cli = run.cli
+    set_matrix(cli, {**HTTPS_MATRIX, **LOAD["proxy-https"], "benchFault": ""})
+    cli("config", "set", "l2dsr:benchScheme", "https")
+    assert replaced_in_plan(cli) == ["bench-run"]
+    run.up("bench_https")
+    run.results["proxy-https"] = stack_outputs(cli)
+    check_results(run.results["proxy-https"], "proxy", HTTPS_MATRIX, scheme="https", load="proxy-https")
+
+
+@after_the_first_up
+def test_proxy_seen_on_the_wire(run: Run, tmp_path) -> None:
+    cli = run.cli
+    set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"], "benchFault": ""})
+    cli("config", "set", "l2dsr:benchScheme", "http")
+    with run.timed("seen_proxy"):
+        seen = lab_status(cli, 1)
+        caught = captures_during_a_benchmark(cli, tmp_path, "see-proxy", {"lb": "tcp port 80"})
+        run.seen["status_proxy"] = seen["table"].splitlines()
+        run.seen["capture_proxy"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=False)
+        run.seen["graph_proxy"] = [lab_graph(cli, "proxy")]
+
+
+@after_the_first_up
+def test_switch_to_dsr(run: Run) -> None:
+    cli = run.cli
+    set_matrix(cli, {**MATRIX, **LOAD["dsr"], "benchFault": "", "benchTrigger": ""})
+    cli("config", "set", "l2dsr:benchScheme", "http")
+    cli("config", "set", "l2dsr:mode", "dsr")
+    assert replaced_in_plan(cli) == replaced_with("lb-vm")
+    run.up("switch_to_dsr")
+    history = last_changes(cli)
+    assert history.get("replace") == 6 and "create" not in history and "delete" not in history, history
+    run.results["dsr"] = stack_outputs(cli)
+    check_results(run.results["dsr"], "dsr")
+    assert all(r["flags"] == [] for r in run.results["dsr"]["results"]), run.results["dsr"]["resultsTable"]
+    run.memory["dsr"] = check_guests(cli, "dsr")
+
+
+@pytest.mark.needs("test_switch_to_dsr")
+def test_unchanged_up_changes_nothing(run: Run) -> None:
+    with run.timed("up_unchanged"):
+        run.cli("up", "--yes", "--expect-no-changes")
+
+
+@pytest.mark.needs("test_switch_to_dsr")
+def test_dsr_seen_on_the_wire(run: Run, tmp_path) -> None:
+    cli = run.cli
+    set_matrix(cli, SMALL_MATRIX)
+    with run.timed("seen_dsr"):
+        seen = lab_status(cli, 1)
+        caught = captures_during_a_benchmark(cli, tmp_path, "see-dsr", {"lb": "tcp port 80", "web01": "tcp port 80"})
+        run.seen["status_dsr"] = seen["table"].splitlines()
+        run.seen["capture_dsr"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=True)
+        run.seen["graph_dsr"] = [lab_graph(cli, "dsr")]

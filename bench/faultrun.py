@@ -64,7 +64,7 @@ class Injector:
 
     def open(self) -> None:
         """For stop-web, the session to the web, before the load starts."""
-        if self.plan.action != "stop-web":
+        if self.plan.fault.action != "stop-web":
             return
         self.session = subprocess.Popen(
             self.ssh.argv(self.web.address, WEB_SESSION),
@@ -93,7 +93,7 @@ class Injector:
     def fail(self) -> float:
         self.down = True
         sent = time.time()
-        if self.plan.action == "stop-web":
+        if self.plan.fault.action == "stop-web":
             self._on_web("stop")
         else:
             Virsh(self.plan.uri).run("suspend", self.web.domain, timeout=60)
@@ -103,7 +103,7 @@ class Injector:
     def restore(self) -> float:
         if not self.down:
             return time.time()
-        if self.plan.action == "stop-web":
+        if self.plan.fault.action == "stop-web":
             if self.session is not None and self.session.poll() is None:
                 self._on_web("start")
             else:  # the session is gone: a new one
@@ -126,7 +126,10 @@ def schedule(
     """In a thread beside the load: the fault at t0 + at_s, the restore at t0 + restore_s (host clock);
     `times` gets when each had taken effect, in seconds of the run. `stop`: the load ended early."""
     try:
-        for when, action, name in ((plan.at_s, injector.fail, "fault"), (plan.restore_s, injector.restore, "restore")):
+        for when, action, name in (
+            (plan.fault.at_s, injector.fail, "fault"),
+            (plan.fault.restore_s, injector.restore, "restore"),
+        ):
             while time.time() < t0 + when:
                 if stop.is_set() or runtime.cancelled.is_set():
                     return
@@ -168,8 +171,8 @@ def record(
         name: timeline.samples(texts.get(name, ""), clocks_of.get(name, timeline.SAME), t0)
         for name in [lb, *clients, *webs]
     }
-    fault_t, restore_t = times.get("fault", float(plan.at_s)), times.get("restore", float(plan.restore_s))
-    ft = timeline.fault_times(on[lb], plan.keys, plan.web, fault_t, restore_t)
+    fault_t, restore_t = times.get("fault", float(plan.fault.at_s)), times.get("restore", float(plan.fault.restore_s))
+    ft = timeline.fault_times(on[lb], plan.keys, plan.fault.web, fault_t, restore_t)
 
     def series(name: str, counter: str) -> list[tuple[float, int]]:
         return [(x.t, c[counter]) for x in on[name] if counter in (c := timeline.counters(x))]
@@ -178,12 +181,12 @@ def record(
         per = [timeline.per_second(series(n, counter), s, **kw) for n in names]
         return [sum(col) for col in zip(*per, strict=True)] if per else [0] * s
 
-    sent = [(x.t, timeline.rotation(x, plan.keys).get(plan.web, (False, -1))[1]) for x in on[lb]]
+    sent = [(x.t, timeline.rotation(x, plan.keys).get(plan.fault.web, (False, -1))[1]) for x in on[lb]]
     errors = [a + b for a, b in zip(summed(clients, "attempt_fails"), summed(clients, "resets"), strict=True)]
     return {
-        "fault": plan.label,
-        "action": plan.action,
-        "web": plan.web,
+        "fault": str(plan.fault),
+        "action": plan.fault.action,
+        "web": plan.fault.web,
         "health_check": plan.checker,
         "seconds": s,
         "fault_at_s": fault_t,
@@ -204,8 +207,8 @@ def record(
         "lb_reading_gap_s": timeline.reading_gap(on[lb], s),
         "timeline": {
             "served": summed(webs, "served", restarts=True, own=1),
-            "served_by_web": timeline.per_second(series(plan.web, "served"), s, restarts=True, own=1),
-            "in_rotation": timeline.in_rotation(on[lb], plan.keys, plan.web, s),
+            "served_by_web": timeline.per_second(series(plan.fault.web, "served"), s, restarts=True, own=1),
+            "in_rotation": timeline.in_rotation(on[lb], plan.keys, plan.fault.web, s),
             "sent_to_web": timeline.per_second([(t, v) for t, v in sent if v >= 0], s),
             "connection_errors": errors,
             "syn_retransmits": summed(clients, "synretrans"),
@@ -256,15 +259,15 @@ def run_during(
             failed.append(e)
         injector.close()
     if failed:
-        how = "pause its VM" if plan.action == "kill-web" else "stop its nginx"
+        how = "pause its VM" if plan.fault.action == "kill-web" else "stop its nginx"
         undo = (
             f"virsh -c {plan.uri} resume {injector.web.domain}"
-            if plan.action == "kill-web"
+            if plan.fault.action == "kill-web"
             else "systemctl start nginx"
         )
         state = f"; it may still be down: `{undo}` brings it back" if injector.down else ""
         raise FaultFailed(
-            f"the fault run on {plan.web} ({plan.label}): could not {how} or bring it back: {failed[0]}{state}"
+            f"the fault run on {plan.fault.web} ({plan.fault}): could not {how} or bring it back: {failed[0]}{state}"
         )
     return texts, t0, times
 

@@ -222,7 +222,7 @@ def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan
     """The fault run (bench/faultrun.py): load for `plan.seconds` while one web fails and comes back."""
     tool = loadtools.TOOLS[p.tool]
     work = faultrun.loads(p.url, plan, len(p.clients), p.keepalive)
-    web = next(w for w in p.webs if w.name == plan.web)
+    web = next(w for w in p.webs if w.name == plan.fault.web)
     probes.settle(readers)
     offsets, measured_at = measure_clocks(ssh, p.vms)
     faultrun.start_samplers(ssh, plan, p.lb, list(p.clients), list(p.webs), plan.seconds + 60)
@@ -244,7 +244,7 @@ def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan
     samples = faultrun.collect(ssh, p.vms)
     after, after_at = measure_clocks(ssh, p.vms)
     lines = {n: timeline.Clock(measured_at, offsets[n].seconds, after_at, after[n].seconds) for n in offsets}
-    if plan.action == "kill-web" and "restore" in times:  # its clock stood still while it was paused
+    if plan.fault.action == "kill-web" and "restore" in times:  # its clock stood still while it was paused
         lines[web.name] = dataclasses.replace(lines[web.name], paused_until=t0 + times["restore"])
     placed = place_runs(p, "fault", texts, work, [offsets[c.name] for c in p.clients], out)
     combined = combine(placed, tool.rank, tool.grid_pct)
@@ -371,11 +371,11 @@ def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: l
             retune(ssh, p, p.lb_threads, cancellable=False)
     fault = None
     if p.fault:
-        doing[0] = f"the fault run ({p.fault.label})"
+        doing[0] = f"the fault run ({p.fault.fault})"
         fault = run_fault(ssh, readers, p, p.fault, out)
         oom.check("during the fault run")
         runtime.log(
-            f"{p.mode} fault run ({p.fault.label}, {fault['health_check']}): {fault['total_requests']:,} requests, "
+            f"{p.mode} fault run ({p.fault.fault}, {fault['health_check']}): {fault['total_requests']:,} requests, "
             f"{fault['failed_requests'] + fault['non_2xx_responses']} failed, eject "
             f"{_seconds(fault.get('eject_s'))}, readmit {_seconds(fault.get('readmit_s'))}"
             + (f"; flags: {'; '.join(fault['flags'])}" if fault["flags"] else "")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import loadtools
 from lab.addressing import AddressPlan, mac_address
 from lab.files import Retune
-from lab.spec import LabSpec
+from lab.spec import Fault, LabSpec
 from lbmodes import Mode, ShareRule
 from runtime.vm import VmRef
 
@@ -19,22 +19,15 @@ __all__ = ["BenchSpec", "FaultPlan", "bench_spec", "fault_plan"]
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """The fault run, resolved by the program: the fault, and how the mode's LB shows its rotation."""
+    """The fault run, resolved by the program: its fault, and how the mode's LB shows its rotation."""
 
-    action: str  # stop-web | kill-web
-    web: str
-    at_s: int
-    restore_s: int
+    fault: Fault  # l2dsr:benchFault: what happens to which web, and when
     seconds: int
     concurrency: int
     checker: str  # what takes a dead web out: "HAProxy check", "keepalived", "none (static rules)"
     rotation: str  # the mode's command on the LB (lbmodes: Mode.rotation)
     keys: dict[str, str]  # what that command prints for a web (address or name) -> the web's name
     uri: str  # the web's libvirt host, for kill-web
-
-    @property
-    def label(self) -> str:
-        return f"{self.action}:{self.web}@{self.at_s}s-{self.restore_s}s"
 
 
 @dataclass(frozen=True)
@@ -81,10 +74,7 @@ def fault_plan(spec: LabSpec, mode: Mode, plan: AddressPlan, uris: dict[str, str
         return None
     checker, rotation = mode.rotation(spec)
     return FaultPlan(
-        action=fault.action,
-        web=fault.web,
-        at_s=fault.at_s,
-        restore_s=fault.restore_s,
+        fault=fault,
         seconds=spec.bench_fault_seconds,
         concurrency=spec.bench_concurrency[0],
         checker=checker,

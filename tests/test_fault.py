@@ -18,6 +18,7 @@ from bench.faultrun import FaultFailed, Injector
 from bench.spec import FaultPlan, fault_plan
 from lab.addressing import plan
 from lab.fault import read_fault
+from lab.spec import Fault
 from loadtools import clock_start
 from loadtools.ab import parse as parse_ab
 from runtime.vm import VmRef
@@ -67,7 +68,7 @@ def test_the_plan_says_what_takes_a_dead_web_out(mode, check, checker):
     spec, m = lab_of({"mode": mode, "ipvsHealthCheck": check, "benchFault": "stop-web:web02@5s"})
     fp = fault_plan(spec, m, plan(spec), {"web02": "qemu+ssh://root@10.254.0.2/system"})
     assert fp.checker == checker and fp.keys["172.16.0.102"] == "web02" and fp.uri.startswith("qemu+ssh")
-    assert (fp.seconds, fp.concurrency, fp.label) == (30, 1000, "stop-web:web02@5s-15s")
+    assert (fp.seconds, fp.concurrency, str(fp.fault)) == (30, 1000, "stop-web:web02@5s-15s")
 
 
 # ---- the samplers' lines ------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def test_static_rules_never_eject_and_the_count_goes_on():
 
 
 def fault_plan_for(action: str = "stop-web", uri: str = "test:///default") -> FaultPlan:
-    return FaultPlan(action, "web02", 5, 15, 25, 20, "keepalived", "true", KEYS, uri)
+    return FaultPlan(Fault(action, "web02", 5, 15), 25, 20, "keepalived", "true", KEYS, uri)
 
 
 def test_record_puts_every_vm_on_one_time_line():
@@ -251,7 +252,7 @@ def test_the_real_run_reads_as_keepalived_ejecting_and_readmitting():
 def test_a_pause_that_cannot_be_undone_fails_the_run_and_says_how_to_undo_it():
     """libvirt's test driver for real: `suspend` works, and each virsh call is a new connection to a
     fresh test host, so `resume` finds the domain running and fails, as a lost host would."""
-    fp = FaultPlan("kill-web", "web02", 0, 1, 5, 20, "keepalived", "true", KEYS, "test:///default")
+    fp = FaultPlan(Fault("kill-web", "web02", 0, 1), 5, 20, "keepalived", "true", KEYS, "test:///default")
     web = VmRef("web02", "web", "172.16.0.102", "test", "")
     injector = Injector(None, fp, web)  # type: ignore[arg-type]  # kill-web runs virsh only
     with pytest.raises(FaultFailed) as e:
@@ -275,7 +276,7 @@ def test_a_failed_load_still_restores_the_web(tmp_path):
                 f'echo ready; while read what; do echo "$what" >> {log}; echo 0; done',
             ]
 
-    fp = FaultPlan("stop-web", "web02", 0, 30, 40, 20, "HAProxy check", "true", KEYS, "")
+    fp = FaultPlan(Fault("stop-web", "web02", 0, 30), 40, 20, "HAProxy check", "true", KEYS, "")
     injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""))  # type: ignore[arg-type]
 
     def load(t0):
@@ -295,7 +296,7 @@ def test_a_web_that_refuses_the_fault_is_one_readable_error(tmp_path):
         def argv(self, address, command):
             return ["sh", "-c", "echo ready; while read what; do echo 5; done"]
 
-    fp = FaultPlan("stop-web", "web02", 0, 1, 5, 20, "keepalived", "true", KEYS, "")
+    fp = FaultPlan(Fault("stop-web", "web02", 0, 1), 5, 20, "keepalived", "true", KEYS, "")
     injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""))  # type: ignore[arg-type]
     with pytest.raises(
         FaultFailed,
@@ -327,7 +328,7 @@ def test_the_fault_is_when_it_was_sent_and_the_restore_when_it_was_done():
         def argv(self, address, command):
             return ["sh", "-c", "echo ready; while read what; do sleep 0.3; echo 0; done"]
 
-    fp = FaultPlan("stop-web", "web02", 0, 1, 5, 20, "keepalived", "true", KEYS, "")
+    fp = FaultPlan(Fault("stop-web", "web02", 0, 1), 5, 20, "keepalived", "true", KEYS, "")
     injector = Injector(Ssh(), fp, VmRef("web02", "web", "172.16.0.102", "d", ""))  # type: ignore[arg-type]
     injector.open()
     try:

@@ -416,3 +416,19 @@ def test_a_network_reads_its_pairs_back_typed():
     args = NetworkArgs(uri=URI, name="l2dsr-lab", xml="<network/>", host_addresses=(("172.16.0.1", 24),), owner=OWNER)
     stored = json.loads(json.dumps(props_of(args)).replace("24]", "24.0]"))
     assert stored["host_addresses"] == [["172.16.0.1", 24.0]] and read_props(NetworkArgs, stored) == args
+
+
+def test_a_fault_run_reads_its_fault_back_typed():
+    """The fault plan holds its Fault: stored as the state stores it (numbers as floats), read back equal."""
+    from bench.spec import fault_plan
+    from lab.addressing import plan
+    from resources.base import props_of, read_props
+    from tests.conftest import lab_of, lab_stack_values
+
+    spec, mode = lab_of(
+        {**lab_stack_values(), "l2dsr:benchFault": "kill-web:web02@5s-45s", "l2dsr:benchFaultSeconds": 85}
+    )
+    made = fault_plan(spec, mode, plan(spec))
+    assert made is not None and str(made.fault) == "kill-web:web02@5s-45s"
+    stored = json.loads(json.dumps(props_of(made)).replace(": 5,", ": 5.0,").replace(": 45,", ": 45.0,"))
+    assert stored["fault"]["at_s"] == 5.0 and read_props(type(made), stored) == made

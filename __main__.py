@@ -87,9 +87,7 @@ for i, host in enumerate(spec.hosts):
         boot_slots=spec.boot_concurrency,
     )
 vm_sites = Sites({g.name: sites[placement.of[g.name]] for g in plan.guests})
-guest_config = GuestConfig(
-    spec=spec, mode=mode, plan=plan, ssh_public_key=key.public_key, mtu=segment_mtu(len(spec.hosts))
-)
+guest_config = GuestConfig(lab=lab, ssh_public_key=key.public_key, mtu=segment_mtu(len(spec.hosts)))
 sized = {role: {"vcpus": spec.vcpus[role], "memory_mib": spec.memory_mib[role]} for role in ROLES}
 webs = WebTier("web", WebTierArgs(sites=vm_sites, config=guest_config, guests=plan.webs, **sized["web"]))
 lb_tuning = tuning_of(spec.lb_tuning, spec.vcpus["lb"])
@@ -112,9 +110,7 @@ bench = Benchmark(
     BenchmarkArgs(
         plan=bench_spec(
             stack,
-            spec,
-            mode,
-            plan,
+            lab,
             {vm.ref.name: vm.ref for vm in all_vms},
             {g.name: vm_sites.of(g).uri for g in plan.guests},
         ),

@@ -6,6 +6,7 @@ resource as that resource's inputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import loadtools
 from lab.addressing import AddressPlan, mac_address
@@ -14,7 +15,7 @@ from lab.spec import Fault, LabSpec
 from lbmodes import Mode, ShareRule
 from runtime.vm import VmRef
 
-__all__ = ["BenchSpec", "FaultPlan", "bench_spec", "fault_plan"]
+__all__ = ["BenchSpec", "ConfiguredLab", "FaultPlan", "bench_spec", "fault_plan"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,20 @@ class BenchSpec:
         return [*self.clients, self.lb, *self.webs]
 
 
-def fault_plan(spec: LabSpec, mode: Mode, plan: AddressPlan, uris: dict[str, str] | None = None) -> FaultPlan | None:
+class ConfiguredLab(Protocol):
+    """The part of the resolved lab (resolution.Configured, or its Lab) the benchmark is built from."""
+
+    @property
+    def spec(self) -> LabSpec: ...
+    @property
+    def mode(self) -> Mode: ...
+    @property
+    def plan(self) -> AddressPlan: ...
+
+
+def fault_plan(lab: ConfiguredLab, uris: dict[str, str] | None = None) -> FaultPlan | None:
     """l2dsr:benchFault with what the mode says of its rotation; None without a fault."""
+    spec, mode, plan = lab.spec, lab.mode, lab.plan
     fault = spec.bench_fault
     if fault is None:
         return None
@@ -84,16 +97,10 @@ def fault_plan(spec: LabSpec, mode: Mode, plan: AddressPlan, uris: dict[str, str
     )
 
 
-def bench_spec(
-    stack: str,
-    spec: LabSpec,
-    mode: Mode,
-    plan: AddressPlan,
-    vms: dict[str, VmRef],
-    uris: dict[str, str] | None = None,
-) -> BenchSpec:
+def bench_spec(stack: str, lab: ConfiguredLab, vms: dict[str, VmRef], uris: dict[str, str] | None = None) -> BenchSpec:
     """The benchmark of this lab, resolved: the VMs, the load, what the mode says of its runs, and
     the fault run (`uris`: each VM's libvirt host, where kill-web pauses it)."""
+    spec, mode, plan = lab.spec, lab.mode, lab.plan
     lb_steps, lb_threads = mode.lb_steps(spec), mode.lb_threads(spec)
     retunes = {t: mode.retune(spec, plan, t) for t in sorted({*lb_steps, lb_threads})}
     return BenchSpec(
@@ -116,5 +123,5 @@ def bench_spec(
         retunes={str(t): r for t, r in retunes.items() if r is not None},
         shares=mode.shares,
         balances=mode.balances,
-        fault=fault_plan(spec, mode, plan, uris),
+        fault=fault_plan(lab, uris),
     )

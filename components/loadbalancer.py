@@ -14,7 +14,7 @@ from virt.xml import DomainTuning
 @dataclass(frozen=True)
 class LoadBalancerArgs:
     sites: Sites
-    config: GuestConfig  # its mode is config.mode
+    config: GuestConfig  # its mode is config.lab.mode
     guest: Guest
     vcpus: int
     memory_mib: int
@@ -24,7 +24,7 @@ class LoadBalancerArgs:
 class LoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("l2dsr:lab:LoadBalancer", name, None, opts)
-        mode, guest = args.config.mode, args.guest
+        mode, guest = args.config.lab.mode, args.guest
         self.vm = guest_vm(
             f"{name}-vm", args.sites.of(guest), args.config, guest, args.vcpus, args.memory_mib, self, args.tuning
         )
@@ -32,7 +32,7 @@ class LoadBalancer(pulumi.ComponentResource):
             {
                 "mode": mode.name,
                 "title": mode.title,
-                "vip": str(args.config.plan.vip),
+                "vip": str(args.config.lab.plan.vip),
                 "name": self.vm.ref.domain,
                 "address": self.vm.ref.address,
             }

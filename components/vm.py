@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import pulumi
 
 from guest import render, state
-from lab.addressing import AddressPlan, Guest, domain_name, mac_address
+from lab.addressing import Guest, domain_name, mac_address
 from lab.files import Check
-from lab.spec import LabSpec
-from lbmodes import Mode
+from resolution import Configured
 from resources.domain import Domain, DomainArgs
 from resources.gueststate import GuestState, GuestStateArgs
 from resources.readiness import VmReady, VmReadyArgs
@@ -70,24 +69,25 @@ class Sites:
 
 @dataclass(frozen=True)
 class GuestConfig:
-    """What a guest's cloud-init is rendered from (guest/render.py): the spec, the mode, the plan, the key."""
+    """What a guest's cloud-init is rendered from (guest/render.py): the configured lab (its spec, mode
+    and plan) and the key."""
 
-    spec: LabSpec
-    mode: Mode
-    plan: AddressPlan
+    lab: Configured
     ssh_public_key: pulumi.Output[str]
     mtu: int = 0  # the segment's, when it spans hosts (components/network.py)
 
     def user_data(self, guest: Guest) -> pulumi.Output[str]:
-        return self.ssh_public_key.apply(lambda key: render.user_data(self.spec, self.mode, self.plan, guest, key))
+        lab = self.lab
+        return self.ssh_public_key.apply(lambda key: render.user_data(lab.spec, lab.mode, lab.plan, guest, key))
 
     def network_config(self, guest: Guest) -> str:
-        return render.network_config(self.plan, guest, self.mtu)
+        return render.network_config(self.lab.plan, guest, self.mtu)
 
     def state(self, guest: Guest) -> tuple[tuple[Check, ...], str]:
         """What the running guest must show of its role, and the command that puts it back (guest/state.py)."""
-        return state.checks(self.spec, self.mode, self.plan, guest), state.repair_command(
-            self.spec, self.mode, self.plan, guest
+        lab = self.lab
+        return state.checks(lab.spec, lab.mode, lab.plan, guest), state.repair_command(
+            lab.spec, lab.mode, lab.plan, guest
         )
 
 

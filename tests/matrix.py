@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         g["name"]: VmRef(g["name"], g["role"], g["address"], g["domain"], g["console_log"])
         for g in (r["outputs"]["guest"] for r in resources if r["type"].endswith(":VmReady"))
     }
-    base = bench_spec(f"{args.stack}-matrix", lab.spec, lab.mode, lab.plan, refs)
+    base = bench_spec(f"{args.stack}-matrix", lab, refs)
     base = dataclasses.replace(
         base, concurrency=(args.concurrency,), requests=(args.requests,), repeats=1, lb_steps=(base.lb_threads,)
     )

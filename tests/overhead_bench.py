@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import json
 import statistics
 import subprocess
@@ -72,7 +73,10 @@ def main(argv: list[str]) -> int:
         g["name"]: VmRef(g["name"], g["role"], g["address"], g["domain"], g["console_log"])
         for g in (r["outputs"]["guest"] for r in state["deployment"]["resources"] if r["type"].endswith(":VmReady"))
     }
-    base = bench_spec(f"{args.stack}-overhead", spec, mode, lab_plan, refs)
+    if "lab" in inspect.signature(bench_spec).parameters:  # bench_spec(stack, lab, vms): the lab as resolved
+        base = bench_spec(f"{args.stack}-overhead", lab, refs)
+    else:  # a --source from before: the lab's parts one by one
+        base = bench_spec(f"{args.stack}-overhead", spec, mode, lab_plan, refs)
     base = dataclasses.replace(
         base, concurrency=(args.concurrency,), requests=(args.requests,), repeats=1, lb_steps=(base.lb_threads,)
     )

@@ -21,6 +21,7 @@ from loadtools import TOOLS, Load, clock_start
 from loadtools.ab import parse as parse_ab
 from loadtools.base import HISTOGRAM_START
 from loadtools.wrk import parse as parse_wrk
+from resolution import Configured
 from resources.base import props_of, read_props
 from runtime.vm import VmRef
 from tests.conftest import lab_of
@@ -258,7 +259,7 @@ def test_the_benchmark_plan_survives_pulumi_number_encoding(mode):
         {"mode": mode, "webCount": 2, "benchConcurrency": [10, 20], "benchRepeats": 2, "benchThreads": [1, 2]}
     )
     p = plan(spec)
-    built = bench_spec("lab", spec, mode_, p, refs("lab", p))
+    built = bench_spec("lab", Configured(spec, mode_, p), refs("lab", p))
     stored = floats(props_of(built))
     assert stored["concurrency"] == [10.0, 20.0]
     back = read_props(BenchSpec, stored)
@@ -451,7 +452,7 @@ def test_a_thread_change_writes_the_modes_rendering_of_the_file_and_applies_it()
     from lbmodes.proxy import haproxy_cfg
 
     spec, mode = lab_of({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 1, "lbVcpus": 2})
-    params = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    params = bench_spec("t", Configured(spec, mode, plan(spec)), refs("t", plan(spec)))
     assert sorted(params.retunes) == ["1", "2"] and params.lb_steps == (1, 2)
     ran: list[str] = []
 
@@ -480,7 +481,7 @@ def test_a_cancelled_benchmark_still_puts_the_lb_back_on_its_threads(monkeypatch
     from bench import runner
 
     spec, mode = lab_of({"webCount": 2, "benchThreads": [1, 2], "haproxyThreads": 2, "lbVcpus": 2})
-    params = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    params = bench_spec("t", Configured(spec, mode, plan(spec)), refs("t", plan(spec)))
     running = {"threads": 2}
     uncancellable: list[str] = []
 
@@ -510,7 +511,7 @@ def test_a_cancelled_benchmark_still_puts_the_lb_back_on_its_threads(monkeypatch
     assert uncancellable and "nbthread 2" in base64.b64decode(uncancellable[0].split()[1]).decode()
     # IPVS has nothing to change: one row per point, no retunes.
     spec, mode = lab_of({"mode": "dsr", "webCount": 2, "benchThreads": [1, 2]})
-    dsr = bench_spec("t", spec, mode, plan(spec), refs("t", plan(spec)))
+    dsr = bench_spec("t", Configured(spec, mode, plan(spec)), refs("t", plan(spec)))
     assert dsr.lb_steps == (1,) and dsr.retunes == {} and dsr.lb_threads == 1
 
 
@@ -585,7 +586,7 @@ class ScriptedSsh:
 def _dsr_plan(tmp_path):
     spec, mode = lab_of({"mode": "dsr", "webCount": 2})
     p = plan(spec)
-    return bench_spec("t", spec, mode, p, refs("t", p)), p
+    return bench_spec("t", Configured(spec, mode, p), refs("t", p)), p
 
 
 def test_a_command_that_fails_on_a_vm_is_one_readable_error(tmp_path, monkeypatch):

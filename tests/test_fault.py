@@ -21,6 +21,7 @@ from lab.fault import read_fault
 from lab.spec import Fault
 from loadtools import clock_start
 from loadtools.ab import parse as parse_ab
+from resolution import Configured
 from runtime.vm import VmRef
 from tests.conftest import lab_of
 
@@ -57,7 +58,7 @@ def test_fault_refusals_name_the_fix(text, says):
 def test_no_fault_is_no_fault_run():
     assert read_fault("  ", WEBS, 30) == (None, [])
     spec, mode = lab_of({"mode": "dsr"})
-    assert fault_plan(spec, mode, plan(spec)) is None
+    assert fault_plan(Configured(spec, mode, plan(spec))) is None
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_no_fault_is_no_fault_run():
 )
 def test_the_plan_says_what_takes_a_dead_web_out(mode, check, checker):
     spec, m = lab_of({"mode": mode, "ipvsHealthCheck": check, "benchFault": "stop-web:web02@5s"})
-    fp = fault_plan(spec, m, plan(spec), {"web02": "qemu+ssh://root@10.254.0.2/system"})
+    fp = fault_plan(Configured(spec, m, plan(spec)), {"web02": "qemu+ssh://root@10.254.0.2/system"})
     assert fp.checker == checker and fp.keys["172.16.0.102"] == "web02" and fp.uri.startswith("qemu+ssh")
     assert (fp.seconds, fp.concurrency, str(fp.fault)) == (30, 1000, "stop-web:web02@5s-15s")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import runtime
+from resolution import Configured
 from resources.domain import DomainProvider
 from resources.network import NetworkProvider
 from resources.volume import VolumeProvider
@@ -428,7 +429,7 @@ def test_a_fault_run_reads_its_fault_back_typed():
     spec, mode = lab_of(
         {**lab_stack_values(), "l2dsr:benchFault": "kill-web:web02@5s-45s", "l2dsr:benchFaultSeconds": 85}
     )
-    made = fault_plan(spec, mode, plan(spec))
+    made = fault_plan(Configured(spec, mode, plan(spec)))
     assert made is not None and str(made.fault) == "kill-web:web02@5s-45s"
     stored = json.loads(json.dumps(props_of(made)).replace(": 5,", ": 5.0,").replace(": 45,", ": 45.0,"))
     assert stored["fault"]["at_s"] == 5.0 and read_props(type(made), stored) == made

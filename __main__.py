@@ -108,7 +108,7 @@ all_vms = [*clients.vms, lb.vm, *webs.vms]
 bench = Benchmark(
     "bench",
     BenchmarkArgs(
-        plan=bench_spec(
+        bench=bench_spec(
             stack,
             lab,
             {vm.ref.name: vm.ref for vm in all_vms},

@@ -13,7 +13,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+import runtime
 from runtime.ssh import Ssh, SshError
+from runtime.vm import VmRef
 
 ROUNDS = 5
 EXCHANGE = f"for i in $(seq {ROUNDS}); do echo ready; read x || exit; date +%s%N; done"
@@ -61,3 +63,10 @@ def measure(ssh: Ssh, address: str, timeout_s: float = 60) -> Offset:
         outcome = "it did not answer with its clock"
         raise SshError(f"{address}: {outcome}", address, EXCHANGE, outcome, err or "")
     return best(samples)
+
+
+def measure_all(ssh: Ssh, vms: tuple[VmRef, ...] | list[VmRef]) -> tuple[dict[str, Offset], float]:
+    """Every VM's clock against the host's, at once, and when (the host's clock) they were measured."""
+    at = time.time()
+    found = runtime.at_once(lambda v: measure(ssh, v.address), list(vms))
+    return {v.name: o for v, o in zip(vms, found, strict=True)}, (at + time.time()) / 2

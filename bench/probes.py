@@ -9,7 +9,7 @@ import time
 import runtime
 from bench.counters import Readers, Reading, served
 from runtime.console import oom_kills
-from runtime.ssh import Ssh
+from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 
 
@@ -99,3 +99,15 @@ class OomWatch:
                     f"{v.name}: {found} {when}; its results are not results. Give the role more memory "
                     f"(see the memory estimate in docs/memory.md) or lower the load (console: {v.console_log})"
                 )
+
+
+def readable(e: SshError, vms: tuple[VmRef, ...] | list[VmRef], doing: str) -> BenchmarkFailed:
+    """A command that failed on a VM, as one message: the VM, the step, what was run and expected,
+    and the last lines it printed."""
+    names = {vm.address: vm.name for vm in vms}
+    vm = names.get(e.address, e.address)
+    lines = "\n".join(f"    {line}" for line in e.last_lines()) or "    (nothing)"
+    return BenchmarkFailed(
+        f"benchmark, {doing}: on {vm} ({e.address}), `{e.command[:200]}` was expected to succeed; "
+        f"{e.outcome or e}. Its last lines:\n{lines}"
+    )

@@ -44,37 +44,40 @@ __all__ = ["BenchmarkFailed", "run"]
 START_LEAD_S = 2.5
 
 
-def retune(ssh: Ssh, p: BenchSpec, threads: int, cancellable: bool = True) -> None:
+def retune(ssh: Ssh, bench: BenchSpec, threads: int, cancellable: bool = True) -> None:
     """Run the LB with `threads` for the next steps: the mode's re-rendered files, applied, then checked.
     Not `cancellable`: putting the LB back after a cancel (it runs to its end, bounded by its timeouts)."""
-    change = p.retunes[str(threads)]
+    change = bench.retunes[str(threads)]
     for f in change.files:
         data = base64.b64encode(f.content.encode()).decode()
         command = f"echo {data} | base64 -d | sudo install -m {f.permissions} /dev/stdin {f.path}"
-        ssh.run(p.lb.address, command, cancellable=cancellable)
-    ssh.run(p.lb.address, f"sudo sh -c '{change.apply}'", cancellable=cancellable)
+        ssh.run(bench.lb.address, command, cancellable=cancellable)
+    ssh.run(bench.lb.address, f"sudo sh -c '{change.apply}'", cancellable=cancellable)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if change.expect in ssh.run(p.lb.address, change.check, check=False, cancellable=cancellable).stdout.split():
+        if (
+            change.expect
+            in ssh.run(bench.lb.address, change.check, check=False, cancellable=cancellable).stdout.split()
+        ):
             return
         if cancellable:
             runtime.sleep(1, f"benchmark: waiting for the LB to run {threads} thread(s)")
         else:
             time.sleep(1)
     raise BenchmarkFailed(
-        f"{p.lb.name}: the LB did not come back with {threads} thread(s) within 60 s "
+        f"{bench.lb.name}: the LB did not come back with {threads} thread(s) within 60 s "
         f"(`{change.check}` never listed {change.expect})"
     )
 
 
-def on_clients(p: BenchSpec, command) -> list:
+def on_clients(bench: BenchSpec, command) -> list:
     """`command(i)` on every client at once; their outputs, in the clients' order."""
-    return runtime.at_once(command, range(len(p.clients)))
+    return runtime.at_once(command, range(len(bench.clients)))
 
 
-def loads(p: BenchSpec, step: Step) -> list[Load]:
-    conc, reqs = split(step.concurrency, len(p.clients)), split(step.requests, len(p.clients))
-    return [Load(p.url, c, n, p.keepalive) for c, n in zip(conc, reqs, strict=True)]
+def loads(bench: BenchSpec, step: Step) -> list[Load]:
+    conc, reqs = split(step.concurrency, len(bench.clients)), split(step.requests, len(bench.clients))
+    return [Load(bench.url, c, n, bench.keepalive) for c, n in zip(conc, reqs, strict=True)]
 
 
 @dataclass
@@ -89,11 +92,13 @@ class Measured:
     timing_s: dict[str, float]  # how long each part took: the load, and what the runner did around it
 
 
-def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: str, out: Path, warm: bool) -> Measured:
+def measure(
+    ssh: Ssh, readers: counters.Readers, bench: BenchSpec, step: Step, tag: str, out: Path, warm: bool
+) -> Measured:
     """A warm-up when `warm`, then (once earlier connections are gone) every VM's counters and at
     the same time the clients' clocks, the domains' bytes from the hypervisor right before and right
     after the load, and every VM's counters again."""
-    tool, work = loadtools.TOOLS[p.tool], loads(p, step)
+    tool, work = loadtools.TOOLS[bench.tool], loads(bench, step)
     timing: dict[str, float] = {}
     mark = time.monotonic()
 
@@ -104,26 +109,27 @@ def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: 
         mark = now
 
     if warm:
-        on_clients(p, lambda i: ssh.run(p.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
+        on_clients(bench, lambda i: ssh.run(bench.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
     took("warmup")
     with ThreadPoolExecutor(max_workers=1) as pool:  # the clocks while the VMs are read
-        clocked = pool.submit(lambda: on_clients(p, lambda i: clocks.measure(ssh, p.clients[i].address)))
+        clocked = pool.submit(lambda: on_clients(bench, lambda i: clocks.measure(ssh, bench.clients[i].address)))
         settled, before = probes.settle(readers)
         offsets = clocked.result()
     took("settle_read_and_clocks")
-    bytes0 = counters.domain_bytes(p.vms)
+    bytes0 = counters.domain_bytes(bench.vms)
     took("domain_bytes")
     # One moment of the host's clock, on each client's own: the clients start together.
-    start = time.time() + START_LEAD_S if len(p.clients) > 1 else 0.0
+    start = time.time() + START_LEAD_S if len(bench.clients) > 1 else 0.0
     starts = [int((start + o.seconds) * 1e9) if start else 0 for o in offsets]
     texts = on_clients(
-        p, lambda i: ssh.run(p.clients[i].address, tool.run(work[i], starts[i]), timeout=3600, check=False).stdout
+        bench,
+        lambda i: ssh.run(bench.clients[i].address, tool.run(work[i], starts[i]), timeout=3600, check=False).stdout,
     )
     took("load")
-    bytes1 = counters.domain_bytes(p.vms)
+    bytes1 = counters.domain_bytes(bench.vms)
     after = readers.read_all()
     took("read_after")
-    placed = place_runs(p, tag, texts, work, offsets, out)
+    placed = place_runs(bench, tag, texts, work, offsets, out)
     deltas = {
         name: {
             **counters.delta(after[name].counters(), before[name].counters()),
@@ -132,65 +138,65 @@ def measure(ssh: Ssh, readers: counters.Readers, p: BenchSpec, step: Step, tag: 
         for name in after
     }
     cpu = {name: counters.busy(after[name].counters(), before[name].counters()) for name in after}
-    webs = {w.name: after[w.name].web().since(before[w.name].web()) for w in p.webs}
+    webs = {w.name: after[w.name].web().since(before[w.name].web()) for w in bench.webs}
     return Measured(placed, settled, deltas, cpu, webs, timing)
 
 
 def place_runs(
-    p: BenchSpec, tag: str, texts: list[str], work: list[Load], offsets: list[clocks.Offset], out: Path
+    bench: BenchSpec, tag: str, texts: list[str], work: list[Load], offsets: list[clocks.Offset], out: Path
 ) -> list[Placed]:
     """The clients' outputs, kept under `out` and parsed, each run placed on the host's clock."""
-    tool = loadtools.TOOLS[p.tool]
+    tool = loadtools.TOOLS[bench.tool]
     placed = []
-    for client, text, load, offset in zip(p.clients, texts, work, offsets, strict=True):
-        (out / f"{tag}.{client.name}.{p.tool}.txt").write_text(text)
+    for client, text, load, offset in zip(bench.clients, texts, work, offsets, strict=True):
+        (out / f"{tag}.{client.name}.{bench.tool}.txt").write_text(text)
         try:
-            run = tool.parse(text, load, p.file_size_bytes)
+            run = tool.parse(text, load, bench.file_size_bytes)
         except ParseError as e:
             raise BenchmarkFailed(
-                f"{client.name}: {p.tool} ({tool.run(load)[:160]}...) did not report a result: {e}. "
-                f"Its output: {out / f'{tag}.{client.name}.{p.tool}.txt'}"
+                f"{client.name}: {bench.tool} ({tool.run(load)[:160]}...) did not report a result: {e}. "
+                f"Its output: {out / f'{tag}.{client.name}.{bench.tool}.txt'}"
             ) from None
         started = loadtools.clock_start(text) / 1e9 - offset.seconds
         placed.append(Placed(run, client.name, started, offset.error_s))
     return placed
 
 
-def readers_of(ssh: Ssh, p: BenchSpec) -> counters.Readers:
+def readers_of(ssh: Ssh, bench: BenchSpec) -> counters.Readers:
     """Every VM's reading process (bench/reader.sh), for the length of a `with` block."""
-    return counters.Readers(ssh, p.vms, p.vip, loadtools.port(p.scheme))
+    return counters.Readers(ssh, bench.vms, bench.vip, loadtools.port(bench.scheme))
 
 
 def run_step(
-    ssh: Ssh, p: BenchSpec, step: Step, out: Path, readers: counters.Readers | None = None, warm: bool = True
+    ssh: Ssh, bench: BenchSpec, step: Step, out: Path, readers: counters.Readers | None = None, warm: bool = True
 ) -> dict:
     """One run of a step, judged and recorded; `readers` the benchmark's (else opened for this step).
     `warm`: a warm-up first (the first step, and the first after the LB changed: the runs before
     warmed every path of the others)."""
     if readers is None:
-        with readers_of(ssh, p) as opened:
-            return run_step(ssh, p, step, out, opened, warm)
+        with readers_of(ssh, bench) as opened:
+            return run_step(ssh, bench, step, out, opened, warm)
     tag = f"t{step.threads}-c{step.concurrency}-n{step.requests}-r{step.repeat}"
     started = time.monotonic()
-    m = measure(ssh, readers, p, step, tag, out, warm)
+    m = measure(ssh, readers, bench, step, tag, out, warm)
     placed, settled, deltas, cpu, webs = m.placed, m.settled, m.deltas, m.cpu, m.webs
     step_s = time.monotonic() - started
-    lb_bytes = counters.bytes_of([deltas[p.lb.name]])
-    client_bytes = counters.bytes_of([deltas[c.name] for c in p.clients])
-    tool = loadtools.TOOLS[p.tool]
+    lb_bytes = counters.bytes_of([deltas[bench.lb.name]])
+    client_bytes = counters.bytes_of([deltas[c.name] for c in bench.clients])
+    tool = loadtools.TOOLS[bench.tool]
     combined = combine(placed, tool.rank, tool.grid_pct)
     per_web = {name: w.requests for name, w in webs.items()}
     connections = {name: w.accepted for name, w in webs.items()}
-    balance = judge.balance_flag(p.balances, connections if p.balances == "connections" else per_web)
+    balance = judge.balance_flag(bench.balances, connections if bench.balances == "connections" else per_web)
     record = {
-        "mode": p.mode,
-        "scheme": p.scheme,
+        "mode": bench.mode,
+        "scheme": bench.scheme,
         "lb_threads": step.threads,
         "repeat": step.repeat,
         "total_requests_asked": step.requests,
-        "file_size_bytes": p.file_size_bytes,
+        "file_size_bytes": bench.file_size_bytes,
         **combined,
-        "balanced_by": p.balances,
+        "balanced_by": bench.balances,
         "per_client": [{"client": pl.client, **pl.run.as_dict()} for pl in placed],
         "requests_per_web": per_web,
         "connections_per_web": connections,
@@ -207,33 +213,33 @@ def run_step(
         # Wall time of the step's parts, and what the runner spent around the load (benchmark overhead).
         "timing_s": {**m.timing_s, "step": round(step_s, 2)},
         "overhead_s": round(step_s - m.timing_s["load"], 2),
-        "flags": judge.flags_of(deltas, cpu, list(p.clients))
+        "flags": judge.flags_of(deltas, cpu, list(bench.clients))
         + ([balance] if balance else [])
         + ([f"connections still open: {settled['unsettled']}"] if "unsettled" in settled else []),
     }
     atomic_write(out / f"{tag}.json", json.dumps(record, indent=1), mode=0o644)
-    problem = judge.mode_problem(p.mode, p.shares, lb_bytes, client_bytes)
+    problem = judge.mode_problem(bench.mode, bench.shares, lb_bytes, client_bytes)
     if problem:
         raise BenchmarkFailed(f"{tag}: {problem} (raw output and counters in {out})")
     return record
 
 
-def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan, out: Path) -> dict:
+def run_fault(ssh: Ssh, readers: counters.Readers, bench: BenchSpec, plan: FaultPlan, out: Path) -> dict:
     """The fault run (bench/faultrun.py): load for `plan.seconds` while one web fails and comes back."""
-    tool = loadtools.TOOLS[p.tool]
-    work = faultrun.loads(p.url, plan, len(p.clients), p.keepalive)
-    web = next(w for w in p.webs if w.name == plan.fault.web)
+    tool = loadtools.TOOLS[bench.tool]
+    work = faultrun.loads(bench.url, plan, len(bench.clients), bench.keepalive)
+    web = next(w for w in bench.webs if w.name == plan.fault.web)
     probes.settle(readers)
-    offsets, measured_at = measure_clocks(ssh, p.vms)
-    faultrun.start_samplers(ssh, plan, p.lb, list(p.clients), list(p.webs), plan.seconds + 60)
+    offsets, measured_at = clocks.measure_all(ssh, bench.vms)
+    faultrun.start_samplers(ssh, plan, bench.lb, list(bench.clients), list(bench.webs), plan.seconds + 60)
 
     def load(t0: float) -> list[str]:
         return on_clients(
-            p,
+            bench,
             lambda i: (
                 ssh.run(
-                    p.clients[i].address,
-                    tool.run(work[i], int((t0 + offsets[p.clients[i].name].seconds) * 1e9)),
+                    bench.clients[i].address,
+                    tool.run(work[i], int((t0 + offsets[bench.clients[i].name].seconds) * 1e9)),
                     timeout=plan.seconds + 600,
                     check=False,
                 ).stdout
@@ -241,12 +247,12 @@ def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan
         )
 
     texts, t0, times = faultrun.run_during(load, plan, faultrun.Injector(ssh, plan, web), START_LEAD_S)
-    samples = faultrun.collect(ssh, p.vms)
-    after, after_at = measure_clocks(ssh, p.vms)
+    samples = faultrun.collect(ssh, bench.vms)
+    after, after_at = clocks.measure_all(ssh, bench.vms)
     lines = {n: timeline.Clock(measured_at, offsets[n].seconds, after_at, after[n].seconds) for n in offsets}
     if plan.fault.action == "kill-web" and "restore" in times:  # its clock stood still while it was paused
         lines[web.name] = dataclasses.replace(lines[web.name], paused_until=t0 + times["restore"])
-    placed = place_runs(p, "fault", texts, work, [offsets[c.name] for c in p.clients], out)
+    placed = place_runs(bench, "fault", texts, work, [offsets[c.name] for c in bench.clients], out)
     combined = combine(placed, tool.rank, tool.grid_pct)
     rec = faultrun.record(
         plan,
@@ -254,12 +260,12 @@ def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan
         lines,
         t0,
         times,
-        p.lb.name,
-        [c.name for c in p.clients],
-        [w.name for w in p.webs],
+        bench.lb.name,
+        [c.name for c in bench.clients],
+        [w.name for w in bench.webs],
     )
     rec = {
-        "mode": p.mode,
+        "mode": bench.mode,
         **rec,
         "concurrency": combined["concurrency"],
         "total_requests": combined["total_requests"],
@@ -277,17 +283,6 @@ def run_fault(ssh: Ssh, readers: counters.Readers, p: BenchSpec, plan: FaultPlan
     return rec
 
 
-def measure_clocks(ssh: Ssh, vms: tuple[VmRef, ...] | list[VmRef]) -> tuple[dict[str, clocks.Offset], float]:
-    """Every VM's clock against the host's, and when (the host's clock) they were measured."""
-    at = time.time()
-    found = on_vms(list(vms), lambda v: clocks.measure(ssh, v.address))
-    return {v.name: o for v, o in zip(vms, found, strict=True)}, (at + time.time()) / 2
-
-
-def on_vms(vms: list[VmRef], command) -> list:
-    return runtime.at_once(command, vms)
-
-
 def stop_load_tools(ssh: Ssh, clients: tuple[VmRef, ...]) -> None:
     """Best effort, after a cancel or a failure: no load tool left running on a client."""
     kill = "; ".join(f"sudo pkill -x {name}" for name in loadtools.TOOLS) + "; true"
@@ -296,32 +291,20 @@ def stop_load_tools(ssh: Ssh, clients: tuple[VmRef, ...]) -> None:
             ssh.run(c.address, kill, timeout=20, check=False, cancellable=False)
 
 
-def readable(e: SshError, p: BenchSpec, doing: str) -> BenchmarkFailed:
-    """A command that failed on a VM, as one message: the VM, the step, what was run and expected,
-    and the last lines it printed."""
-    names = {vm.address: vm.name for vm in p.vms}
-    vm = names.get(e.address, e.address)
-    lines = "\n".join(f"    {line}" for line in e.last_lines()) or "    (nothing)"
-    return BenchmarkFailed(
-        f"benchmark, {doing}: on {vm} ({e.address}), `{e.command[:200]}` was expected to succeed; "
-        f"{e.outcome or e}. Its last lines:\n{lines}"
-    )
-
-
-def run(p: BenchSpec, ssh: Ssh, results_dir: str) -> dict:
-    out = Path(results_dir) / p.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+def run(bench: BenchSpec, ssh: Ssh, results_dir: str) -> dict:
+    out = Path(results_dir) / bench.stack / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     doing = ["checking the paths through the VIP"]  # what the run is at, for the failure's message
     try:
-        return _run(p, ssh, out, doing)
+        return _run(bench, ssh, out, doing)
     except BaseException as e:
-        failure: BaseException = readable(e, p, doing[0]) if isinstance(e, SshError) else e
+        failure: BaseException = probes.readable(e, bench.vms, doing[0]) if isinstance(e, SshError) else e
         if isinstance(e, (BenchmarkFailed, ParseError, faultrun.FaultFailed)) and not str(e).startswith("benchmark"):
             # A parse error here is the clients' combined output (a tool's own is named in measure())
             failure = BenchmarkFailed(f"benchmark, {doing[0]}: {e} (raw output in {out})")
         (out / "FAILED").write_text(f"{type(failure).__name__}: {failure}\n")
         if isinstance(e, (runtime.Cancelled, SshError, BenchmarkFailed, ParseError, faultrun.FaultFailed)):
-            stop_load_tools(ssh, p.clients)
+            stop_load_tools(ssh, bench.clients)
         if failure is e:
             raise
         raise failure from None
@@ -331,51 +314,55 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
-def _run(p: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
-    oom = probes.OomWatch(p.vms)
+def _run(bench: BenchSpec, ssh: Ssh, out: Path, doing: list[str]) -> dict:
+    oom = probes.OomWatch(bench.vms)
     # The reading processes start (a sudo each: seconds of a 27-VM lab's CPU) while the paths are checked.
-    with readers_of(ssh, p) as readers:
-        probes.check_paths(ssh, p.url, p.vip, p.lb_mac, p.file_size_bytes, p.clients[0], list(p.webs))
-        return _runs(p, ssh, readers, out, doing, oom)
+    with readers_of(ssh, bench) as readers:
+        probes.check_paths(
+            ssh, bench.url, bench.vip, bench.lb_mac, bench.file_size_bytes, bench.clients[0], list(bench.webs)
+        )
+        return _runs(bench, ssh, readers, out, doing, oom)
 
 
-def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: list[str], oom: probes.OomWatch) -> dict:
-    matrix = steps(p.lb_steps, p.concurrency, p.requests, p.repeats)
-    runs, current = [], p.lb_threads
+def _runs(
+    bench: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: list[str], oom: probes.OomWatch
+) -> dict:
+    matrix = steps(bench.lb_steps, bench.concurrency, bench.requests, bench.repeats)
+    runs, current = [], bench.lb_threads
     try:
         for i, step in enumerate(matrix, 1):
             runtime.check_cancelled("benchmark")
             warm = i == 1
             if step.threads != current:
                 doing[0] = f"changing the LB to {step.threads} thread(s)"
-                retune(ssh, p, step.threads)
+                retune(ssh, bench, step.threads)
                 current, warm = step.threads, True
             doing[0] = f"run {i} of {len(matrix)} (concurrency {step.concurrency}, repeat {step.repeat})"
-            runs.append(run_step(ssh, p, step, out, readers, warm))
+            runs.append(run_step(ssh, bench, step, out, readers, warm))
             oom.check(f"during run {i} of {len(matrix)}")
             r = runs[-1]
             # Each step stays in `pulumi up`'s output as it completes (not only in the status column).
-            threads = f"{step.threads} thread(s), " if p.retunes else ""
+            threads = f"{step.threads} thread(s), " if bench.retunes else ""
             runtime.log(
-                f"{p.mode} run {i}/{len(matrix)}: {threads}concurrency {step.concurrency}, repeat {step.repeat}: "
+                f"{bench.mode} run {i}/{len(matrix)}: {threads}concurrency {step.concurrency}, repeat {step.repeat}: "
                 f"{r['total_requests']:,} requests, {r['requests_per_second']:.1f} req/s, "
                 f"p50 {r['latency_percentiles_ms'].get('p50', 0):.1f} ms, p99 {r['latency_percentiles_ms'].get('p99', 0):.1f} ms, "
                 f"{r['lb_response_share']:.0%} of the responses through the LB, {r['overhead_s']:.1f} s around the load"
                 + (f"; flags: {'; '.join(r['flags'])}" if r["flags"] else "")
             )
     finally:
-        if current != p.lb_threads:
+        if current != bench.lb_threads:
             # The LB goes back to what it was deployed with, after a cancel too (Ctrl-C, or the engine
             # gone: engine/healthcheck.py); a kill before it is seen as drift and repaired by `up`.
-            doing[0] = f"returning the LB to {p.lb_threads} thread(s)"
-            retune(ssh, p, p.lb_threads, cancellable=False)
+            doing[0] = f"returning the LB to {bench.lb_threads} thread(s)"
+            retune(ssh, bench, bench.lb_threads, cancellable=False)
     fault = None
-    if p.fault:
-        doing[0] = f"the fault run ({p.fault.fault})"
-        fault = run_fault(ssh, readers, p, p.fault, out)
+    if bench.fault:
+        doing[0] = f"the fault run ({bench.fault.fault})"
+        fault = run_fault(ssh, readers, bench, bench.fault, out)
         oom.check("during the fault run")
         runtime.log(
-            f"{p.mode} fault run ({p.fault.fault}, {fault['health_check']}): {fault['total_requests']:,} requests, "
+            f"{bench.mode} fault run ({bench.fault.fault}, {fault['health_check']}): {fault['total_requests']:,} requests, "
             f"{fault['failed_requests'] + fault['non_2xx_responses']} failed, eject "
             f"{_seconds(fault.get('eject_s'))}, readmit {_seconds(fault.get('readmit_s'))}"
             + (f"; flags: {'; '.join(fault['flags'])}" if fault["flags"] else "")
@@ -385,16 +372,18 @@ def _runs(p: BenchSpec, ssh: Ssh, readers: counters.Readers, out: Path, doing: l
         for name, count in r["requests_per_web"].items():
             per_web[name] = per_web.get(name, 0) + count
     result = {
-        "mode": p.mode,
-        "tool": p.tool,
-        "keepalive": p.keepalive,
-        "scheme": p.scheme,
+        "mode": bench.mode,
+        "tool": bench.tool,
+        "keepalive": bench.keepalive,
+        "scheme": bench.scheme,
         "runs": runs,
         "summary": summarize(runs),
         "requests_per_web": per_web,
         **({"fault": fault} if fault else {}),
         # who is who, for the picture of where the bytes went (./labctl graph, the report)
-        "vms": [{"name": vm.name, "role": vm.role, "host": vm.host.name} for vm in (*p.clients, p.lb, *p.webs)],
+        "vms": [
+            {"name": vm.name, "role": vm.role, "host": vm.host.name} for vm in (*bench.clients, bench.lb, *bench.webs)
+        ],
         "raw_dir": str(out),
     }
     atomic_write(out / "result.json", json.dumps(result, indent=1), mode=0o644)

@@ -19,7 +19,7 @@ from resources.benchmark import Command, CommandArgs, Connection
 
 @dataclass(frozen=True)
 class BenchmarkArgs:
-    plan: BenchSpec
+    bench: BenchSpec  # bench/spec.py: what its runs are
     vms: list[Vm]  # what it measures: it waits for their readiness and reruns when one boots anew
     private_key: pulumi.Output[str]
     trigger: str  # l2dsr:benchTrigger
@@ -36,7 +36,7 @@ class Benchmark(pulumi.ComponentResource):
             f"{name}-run",
             CommandArgs(
                 connection=Connection(render.LOGIN_USER, args.private_key),
-                create=args.plan,
+                create=args.bench,
                 # The boots it measures: a VM created anew (or rebooted) has a new boot id, and that means a new
                 # run; so does a guest whose drifted state was put back in place (a new state token).
                 triggers=(

@@ -1,0 +1,113 @@
+"""The capacity search (bench/capacity.py) on simulated devices: pure, so every property is tried on
+many devices in milliseconds. A device here is a function of the offered rate and the trial's length:
+what it completes, fails, and how busy each VM is."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench.capacity import Criteria, Search, Trial, bound_of, judge, search
+
+ROLES = {"client01": "client", "lb": "lb", "web01": "web"}
+
+
+def device(capacity: float, noise: float = 0.0, seed: int = 1, long_capacity: float = 0.0, client_max: float = 0.0):
+    """A device that carries `capacity` requests/s (each trial's capacity off by up to +-noise, seeded),
+    `long_capacity` over trials longer than 20 s when set, and whose clients cannot send above
+    `client_max` (0: no such limit). Above its capacity the LB's CPU is saturated and the excess fails."""
+    rng = random.Random(seed)
+
+    def run(rate: float, seconds: float) -> Trial:
+        cap = (long_capacity if long_capacity and seconds > 20 else capacity) * (1 + rng.uniform(-noise, noise))
+        sent = round(rate * seconds)
+        carried = min(rate, cap)
+        failed = sent - round(carried * seconds)
+        saturated = client_max and rate > client_max
+        return Trial(
+            offered_rps=rate,
+            seconds=seconds,
+            sent=sent,
+            completed=sent - failed,
+            failed=failed,
+            p50_ms=1.0,
+            p99_ms=5.0 if rate <= cap else 500.0,
+            p999_ms=8.0 if rate <= cap else 900.0,
+            cpu={"client01": 1.0 if saturated else 0.3, "lb": min(1.0, rate / cap), "web01": 0.2},
+            roles=ROLES,
+            invalid=("client01 behind its schedule",) if saturated else (),
+        )
+
+    return run
+
+
+HOW = Search(Criteria(), start_rps=300, floor_rps=10, precision=0.05, max_trials=20, trial_s=10, confirm_s=30)
+
+
+@pytest.mark.parametrize("capacity", [37.0, 300.0, 451.0, 1000.0, 2999.0])
+def test_it_converges_within_the_precision_below_the_capacity(capacity):
+    found = search(device(capacity), HOW)
+    assert found.stopped == "precision" and found.confirmed
+    assert capacity * (1 - HOW.precision) <= found.rate_rps <= capacity
+    assert found.failed_rps > found.rate_rps
+    assert bound_of(found).startswith("the LB's CPU (lb)")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_under_noise_it_never_reports_a_rate_whose_trial_failed(seed):
+    found = search(device(500, noise=0.05, seed=seed), HOW)
+    at_rate = [v for t, v in found.trials if t.offered_rps == found.rate_rps]
+    assert found.rate_rps > 0 and at_rate and at_rate[-1].passed
+    if found.confirmed:  # a trial as long as the confirmation passed at the rate reported
+        assert [v.passed for t, v in found.trials if t.offered_rps == found.rate_rps and t.seconds == HOW.confirm_s][-1]
+    assert found.rate_rps <= 500 * 1.05
+
+
+def test_a_rate_not_sustained_over_the_longer_trial_is_searched_below():
+    found = search(device(1000, long_capacity=600), HOW)
+    assert found.confirmed and found.rate_rps <= 600
+    assert any(t.seconds == HOW.confirm_s and not v.passed for t, v in found.trials)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 5])
+def test_it_stops_at_the_trial_budget(budget):
+    found = search(device(777, noise=0.02), Search(Criteria(), 300, 10, 0.01, budget, 10, 30))
+    assert len(found.trials) == budget and found.stopped == "trial budget" and not found.confirmed
+    assert found.rate_rps == 0 or any(v.passed for t, v in found.trials if t.offered_rps == found.rate_rps)
+
+
+def test_a_saturated_client_ends_the_search_as_the_clients_limit_not_the_lbs():
+    found = search(device(2000, client_max=700), HOW)
+    assert found.stopped == "clients" and found.rate_rps <= 700
+    assert bound_of(found) == "a client's CPU (client01)"
+
+
+def test_below_the_floor_nothing_is_reported():
+    found = search(device(4), HOW)
+    assert found.rate_rps == 0 and found.stopped == "floor" and not found.confirmed
+    assert all(not v.passed for _, v in found.trials)
+
+
+def test_each_criterion_names_what_it_missed():
+    trial = Trial(100, 10, 1000, 900, 100, 1, 120, 200, roles=ROLES)
+    verdict = judge(trial, Criteria(max_failed_pct=0.1, p99_ms=50))
+    assert not verdict.passed
+    assert verdict.failed_criteria == ("failed 10% > 0.1%", "achieved 90/s < 99% of 100/s", "p99 120.0 ms > 50 ms")
+    ok = Trial(100, 10, 1000, 1000, 0, 1, 20, 30, roles=ROLES)
+    assert judge(ok, Criteria(p99_ms=50)).passed and not judge(ok, Criteria(p99_ms=10)).passed
+    pdr = Trial(100, 10, 10000, 9995, 5, 1, 2, 3)
+    assert judge(pdr, Criteria(max_failed_pct=0.1, min_achieved_ratio=0.99)).passed
+    assert not judge(pdr, Criteria(max_failed_pct=0.0)).passed  # NDR: not one failure
+    behind = Trial(100, 10, 1000, 1000, 0, 1, 2, 3, invalid=("client01 behind its schedule",))
+    assert not judge(behind, Criteria()).passed and judge(behind, Criteria()).invalid
+
+
+def test_latency_bound_when_no_vm_was_busy():
+    def slow(rate: float, seconds: float) -> Trial:
+        sent = round(rate * seconds)
+        return Trial(rate, seconds, sent, sent, 0, 1, 10 if rate < 250 else 90, 100, {"lb": 0.4}, ROLES)
+
+    found = search(slow, Search(Criteria(p99_ms=50), 100, 10, 0.05, 20, 5, 10))
+    assert 250 * 0.95 <= found.rate_rps < 250
+    assert bound_of(found) == "latency (p99 90.0 ms > 50 ms)"

@@ -1,7 +1,7 @@
 """The offline base image: Debian bookworm by debootstrap, every role's packages baked in.
 
 Guests here cannot download anything, so cloud-init only configures. What goes into it is data
-(runtime/builtin-image.yaml: packages, files, masked units); the image is named by a hash of that
+(runtime/builtin-image.yaml: packages, load tools built from their Go modules, files, masked units); the image is named by a hash of that
 recipe (runtime/hostfacts.py `image_key`, which the program uses to find it) and never rebuilt in
 place: overlays of running VMs keep pointing at the old file while a new recipe builds a new one
 beside it.
@@ -57,6 +57,11 @@ def _build(recipe: Recipe, image: BuiltImage) -> BuiltImage:
             nice=NICE,
         )
         _customise(rootfs, recipe)
+        for name, module in recipe.go_tools.items():
+            binary = rootfs / "usr/local/bin" / name
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(go_tool(name, module), binary)
+            binary.chmod(0o755)
         run_logged(
             "initramfs with the guests' disk drivers only",
             ["chroot", str(rootfs), "update-initramfs", "-u", "-k", "all"],
@@ -89,6 +94,35 @@ def _build(recipe: Recipe, image: BuiltImage) -> BuiltImage:
     size = image.disk.stat().st_size / 2**20
     say(f"base image {image.directory.name}: {size:.0f} MiB at {image.disk}")
     return image
+
+
+def go_tool(name: str, module: str) -> Path:
+    """A load tool built from its Go module into the cache, keyed by module and version (built once)."""
+    path, _, version = module.partition("@")
+    target = paths.cache_dir() / "tools" / f"{name}-{version}" / name
+    if target.exists():
+        return target
+    go = shutil.which("go")
+    if not go:
+        raise StepFailed(f"{name} ({module}) is built for the image and there is no Go toolchain: install Go 1.26")
+    src = target.parent / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    log = target.parent / "build.log"
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    if not (src / "go.mod").exists():
+        run_logged(f"{name}: go mod init", [go, "mod", "init", f"local/{name}"], log, cwd=src, env=env)
+    run_logged(f"{name} {version}: fetch modules", [go, "get", module], log, cwd=src, env=env, nice=NICE)
+    partial = target.with_name(f"{name}.partial")
+    run_logged(
+        f"{name} {version}: go build",
+        [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), path],
+        log,
+        cwd=src,
+        env=env,
+        nice=NICE,
+    )
+    partial.rename(target)  # whole or not at all
+    return target
 
 
 def _customise(rootfs: Path, recipe: Recipe) -> None:

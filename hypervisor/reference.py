@@ -16,13 +16,13 @@ from lab.config import key_rules, project_schema
 from lab.spec import PROJECT
 from lab.tuning import PROFILES
 from lbmodes import MODES
-from loadtools import TOOLS
+from loadtools import CLOSED_LOOP
 from runtime.hostfacts import PROJECT_DIR
 
 OUT = PROJECT_DIR / "docs" / "configuration-reference.md"
 FAMILIES = {  # key -> (its members, where they are declared)
     "mode": (tuple(MODES), "one module each in `lbmodes/`"),
-    "benchTool": (tuple(TOOLS), "one module each in `loadtools/`"),
+    "benchTool": (tuple(CLOSED_LOOP), "one module each in `loadtools/` (the closed-loop ones)"),
     "lbTuning": (PROFILES, "`lab/tuning.py`"),
 }
 

@@ -24,7 +24,7 @@ from lab.config import ESTIMATE_KEYS, read_spec, rule_problems
 from lab.memory import memory_problems
 from lab.spec import PROJECT, ConfigError, LabSpec, Problem
 from lbmodes.base import Mode, ShareRule
-from loadtools import TOOLS, LoadTool
+from loadtools import CLOSED_LOOP, LoadTool
 
 __all__ = ["BASELINE", "MODES", "Mode", "ShareRule", "load_lab", "tool_problems"]
 
@@ -53,9 +53,9 @@ def load_lab(
         problems += rule_problems({"mode": spec.mode}, {"mode": {"choices": tuple(MODES)}})
     else:
         problems.extend(_mode_problems(spec, mode))
-    tool = TOOLS.get(spec.bench_tool)
+    tool = CLOSED_LOOP.get(spec.bench_tool)
     if tool is None:
-        problems += rule_problems({"benchTool": spec.bench_tool}, {"benchTool": {"choices": tuple(TOOLS)}})
+        problems += rule_problems({"benchTool": spec.bench_tool}, {"benchTool": {"choices": tuple(CLOSED_LOOP)}})
     else:
         problems.extend(tool_problems(spec, tool))
     # Estimated only from valid inputs (1000 threads is one problem, not two); the LB's needs its
@@ -77,7 +77,7 @@ def tool_problems(spec: LabSpec, tool: LoadTool) -> list[Problem]:
     """What the chosen load tool cannot do with the other settings (the tool says what it can)."""
     problems = []
     if not spec.image_is_builtin and spec.image_family not in tool.packages:
-        have = [t.name for t in TOOLS.values() if spec.image_family in t.packages]
+        have = [t.name for t in CLOSED_LOOP.values() if spec.image_family in t.packages]
         problems.append(
             Problem(
                 "benchTool",

@@ -1,4 +1,5 @@
-"""The load tools the clients run, one module each (ab.py, wrk.py) behind one contract (base.py).
+"""The load tools the clients run, one module each (ab.py, wrk.py: closed loop; vegeta.py: open loop)
+behind one contract (base.py).
 
 A module that defines `TOOL` is a load tool; adding one is adding a module (and its name to
 `benchTool`'s choices in lab/config.py and its package in the image recipe).
@@ -11,7 +12,7 @@ import pkgutil
 
 from loadtools.base import Load, LoadTool, clock_start, port, url
 
-__all__ = ["TOOLS", "Load", "LoadTool", "clock_start", "port", "url"]
+__all__ = ["CLOSED_LOOP", "OPEN_LOOP", "TOOLS", "Load", "LoadTool", "clock_start", "port", "url"]
 
 
 def _discover() -> dict[str, LoadTool]:
@@ -24,3 +25,6 @@ def _discover() -> dict[str, LoadTool]:
 
 
 TOOLS: dict[str, LoadTool] = _discover()
+# benchTool's choices: the closed-loop tools (the seed's measurement); the open-loop ones run the capacity search
+CLOSED_LOOP: dict[str, LoadTool] = {name: t for name, t in TOOLS.items() if not t.open_loop}
+OPEN_LOOP: dict[str, LoadTool] = {name: t for name, t in TOOLS.items() if t.open_loop}

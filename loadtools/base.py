@@ -67,6 +67,7 @@ class Load:
     requests: int
     keepalive: bool  # l2dsr:benchKeepAlive; false (the seed's ab): a connection per request
     seconds: int = 0  # a run of this length instead (the fault run): `requests` is then only a ceiling
+    rate: float = 0.0  # open-loop tools: requests/s sent on a fixed schedule; `concurrency` is then the most in flight
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,17 @@ class LoadTool:
     # The facts the rest of the lab reads, declared here only:
     # image family -> the distribution packages that provide the tool; a family it lacks cannot run it
     packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # or, for a tool no distribution packages: its Go module@version, which the builtin image is built with
+    go_module: str = ""
     rate_per_vcpu: float = 0.0  # requests/s one client vCPU drives, measured under emulation (bench/cost.py)
     max_connections_per_client: int = 0  # the tool's own limit on its concurrency; 0: none
     memory_base_mib: int = 8  # a client's memory for the tool itself (lab/memory.py) ...
     memory_bytes_per_connection: int = 16384  # ... and per connection: a buffer and its state
     # a tool that runs for a duration: its length (s) for the requests asked; None: it runs to a count
     duration_s: Callable[[int], int] | None = None
+    # open loop: it sends at a rate it is given, whatever the answers (the capacity search's tool); closed
+    # loop: a number of connections, each sending its next request when the last is answered (benchTool)
+    open_loop: bool = False
 
     def client_memory(self, connections: int) -> tuple[str, int]:
         """(what, MiB) a client needs for the tool beyond its OS (lab/memory.py adds the OS's)."""

@@ -166,6 +166,7 @@ class Recipe:
     role_units: tuple[str, ...]
     disk_size: str
     builder_version: int
+    go_tools: dict[str, str]  # a tool no distribution packages -> its Go module@version, built on the host
 
     @classmethod
     def load(cls, **changes: object) -> Recipe:

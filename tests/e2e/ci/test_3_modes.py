@@ -2,12 +2,16 @@
 reruns); proxy seen on the wire (status, a capture on the LB's tap, the picture); the switch to dsr
 (the engine replaces only the LB and the benchmark), proven by its byte counters and inside the
 guests; an unchanged up; dsr seen on the wire (the LB rewrites only the destination MAC, web01
-replies from the VIP straight to the client)."""
+replies from the VIP straight to the client); the open-loop tool through dsr from both clients."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench.parse import Placed, combine
+from loadtools import OPEN_LOOP, Load, url, vegeta
+from runtime import at_once
+from runtime.ssh import KeyFile
 from tests.conftest import replaced_with, stack_outputs
 from tests.e2e.lab import (
     HTTPS_MATRIX,
@@ -17,7 +21,9 @@ from tests.e2e.lab import (
     Run,
     check_guests,
     check_results,
+    lab_ssh,
     last_changes,
+    private_key,
     replaced_in_plan,
     set_matrix,
 )
@@ -85,3 +91,31 @@ def test_dsr_seen_on_the_wire(run: Run, tmp_path) -> None:
         run.seen["status_dsr"] = seen["table"].splitlines()
         run.seen["capture_dsr"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=True)
         run.seen["graph_dsr"] = [lab_graph(cli, "dsr")]
+
+
+@pytest.mark.needs("test_switch_to_dsr")
+def test_the_open_loop_tool_drives_a_rate_through_dsr(run: Run) -> None:
+    """vegeta (the capacity search's tool, built into the image from its Go module) on both clients at
+    once, each at a fixed rate for a few seconds through the VIP: every request answered, the clients
+    on their schedule, the per-second counts and the merge consistent with what was offered."""
+    cli = run.cli
+    out = stack_outputs(cli)
+    clients = sorted(vm["address"] for vm in out["vms"] if vm["role"] == "client")
+    load = Load(url("http", out["vip"]), 50, 0, False, seconds=4, rate=40)
+    tool = OPEN_LOOP["vegeta"]
+    with KeyFile(private_key(cli)) as key, run.timed("open_loop"):
+        ssh = lab_ssh(out, key)
+        texts = at_once(lambda address: ssh.run(address, tool.run(load), timeout=120).stdout, clients)
+    runs = [tool.parse(text, load, 5120) for text in texts]
+    assert [(r.complete_requests, r.failed_requests, r.non_2xx_responses) for r in runs] == [(160, 0, 0)] * 2, texts
+    for text in texts:
+        assert sum(ok for ok, _ in vegeta.per_second(text)) == 160, text
+        assert vegeta.summary(text)["behind_ms"] < vegeta.BEHIND_MS, text
+    starts = [vegeta.summary(text)["first_ns"] / 1e9 for text in texts]
+    merged = combine(
+        [Placed(r, f"client{i}", s, 0.0) for i, (r, s) in enumerate(zip(runs, starts, strict=True))], tool.rank
+    )
+    assert merged["total_requests"] == 320 and merged["latency_percentiles_ms"]["p99"] > 0, merged
+    run.seen["open_loop_dsr"] = [
+        f"{merged['requests_per_second']}/s offered 80/s, p99 {merged['latency_percentiles_ms']['p99']} ms"
+    ]

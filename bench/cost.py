@@ -23,18 +23,41 @@ STEP_OVERHEAD_S = {"qemu": 12.0, "kvm": 3.0}  # settle, warm-up, clocks and coun
 PATH_CHECK_S = {"qemu": 20.0, "kvm": 5.0}  # the checks before the first run
 
 
+TRIAL_OVERHEAD_S = {"qemu": 15.0, "kvm": 4.0}  # a search trial's settle, clocks, counters and results over SSH
+
+
 @dataclass(frozen=True)
 class Cost:
     runs: int
-    minutes: float
+    minutes: float  # everything: the steps and, at most, the search
     requests_per_second: float  # the estimated rate of the slowest step
     bound_by: str  # "the LB", "the webs" or "the clients"
+    search_points: int = 0  # l2dsr:benchSearch: tests x sizes x LB threads
+    search_minutes: float = 0.0  # at most: every point using its whole trial budget
 
     def explain(self) -> str:
+        search = (
+            f"; a capacity search of {self.search_points} point(s), at most {self.search_minutes:.0f} min of it"
+            if self.search_points
+            else ""
+        )
         return (
             f"{self.runs} run(s), about {self.minutes:.0f} min at an estimated {self.requests_per_second:,.0f} "
-            f"req/s or more (bound by {self.bound_by})"
+            f"req/s or more (bound by {self.bound_by}){search}"
         )
+
+
+def search_seconds(spec: LabSpec, mode: Mode, domain_type: str) -> tuple[int, float]:
+    """(points, seconds at most) of the capacity search: each point's whole trial budget, one trial of
+    it as long as the confirmation, and the trial at half its capacity."""
+    search = spec.bench_search
+    if search is None:
+        return 0, 0.0
+    kind = "kvm" if domain_type == "kvm" else "qemu"
+    points = len(search.tests) * len(search.file_sizes_kib) * len(mode.lb_steps(spec))
+    # the budget's trials, one of them the confirmation, and the trial at half the rate found
+    per_point = (search.max_trials + 1) * TRIAL_OVERHEAD_S[kind] + search.max_trials * search.trial_s + search.confirm_s
+    return points, points * per_point
 
 
 def rate(spec: LabSpec, mode: Mode, domain_type: str, threads: int) -> tuple[float, str]:
@@ -63,7 +86,8 @@ def estimate(spec: LabSpec, mode: Mode, domain_type: str) -> Cost:
         else:
             run, warmup = step.requests / r, min(step.requests, 200) / r
         seconds += STEP_OVERHEAD_S[kind] + warmup + run
-    return Cost(len(matrix), seconds / 60, slowest, bound)
+    points, searching = search_seconds(spec, mode, domain_type)
+    return Cost(len(matrix), (seconds + searching) / 60, slowest, bound, points, searching / 60)
 
 
 def cost_problems(spec: LabSpec, mode: Mode, domain_type: str) -> tuple[Cost, list[Problem]]:
@@ -74,7 +98,9 @@ def cost_problems(spec: LabSpec, mode: Mode, domain_type: str) -> tuple[Cost, li
         Problem(
             "benchMaxMinutes",
             f"the benchmark would take {cost.explain()}, above {spec.bench_max_minutes} min; lower "
-            f"benchRequests, benchRepeats or the steps of benchConcurrency/benchThreads, or set "
+            f"benchRequests, benchRepeats or the steps of benchConcurrency/benchThreads"
+            + (", the search's tests, sizes, trials or their length" if cost.search_points else "")
+            + ", or set "
             f"{PROJECT}:benchMaxMinutes to {int(cost.minutes) + 1} or more",
         )
     ]

@@ -21,27 +21,21 @@ import contextlib
 import dataclasses
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import loadtools
 import runtime
 from bench import clocks, counters, faultrun, judge, probes, timeline
-from bench.matrix import Step, split, steps, summarize
-from bench.parse import ParseError, Placed, combine
+from bench.matrix import Step, steps, summarize
+from bench.measure import START_LEAD_S, measure, on_clients, place_runs, readers_of
+from bench.parse import ParseError, combine
 from bench.probes import BenchmarkFailed
 from bench.spec import BenchSpec, FaultPlan
-from loadtools import Load
 from runtime.hostfacts import atomic_write
 from runtime.ssh import Ssh, SshError
 from runtime.vm import VmRef
 
 __all__ = ["BenchmarkFailed", "run"]
-
-# Several clients start at one moment this far ahead: time for every SSH session to come up (each
-# takes up to a second or two under emulation), so that none starts late.
-START_LEAD_S = 2.5
 
 
 def retune(ssh: Ssh, bench: BenchSpec, threads: int, cancellable: bool = True) -> None:
@@ -68,103 +62,6 @@ def retune(ssh: Ssh, bench: BenchSpec, threads: int, cancellable: bool = True) -
         f"{bench.lb.name}: the LB did not come back with {threads} thread(s) within 60 s "
         f"(`{change.check}` never listed {change.expect})"
     )
-
-
-def on_clients(bench: BenchSpec, command) -> list:
-    """`command(i)` on every client at once; their outputs, in the clients' order."""
-    return runtime.at_once(command, range(len(bench.clients)))
-
-
-def loads(bench: BenchSpec, step: Step) -> list[Load]:
-    conc, reqs = split(step.concurrency, len(bench.clients)), split(step.requests, len(bench.clients))
-    return [Load(bench.url, c, n, bench.keepalive) for c, n in zip(conc, reqs, strict=True)]
-
-
-@dataclass
-class Measured:
-    """One run of a step on every client at once, with what was read around it."""
-
-    placed: list[Placed]  # the clients' runs, on the host's clock
-    settled: dict[str, str]  # each VM's TCP state when the run began (probes.settle)
-    deltas: dict[str, dict[str, int]]  # each VM's counters over the run: guest counters and domain bytes
-    cpu: dict[str, float]  # each VM's busy share over the run, as the guest saw it
-    webs: dict[str, counters.WebCounts]  # what each web's nginx served and accepted over the run
-    timing_s: dict[str, float]  # how long each part took: the load, and what the runner did around it
-
-
-def measure(
-    ssh: Ssh, readers: counters.Readers, bench: BenchSpec, step: Step, tag: str, out: Path, warm: bool
-) -> Measured:
-    """A warm-up when `warm`, then (once earlier connections are gone) every VM's counters and at
-    the same time the clients' clocks, the domains' bytes from the hypervisor right before and right
-    after the load, and every VM's counters again."""
-    tool, work = loadtools.TOOLS[bench.tool], loads(bench, step)
-    timing: dict[str, float] = {}
-    mark = time.monotonic()
-
-    def took(part: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        timing[part] = round(now - mark, 2)
-        mark = now
-
-    if warm:
-        on_clients(bench, lambda i: ssh.run(bench.clients[i].address, tool.warmup(work[i]), timeout=600, check=False))
-    took("warmup")
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the clocks while the VMs are read
-        clocked = pool.submit(lambda: on_clients(bench, lambda i: clocks.measure(ssh, bench.clients[i].address)))
-        settled, before = probes.settle(readers)
-        offsets = clocked.result()
-    took("settle_read_and_clocks")
-    bytes0 = counters.domain_bytes(bench.vms)
-    took("domain_bytes")
-    # One moment of the host's clock, on each client's own: the clients start together.
-    start = time.time() + START_LEAD_S if len(bench.clients) > 1 else 0.0
-    starts = [int((start + o.seconds) * 1e9) if start else 0 for o in offsets]
-    texts = on_clients(
-        bench,
-        lambda i: ssh.run(bench.clients[i].address, tool.run(work[i], starts[i]), timeout=3600, check=False).stdout,
-    )
-    took("load")
-    bytes1 = counters.domain_bytes(bench.vms)
-    after = readers.read_all()
-    took("read_after")
-    placed = place_runs(bench, tag, texts, work, offsets, out)
-    deltas = {
-        name: {
-            **counters.delta(after[name].counters(), before[name].counters()),
-            **counters.delta(bytes1[name], bytes0[name]),
-        }
-        for name in after
-    }
-    cpu = {name: counters.busy(after[name].counters(), before[name].counters()) for name in after}
-    webs = {w.name: after[w.name].web().since(before[w.name].web()) for w in bench.webs}
-    return Measured(placed, settled, deltas, cpu, webs, timing)
-
-
-def place_runs(
-    bench: BenchSpec, tag: str, texts: list[str], work: list[Load], offsets: list[clocks.Offset], out: Path
-) -> list[Placed]:
-    """The clients' outputs, kept under `out` and parsed, each run placed on the host's clock."""
-    tool = loadtools.TOOLS[bench.tool]
-    placed = []
-    for client, text, load, offset in zip(bench.clients, texts, work, offsets, strict=True):
-        (out / f"{tag}.{client.name}.{bench.tool}.txt").write_text(text)
-        try:
-            run = tool.parse(text, load, bench.file_size_bytes)
-        except ParseError as e:
-            raise BenchmarkFailed(
-                f"{client.name}: {bench.tool} ({tool.run(load)[:160]}...) did not report a result: {e}. "
-                f"Its output: {out / f'{tag}.{client.name}.{bench.tool}.txt'}"
-            ) from None
-        started = loadtools.clock_start(text) / 1e9 - offset.seconds
-        placed.append(Placed(run, client.name, started, offset.error_s))
-    return placed
-
-
-def readers_of(ssh: Ssh, bench: BenchSpec) -> counters.Readers:
-    """Every VM's reading process (bench/reader.sh), for the length of a `with` block."""
-    return counters.Readers(ssh, bench.vms, bench.vip, loadtools.port(bench.scheme))
 
 
 def run_step(

@@ -648,6 +648,7 @@ def test_a_load_tool_that_did_not_run_is_named_with_its_last_lines(tmp_path, mon
     monkeypatch.setattr(
         runner.counters, "domain_bytes", lambda vms: {v.name: {"rx_bytes": 0, "tx_bytes": 0} for v in vms}
     )
+    monkeypatch.setattr(runner.counters, "domain_cpu_ns", lambda vms: dict.fromkeys((v.name for v in vms), 0))
     monkeypatch.setattr(runner.counters, "Readers", FakeReaders)
     ssh = ScriptedSsh(
         [
@@ -719,6 +720,7 @@ def test_clients_output_without_latency_data_is_one_readable_error(tmp_path, mon
     monkeypatch.setattr(
         runner.counters, "domain_bytes", lambda vms: {v.name: {"rx_bytes": 0, "tx_bytes": 0} for v in vms}
     )
+    monkeypatch.setattr(runner.counters, "domain_cpu_ns", lambda vms: dict.fromkeys((v.name for v in vms), 0))
     monkeypatch.setattr(runner.counters, "Readers", FakeReaders)
     report = (TWO / "ab.client01.txt").read_text().split(HISTOGRAM_START)[0]  # awk missing: no histogram
     ssh = ScriptedSsh(
@@ -778,6 +780,30 @@ def test_a_domain_libvirt_did_not_count_is_an_error(monkeypatch):
     assert counters.domain_bytes([lb])["lb"]["tx_bytes"] == 654321
     with pytest.raises(VirshError, match="no interface counters for web02"):
         counters.domain_bytes([lb, gone])
+
+
+DOMSTATS_CPU = """Domain: 'l2dsr-t-lb'
+  cpu.time=5123456789
+  cpu.user=3000000000
+  cpu.system=1000000000
+
+Domain: 'l2dsr-t-web01'
+  cpu.time=42
+"""
+
+
+def test_each_domains_cpu_time_is_the_hypervisors(monkeypatch):
+    from bench import counters
+    from virt.virsh import VirshError
+
+    asked = []
+    monkeypatch.setattr(counters.Virsh, "run", lambda self, *args, **kw: asked.append(args) or DOMSTATS_CPU)
+    lb = VmRef("lb", "lb", "172.16.0.10", "l2dsr-t-lb", "")
+    web = VmRef("web01", "web", "172.16.0.101", "l2dsr-t-web01", "")
+    assert counters.domain_cpu_ns([lb, web]) == {"lb": 5123456789, "web01": 42}
+    assert asked[0][:2] == ("domstats", "--cpu-total")
+    with pytest.raises(VirshError, match="no CPU time for web02"):
+        counters.domain_cpu_ns([lb, VmRef("web02", "web", "172.16.0.102", "l2dsr-t-web02", "")])
 
 
 def _reader(tmp_path, role: str, proc: str = "/proc", drops: tuple[int, int] = (0, 0)):

@@ -23,6 +23,7 @@ import yaml
 from lab.addressing import plan_problems, web_name
 from lab.fault import read_fault
 from lab.inventory import read_hosts, uri_problem
+from lab.search import read_search
 from lab.spec import PROJECT, ROLES, LabSpec, Problem
 from lab.tuning import PROFILES
 
@@ -165,6 +166,9 @@ def read_spec(
         fault, fault_problems = read_fault(raw["benchFault"], webs, spec.bench_fault_seconds)
         problems.extend(fault_problems)
         spec = dataclasses.replace(spec, bench_fault=fault)
+    search, search_problems = read_search(raw, spec.bench_file_size_kib, spec.image_is_builtin)
+    spec = dataclasses.replace(spec, bench_search=search)
+    problems.extend(search_problems)
     problems.extend(_matrix_problems(spec))
     if spec.ipvs_lower_threshold > spec.ipvs_upper_threshold > 0:
         problems.append(Problem("ipvsLowerThreshold", "above ipvsUpperThreshold; set it to the upper value or less"))

@@ -100,15 +100,15 @@ def memory_problems(
                     f"{est.explain()}); set l2dsr:{role}MemoryMiB to {est.mib} or more",
                 )
             )
-        elif role == "web" and spec.bench_file_size_kib > max(have - est.mib, FILE_IN_OS_CACHE_MIB) * 1024:
+        elif role == "web" and spec.served_kib > max(have - est.mib, FILE_IN_OS_CACHE_MIB) * 1024:
             # Served from the page cache, or the benchmark measures the web's disk, not the LB.
             problems.append(
                 Problem(
-                    "benchFileSizeKiB",
-                    f"{spec.bench_file_size_kib:,} KiB does not fit in a web's page cache beside nginx ({have - est.mib} "
+                    "benchFileSizesKiB" if spec.bench_search else "benchFileSizeKiB",  # what the webs serve
+                    f"{spec.served_kib:,} KiB does not fit in a web's page cache beside nginx ({have - est.mib} "
                     f"MiB free of webMemoryMiB {have} after {est.mib} MiB for {est.explain()}); lower it to "
                     f"{(have - est.mib) * 1024:,} or less, or raise l2dsr:webMemoryMiB to "
-                    f"{est.mib + mib(spec.bench_file_size_kib * 1024)} or more",
+                    f"{est.mib + mib(spec.served_kib * 1024)} or more",
                 )
             )
     return problems

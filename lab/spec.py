@@ -64,6 +64,27 @@ class Fault:
         return f"{self.action}:{self.web}@{self.at_s}s-{self.restore_s}s"
 
 
+SEARCH_TESTS = {  # RFC 9411's two, by what they keep alive
+    "connections": False,  # connections per second: a connection per request
+    "transactions": True,  # transactions per second: requests over kept-alive connections
+}
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The capacity search's settings (`l2dsr:benchSearch...`; lab/search.py reads them)."""
+
+    tests: tuple[str, ...]  # names in SEARCH_TESTS
+    file_sizes_kib: tuple[int, ...]
+    trial_s: int
+    confirm_s: int
+    precision_pct: int
+    max_trials: int
+    max_failed_ppm: int
+    p99_ms: int
+    start_rps: int  # 0: the preview's estimate
+
+
 @dataclass(frozen=True)
 class LabSpec:
     mode: str  # the LB mode's name; resolved once into its object by lbmodes.load_lab
@@ -105,10 +126,16 @@ class LabSpec:
     bench_trigger: str
     bench_fault: Fault | None  # a fault run after the steps (l2dsr:benchFault); None: no fault run
     bench_fault_seconds: int
+    bench_search: SearchSpec | None = None  # a capacity search after the steps (l2dsr:benchSearch); None: none
 
     @property
     def image_is_builtin(self) -> bool:
         return self.image == "builtin"
+
+    @property
+    def served_kib(self) -> int:
+        """What every web serves from its page cache: /dummy_file and the search's files."""
+        return self.bench_file_size_kib + sum(self.bench_search.file_sizes_kib if self.bench_search else ())
 
     @property
     def per_client_concurrency(self) -> int:

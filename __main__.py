@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from bench.capacity_report import capacity_table
 from bench.report import as_outputs, fault_table, results_table
 from bench.spec import bench_spec
 from components.benchmark import Benchmark, BenchmarkArgs
@@ -113,6 +114,7 @@ bench = Benchmark(
             lab,
             {vm.ref.name: vm.ref for vm in all_vms},
             {g.name: vm_sites.of(g).uri for g in plan.guests},
+            cost.requests_per_second,  # the search's first rate unless benchSearchStartRps says one
         ),
         vms=all_vms,
         private_key=key.private_key,
@@ -176,6 +178,9 @@ pulumi.export("resultsTable", bench.result.apply(lambda r: results_table(r["summ
 # l2dsr:benchFault: the fault run's times and its second-by-second record (null without a fault)
 pulumi.export("fault", bench.result.apply(lambda r: as_outputs(r.get("fault"))))
 pulumi.export("faultTable", bench.result.apply(lambda r: fault_table([r["fault"]]) if r.get("fault") else ""))
+# l2dsr:benchSearch: each point's capacity, what bound it, latency at half of it, every trial (null without)
+pulumi.export("capacity", bench.result.apply(lambda r: as_outputs(r.get("capacity"))))
+pulumi.export("capacityTable", bench.result.apply(lambda r: capacity_table(r["capacity"]) if r.get("capacity") else ""))
 pulumi.export("requestsPerWeb", bench.result.apply(lambda r: r["requests_per_web"]))
 pulumi.export(
     "byteCounters",

@@ -58,6 +58,7 @@ def measure(
     out: Path,
     warm: bool,
     given: tuple[LoadTool, list[Load]] | None = None,
+    document_bytes: int = 0,
 ) -> Measured:
     """A warm-up when `warm`, then (once earlier connections are gone) every VM's counters and at
     the same time the clients' clocks, the domains' bytes and CPU time from the hypervisor right
@@ -98,7 +99,7 @@ def measure(
     bytes1, cpu1 = counters.domain_bytes(bench.vms), counters.domain_cpu_ns(bench.vms)
     after = readers.read_all()
     took("read_after")
-    placed = place_runs(bench, tag, texts, work, offsets, out, tool)
+    placed = place_runs(bench, tag, texts, work, offsets, out, tool, document_bytes)
     deltas = {
         name: {
             **counters.delta(after[name].counters(), before[name].counters()),

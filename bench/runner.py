@@ -25,7 +25,7 @@ from pathlib import Path
 
 import loadtools
 import runtime
-from bench import clocks, counters, faultrun, judge, probes, timeline
+from bench import clocks, counters, faultrun, judge, probes, searchrun, timeline
 from bench.matrix import Step, steps, summarize
 from bench.measure import START_LEAD_S, measure, on_clients, place_runs, readers_of
 from bench.parse import ParseError, combine
@@ -264,6 +264,10 @@ def _runs(
             f"{_seconds(fault.get('eject_s'))}, readmit {_seconds(fault.get('readmit_s'))}"
             + (f"; flags: {'; '.join(fault['flags'])}" if fault["flags"] else "")
         )
+    capacity = None
+    if bench.search:
+        capacity = searchrun.run(ssh, readers, bench, out, doing, retune)
+        oom.check("during the capacity search")
     per_web: dict[str, int] = {}
     for r in runs:
         for name, count in r["requests_per_web"].items():
@@ -277,6 +281,7 @@ def _runs(
         "summary": summarize(runs),
         "requests_per_web": per_web,
         **({"fault": fault} if fault else {}),
+        **({"capacity": capacity} if capacity is not None else {}),
         # who is who, for the picture of where the bytes went (./labctl graph, the report)
         "vms": [
             {"name": vm.name, "role": vm.role, "host": vm.host.name} for vm in (*bench.clients, bench.lb, *bench.webs)

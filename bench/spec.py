@@ -11,7 +11,7 @@ from typing import Protocol
 import loadtools
 from lab.addressing import AddressPlan, mac_address
 from lab.files import Retune
-from lab.spec import Fault, LabSpec
+from lab.spec import Fault, LabSpec, SearchSpec
 from lbmodes import Mode, ShareRule
 from runtime.vm import VmRef
 
@@ -58,6 +58,8 @@ class BenchSpec:
     shares: ShareRule
     balances: str  # what the mode's scheduler spreads over the webs: "connections" or "requests"
     fault: FaultPlan | None = None  # l2dsr:benchFault: a fault run after the steps
+    search: SearchSpec | None = None  # l2dsr:benchSearch: a capacity search after them (bench/searchrun.py)
+    search_start_rps: float = 0.0  # its first rate when benchSearchStartRps is 0: the preview's estimate
 
     @property
     def url(self) -> str:
@@ -97,7 +99,9 @@ def fault_plan(lab: ConfiguredLab, uris: dict[str, str] | None = None) -> FaultP
     )
 
 
-def bench_spec(stack: str, lab: ConfiguredLab, vms: dict[str, VmRef], uris: dict[str, str] | None = None) -> BenchSpec:
+def bench_spec(
+    stack: str, lab: ConfiguredLab, vms: dict[str, VmRef], uris: dict[str, str] | None = None, start_rps: float = 0.0
+) -> BenchSpec:
     """The benchmark of this lab, resolved: the VMs, the load, what the mode says of its runs, and
     the fault run (`uris`: each VM's libvirt host, where kill-web pauses it)."""
     spec, mode, plan = lab.spec, lab.mode, lab.plan
@@ -124,4 +128,6 @@ def bench_spec(stack: str, lab: ConfiguredLab, vms: dict[str, VmRef], uris: dict
         shares=mode.shares,
         balances=mode.balances,
         fault=fault_plan(lab, uris),
+        search=spec.bench_search,
+        search_start_rps=start_rps,
     )

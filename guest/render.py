@@ -15,7 +15,6 @@ import yaml
 
 from lab.addressing import AddressPlan, Guest, mac_address
 from lab.files import RoleSetup, WriteFile, fill
-from lab.search import search_file
 from lab.spec import LabSpec
 from lab.tuning import TXQUEUELEN, LbTuning, tuning_of
 from lbmodes import Mode
@@ -119,10 +118,6 @@ def role_setup(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> Ro
                 *part.commands,
                 f"mkdir -p {NGINX_ROOT}",
                 f"head -c {size} /dev/zero | tr '\\0' x > {NGINX_ROOT}/dummy_file",
-                *(
-                    f"head -c {kib * 1024} /dev/zero | tr '\\0' x > {NGINX_ROOT}/{search_file(kib)}"
-                    for kib in (spec.bench_search.file_sizes_kib if spec.bench_search else ())
-                ),
             ),
             units=(*part.units, "nginx.service"),
         )

@@ -20,7 +20,6 @@ import re
 from guest.render import NGINX_ROOT, role_files, role_setup
 from lab.addressing import AddressPlan, Guest
 from lab.files import Check
-from lab.search import search_file
 from lab.spec import LabSpec
 from lbmodes import Mode
 
@@ -96,14 +95,6 @@ def checks(spec: LabSpec, mode: Mode, plan: AddressPlan, guest: Guest) -> tuple[
                 f"200 {size}",
             )
         )
-        for kib in spec.bench_search.file_sizes_kib if spec.bench_search else ():
-            out.append(
-                Check(
-                    f"{NGINX_ROOT}/{search_file(kib)} served",
-                    f"curl -s -o /dev/null --max-time 5 -w '%{{http_code}} %{{size_download}}' http://127.0.0.1/{search_file(kib)}",
-                    f"200 {kib * 1024}",
-                )
-            )
     return tuple(out)
 
 

@@ -111,6 +111,11 @@ class LoadTool:
         """A short run (caches, ARP, TCP state) with the tool itself, its output dropped: before the first
         measured run and the first after the LB changed (the runs in between keep the paths warm)."""
         small = min(load.concurrency, 10)
+        if self.open_loop:  # two seconds at a low rate
+            return (
+                self.command(Load(load.url, small, 0, load.keepalive, seconds=2, rate=min(load.rate, 20.0)))
+                + " >/dev/null"
+            )
         return self.command(Load(load.url, small, max(min(load.requests, 200), small), load.keepalive)) + " >/dev/null"
 
 

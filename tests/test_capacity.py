@@ -5,12 +5,14 @@ what it completes, fails, and how busy each VM is."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from bench.capacity import Criteria, Search, Trial, bound_of, judge, search
 
 ROLES = {"client01": "client", "lb": "lb", "web01": "web"}
+VEGETA = Path(__file__).parent / "data" / "vegeta"
 
 
 def device(capacity: float, noise: float = 0.0, seed: int = 1, long_capacity: float = 0.0, client_max: float = 0.0):
@@ -111,3 +113,57 @@ def test_latency_bound_when_no_vm_was_busy():
     found = search(slow, Search(Criteria(p99_ms=50), 100, 10, 0.05, 20, 5, 10))
     assert 250 * 0.95 <= found.rate_rps < 250
     assert bound_of(found) == "latency (p99 90.0 ms > 50 ms)"
+
+
+# ---- a trial's numbers from the clients' real output (bench/searchrun.py) ----------------------------
+
+
+def _measured(cpu: dict[str, float]):
+    from bench.measure import Measured
+    from bench.parse import Placed
+    from loadtools import TOOLS, Load
+
+    texts = [(VEGETA / f"{c}.txt").read_text() for c in ("client01", "client02")]
+    load = Load("http://x/file-5k", 50, 0, False, seconds=3, rate=150)
+    placed = [Placed(TOOLS["vegeta"].parse(t, load, 5120), f"client0{i + 1}", 0.0, 0.0) for i, t in enumerate(texts)]
+    deltas = {"lb": {"rx_bytes": 90_000, "tx_bytes": 9_000}}
+    return texts, Measured(placed, {}, deltas, cpu, {}, {}, texts, {"lb": 2_500_000_000})
+
+
+def _bench():
+    from bench.spec import bench_spec
+    from lab.addressing import plan
+    from resolution import Configured
+    from tests.conftest import lab_of
+    from tests.test_bench import refs
+
+    spec, mode = lab_of({"mode": "dsr", "webCount": 2, "clientCount": 2, "benchSearch": True})
+    return bench_spec("t", Configured(spec, mode, plan(spec)), refs("t", plan(spec)))
+
+
+def test_a_trial_is_made_of_every_clients_counts_and_their_merged_requests():
+    from bench.parse import merge, percentile_us
+    from bench.searchrun import trial_of
+    from loadtools import vegeta
+
+    bench = _bench()
+    texts, measured = _measured({"client01": 0.4, "client02": 0.5, "lb": 0.97, "web01": 0.3, "web02": 0.3})
+    trial, record = trial_of(bench, 300.0, 3.0, texts, measured)
+    assert (trial.sent, trial.completed, trial.failed) == (900, 900, 0)
+    hist = merge([p.run.latency_histogram_us for p in measured.placed])
+    assert trial.p99_ms == round(percentile_us(hist, 99, vegeta.rank) / 1000, 3) and trial.p50_ms <= trial.p99_ms
+    assert trial.invalid == () and judge(trial, Criteria()).passed
+    assert record["lb_bytes_per_request"] == round(99_000 / 900) and record["hypervisor_cpu_s"] == {"lb": 2.5}
+    assert sum(ok for ok, _ in record["per_second"]) == 900
+
+
+def test_a_client_behind_its_schedule_or_saturated_invalidates_the_trial(monkeypatch):
+    from bench.searchrun import trial_of
+    from loadtools import vegeta
+
+    bench = _bench()
+    texts, measured = _measured({"client01": 0.99, "client02": 0.5, "lb": 0.5})
+    monkeypatch.setattr(vegeta, "BEHIND_MS", 90.0)  # the recording's client01 fell 93 ms behind
+    trial, record = trial_of(bench, 300.0, 3.0, texts, measured)
+    assert trial.invalid == ("client01 fell 93 ms behind its schedule", "client01's CPU 99% busy"), trial.invalid
+    assert not judge(trial, Criteria()).passed and record["invalid"] == list(trial.invalid)

@@ -10,8 +10,8 @@ The search, per point (mode x test x size x threads):
 - the rate found is confirmed by one longer trial; if that fails, the short trials overstated what
   is sustained, and the search goes on below it with trials as long as the confirmation.
 Only a rate whose trial passed is ever reported. A trial a client could not drive (its CPU saturated,
-or it fell behind its schedule) is invalid: it says nothing of the LB, so the search stops there and
-the result is bound by the clients, said as such.
+or it fell behind its schedule) is invalid: it says nothing of the LB, so it does not pass, and the rate
+found below it is bound by the clients, said as such (never counted as the LB's limit).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class SearchResult:
     rate_rps: float  # the highest offered rate whose trial passed (and was confirmed, if `confirmed`); 0: none
     confirmed: bool
     trials: list[tuple[Trial, Verdict]]
-    stopped: str  # why the search ended: "precision", "trial budget", "clients", "floor"
+    stopped: str  # why the search ended: "precision", "trial budget" or "floor"
     failed_rps: float = 0.0  # the lowest rate that failed above rate_rps (0: none failed)
 
     @property
@@ -126,9 +126,6 @@ def search(run_trial: Callable[[float, float], Trial], how: Search) -> SearchRes
         if spent():
             return result("trial budget")
         verdict = attempt(rate, length)
-        if verdict.invalid:
-            high = rate
-            return result("clients")
         if verdict.passed:
             low, rate = rate, rate * 2
         else:
@@ -141,9 +138,6 @@ def search(run_trial: Callable[[float, float], Trial], how: Search) -> SearchRes
                 return result("trial budget")
             rate = (low + high) / 2
             verdict = attempt(rate, length)
-            if verdict.invalid:
-                high = rate
-                return result("clients")
             low, high = (rate, high) if verdict.passed else (low, rate)
         if length == how.confirm_s:  # every trial since the failed confirmation was a long one
             return result("precision", confirmed=True)
@@ -164,9 +158,6 @@ def search(run_trial: Callable[[float, float], Trial], how: Search) -> SearchRes
             if spent():
                 return result("trial budget")
             verdict = attempt(rate, length)
-            if verdict.invalid:
-                high = rate
-                return result("clients")
             low, high = (rate, high) if verdict.passed else (low, rate)
 
 

@@ -5,9 +5,10 @@ open-loop load from every client at once, then one trial at half the rate found 
 A trial's numbers, from raw data: sent, completed and failed are every client's own counts summed;
 the percentiles are of the clients' merged per-request histograms, each request timed from when it
 was due; each VM's CPU is its guest's busy share over the load (what bounds it) beside its
-hypervisor's CPU seconds; the LB's bytes per completed request say what crossed it. A client that
-fell more than vegeta.BEHIND_MS behind its schedule, or whose CPU was saturated, invalidates the
-trial: it could not offer the rate, so the LB's limit is not known above it.
+hypervisor's CPU seconds; the LB's bytes per completed request say what crossed it. A client whose
+CPU was saturated invalidates the trial: it could not offer the rate, so the LB's limit is not known
+above it. A client behind its schedule with CPU to spare was held back by its requests in flight
+(answers slow to come): recorded, and carried by each late request's latency.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from loadtools import OPEN_LOOP, Load, url, vegeta
 from runtime.ssh import Ssh
 
 TOOL = OPEN_LOOP["vegeta"]
-CLIENT_BUSY = 0.95  # a client this busy could not be trusted to keep its schedule
+CLIENT_BUSY = 0.9  # a client this busy could not be trusted to keep its schedule
 IN_FLIGHT_S = 2.0
 LOCAL = "http://127.0.0.1"  # a web asks its own nginx
 
@@ -52,12 +53,10 @@ def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], me
 
     sent = sum(int(s["sent"]) for s in sums)
     completed = sum(r.complete_requests for r in runs)
+    # A client whose CPU was saturated could not generate the rate: the trial says nothing of the LB. One
+    # that fell behind with CPU to spare was held back by its requests in flight (the LB or the webs slow
+    # to answer): that is the system's answer, and each late request's wait is in its latency.
     invalid = [
-        f"{c.name} fell {s['behind_ms']:.0f} ms behind its schedule"
-        for c, s in zip(bench.clients, sums, strict=True)
-        if s["behind_ms"] > vegeta.BEHIND_MS
-    ]
-    invalid += [
         f"{c.name}'s CPU {measured.cpu[c.name]:.0%} busy"
         for c in bench.clients
         if measured.cpu.get(c.name, 0.0) >= CLIENT_BUSY

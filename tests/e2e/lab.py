@@ -375,3 +375,38 @@ def write_record(run: Run, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(measured, indent=1))
     print(f"\n{name} measurements: {json.dumps(measured)[:2000]}")
+
+
+# A short capacity search (CI's): connections/s at 1 and 128 KiB, trials of 5 s, a 10% precision.
+SEARCH = {
+    "benchSearch": True,
+    "benchSearchTests": ["connections"],
+    "benchFileSizesKiB": [1, 128],
+    "benchSearchTrialSeconds": 5,
+    "benchSearchConfirmSeconds": 8,
+    "benchSearchPrecisionPct": 10,
+    "benchSearchMaxTrials": 8,
+}
+
+
+def check_capacity(out: dict, mode: str) -> dict[int, float]:
+    """Each point found a rate whose trial passed, and the lowest rate above it that was tried failed
+    a criterion (or could not be offered: then the clients bound it, said so) within 1.5x of it;
+    latency at half of it was measured. Returns each size's capacity."""
+    points = out["capacity"]
+    assert [(p["mode"], p["test"], int(p["sizeKib"])) for p in points] == [
+        (mode, "connections", kib) for kib in SEARCH["benchFileSizesKiB"]
+    ], points
+    for p in points:
+        trials = [t for t in p["trials"] if not t.get("atHalf")]
+        assert p["rateRps"] > 0 and [t["passed"] for t in trials if t["offeredRps"] == p["rateRps"]][-1], p
+        above = [t for t in trials if t["offeredRps"] > p["rateRps"] and not t["passed"]]
+        assert above, ("nothing above the rate found was tried and failed", p["stopped"], trials)
+        lowest = min(above, key=lambda t: t["offeredRps"])
+        assert lowest["offeredRps"] <= 1.5 * p["rateRps"], (p["rateRps"], lowest)
+        assert lowest["failedCriteria"] or lowest["invalid"], lowest
+        if lowest["invalid"]:
+            assert p["bound"].startswith(("a client's CPU", "the clients")), p["bound"]
+        assert p["latencyAtHalfMs"]["p99"] > 0 and p["gbps"] > 0, p
+    assert "| Mode | Test | Size (KiB) |" in out["capacityTable"], out["capacityTable"]
+    return {int(p["sizeKib"]): p["rateRps"] for p in points}

@@ -17,8 +17,10 @@ from tests.e2e.lab import (
     HTTPS_MATRIX,
     LOAD,
     MATRIX,
+    SEARCH,
     SMALL_MATRIX,
     Run,
+    check_capacity,
     check_guests,
     check_results,
     lab_ssh,
@@ -26,6 +28,7 @@ from tests.e2e.lab import (
     private_key,
     replaced_in_plan,
     set_matrix,
+    urn_of,
 )
 from tests.e2e.seeing import captures_during_a_benchmark, check_captures, lab_graph, lab_status
 
@@ -60,9 +63,22 @@ def test_proxy_seen_on_the_wire(run: Run, tmp_path) -> None:
 
 
 @after_the_first_up
+def test_proxy_capacity(run: Run) -> None:
+    """A short capacity search under proxy (only the benchmark reruns: the webs' files are its own)."""
+    cli = run.cli
+    set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"], "benchFault": "", **SEARCH})
+    cli("config", "set", "l2dsr:benchScheme", "http")
+    assert replaced_in_plan(cli) == ["bench-run"]
+    run.up("search_proxy")
+    out = run.results["proxy-search"] = stack_outputs(cli)
+    run.seen["capacity_proxy"] = out["capacityTable"].splitlines()
+    check_capacity(out, "proxy")
+
+
+@after_the_first_up
 def test_switch_to_dsr(run: Run) -> None:
     cli = run.cli
-    set_matrix(cli, {**MATRIX, **LOAD["dsr"], "benchFault": "", "benchTrigger": ""})
+    set_matrix(cli, {**MATRIX, **LOAD["dsr"], "benchFault": "", "benchTrigger": "", "benchSearch": False})
     cli("config", "set", "l2dsr:benchScheme", "http")
     cli("config", "set", "l2dsr:mode", "dsr")
     assert replaced_in_plan(cli) == replaced_with("lb-vm")
@@ -119,3 +135,17 @@ def test_the_open_loop_tool_drives_a_rate_through_dsr(run: Run) -> None:
     run.seen["open_loop_dsr"] = [
         f"{merged['requests_per_second']}/s offered 80/s, p99 {merged['latency_percentiles_ms']['p99']} ms"
     ]
+
+
+@pytest.mark.needs("test_switch_to_dsr", "test_proxy_capacity")
+def test_dsr_capacity_is_at_least_proxys_at_the_larger_size(run: Run) -> None:
+    """The same search under dsr; the response bytes never cross its LB, so at 128 KiB it carries at
+    least what proxy carried."""
+    cli = run.cli
+    set_matrix(cli, {**SMALL_MATRIX, **LOAD["dsr"], **SEARCH})
+    run.up("search_dsr", "--target", urn_of(cli, "bench-run"))
+    out = run.results["dsr-search"] = stack_outputs(cli)
+    run.seen["capacity_dsr"] = out["capacityTable"].splitlines()
+    dsr = check_capacity(out, "dsr")
+    proxy = {int(p["sizeKib"]): p["rateRps"] for p in run.results["proxy-search"]["capacity"]}
+    assert dsr[128] >= proxy[128], (dsr, proxy)

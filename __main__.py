@@ -114,7 +114,7 @@ bench = Benchmark(
             lab,
             {vm.ref.name: vm.ref for vm in all_vms},
             {g.name: vm_sites.of(g).uri for g in plan.guests},
-            cost.requests_per_second,  # the search's first rate unless benchSearchStartRps says one
+            cost.search_start_rps,  # the search's first rate unless benchSearchStartRps says one
         ),
         vms=all_vms,
         private_key=key.private_key,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bench.matrix import split, steps
 from lab.spec import PROJECT, LabSpec, Problem
 from lbmodes import Mode
-from loadtools import TOOLS
+from loadtools import OPEN_LOOP, TOOLS
 
 WEB_RATE_PER_VCPU = 220.0  # nginx, 5 KiB: 162 req/s at 74% of one vCPU (dsr, two clients, 2 webs)
 KVM_SPEEDUP = 10.0
@@ -34,6 +34,7 @@ class Cost:
     bound_by: str  # "the LB", "the webs" or "the clients"
     search_points: int = 0  # l2dsr:benchSearch: tests x sizes x LB threads
     search_minutes: float = 0.0  # at most: every point using its whole trial budget
+    search_start_rps: float = 0.0  # the search's first rate: the slowest step's, or what the clients can offer
 
     def explain(self) -> str:
         search = (
@@ -87,7 +88,10 @@ def estimate(spec: LabSpec, mode: Mode, domain_type: str) -> Cost:
             run, warmup = step.requests / r, min(step.requests, 200) / r
         seconds += STEP_OVERHEAD_S[kind] + warmup + run
     points, searching = search_seconds(spec, mode, domain_type)
-    return Cost(len(matrix), (seconds + searching) / 60, slowest, bound, points, searching / 60)
+    speed = KVM_SPEEDUP if domain_type == "kvm" else 1.0
+    offer = min(t.rate_per_vcpu for t in OPEN_LOOP.values()) * spec.vcpus["client"] * spec.client_count * speed
+    start = min(slowest, offer) if points else 0.0
+    return Cost(len(matrix), (seconds + searching) / 60, slowest, bound, points, searching / 60, start)
 
 
 def cost_problems(spec: LabSpec, mode: Mode, domain_type: str) -> tuple[Cost, list[Problem]]:

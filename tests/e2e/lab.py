@@ -385,7 +385,7 @@ SEARCH = {
     "benchSearchTrialSeconds": 5,
     "benchSearchConfirmSeconds": 8,
     "benchSearchPrecisionPct": 10,
-    "benchSearchMaxTrials": 8,
+    "benchSearchMaxTrials": 10,
 }
 
 

@@ -4,7 +4,9 @@ latency against offered load. Pure over the saved results (result.json's `capaci
 
 from __future__ import annotations
 
-__all__ = ["capacity_table", "ratios"]
+from pathlib import Path
+
+__all__ = ["capacity_charts", "capacity_table", "ratios"]
 
 
 def _latency(at: dict) -> str:
@@ -37,3 +39,74 @@ def ratios(points: list[dict], mode: str, against: str) -> dict[tuple[str, int, 
         for (m, test, size, threads), rate in by.items()
         if m == mode and by.get((against, test, size, threads))
     }
+
+
+def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
+    """Capacity against response size per mode (one line per mode and test), each mode's capacity over
+    `baseline`'s against size, and latency (p99, from each request's due time) against offered load
+    per mode: the curve that bends at capacity, from every trial of the search."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for p in points:
+        series.setdefault((p["mode"], p["test"]), []).append((int(p["size_kib"]), p["rate_rps"]))
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    for (mode, test), xy in sorted(series.items()):
+        xy.sort()
+        ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{mode}, {test}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("response size (KiB)")
+    ax.set_ylabel("capacity (requests/s)")
+    ax.set_title("capacity against response size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "capacity.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    modes = sorted({p["mode"] for p in points} - {baseline})
+    if baseline in {p["mode"] for p in points} and modes:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        for mode in modes:
+            by_test: dict[str, list[tuple[int, float]]] = {}
+            for (test, size, _threads), r in sorted(ratios(points, mode, baseline).items()):
+                by_test.setdefault(test, []).append((size, r))
+            for test, xy in by_test.items():
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{mode} / {baseline}, {test}")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("response size (KiB)")
+        ax.set_ylabel(f"capacity over {baseline}'s")
+        ax.set_title(f"each mode's capacity over {baseline}'s, like for like")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "capacity-ratio.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    for p in points:
+        trials = sorted((t for t in p["trials"] if not t.get("invalid")), key=lambda t: t["offered_rps"])
+        ax.plot(
+            [t["offered_rps"] for t in trials],
+            [t["latency_ms"]["p99"] for t in trials],
+            marker=".",
+            label=f"{p['mode']}, {p['test']}, {int(p['size_kib'])} KiB",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("p99 from the due time (ms)")
+    ax.set_title("latency against offered load (valid trials)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "capacity-latency.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    return paths

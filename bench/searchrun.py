@@ -18,7 +18,7 @@ from pathlib import Path
 
 import runtime
 from bench import counters
-from bench.capacity import Criteria, Search, Trial, bound_of, search
+from bench.capacity import Criteria, Search, Trial, bound_of, judge, search
 from bench.measure import measure
 from bench.parse import merge, percentile_us
 from bench.probes import BenchmarkFailed
@@ -88,7 +88,9 @@ def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], me
         "failed": trial.failed,
         "latency_ms": {"p50": trial.p50_ms, "p99": trial.p99_ms, "p99.9": trial.p999_ms},
         "cpu": trial.cpu,  # the guests' busy share
+        # over the reading's window (the load, its start lead and its last answers): `read_s`
         "hypervisor_cpu_s": {name: round(ns / 1e9, 2) for name, ns in measured.cpu_ns.items()},
+        "read_s": measured.timing_s.get("load"),
         "lb_bytes_per_request": round((lb["rx_bytes"] + lb["tx_bytes"]) / completed) if completed else 0,
         "per_second": per_second,  # [completed with a 2xx, failed] each second, over the clients
         "behind_ms": {c.name: s["behind_ms"] for c, s in zip(bench.clients, sums, strict=True)},
@@ -136,7 +138,8 @@ def point(ssh: Ssh, readers: counters.Readers, bench: BenchSpec, test: str, kib:
         trial = run_trial(found.rate_rps / 2, how.trial_s)
         at_half = {"offered_rps": round(found.rate_rps / 2, 1), "p50": trial.p50_ms, "p99": trial.p99_ms}
         at_half["p99.9"] = trial.p999_ms
-        records[-1]["at_half"] = True
+        verdict = judge(trial, how.criteria)
+        records[-1].update(at_half=True, passed=verdict.passed, failed_criteria=list(verdict.failed_criteria))
     return {
         "mode": bench.mode,
         "test": test,

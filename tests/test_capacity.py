@@ -4,6 +4,7 @@ what it completes, fails, and how busy each VM is."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -172,3 +173,35 @@ def test_a_saturated_client_invalidates_the_trial_one_behind_with_cpu_to_spare_d
     }
     texts, measured = _measured({"client01": 0.6, "client02": 0.5, "lb": 0.5})
     assert trial_of(bench, 300.0, 3.0, texts, measured)[0].invalid == ()
+
+
+# ---- the table and the report's charts, on a real search ------------------------------------------------
+# proxy-lab.json: the lab stack (2 clients, the LB, 2 webs, under emulation) searched under proxy at 1 and
+# 128 KiB with CI's settings: 125/s confirmed at 1 KiB (the clients' CPU), 60/s unconfirmed at 128 KiB.
+REAL = json.loads((Path(__file__).parent / "data" / "capacity" / "proxy-lab.json").read_text())["capacity"]
+
+
+def test_the_capacity_table_says_what_each_point_found():
+    from bench.capacity_report import capacity_table
+
+    table = capacity_table(REAL)
+    assert "| proxy | connections | 1 | 1 | 125 | 0.001 | yes | a client's CPU (client01, client02) |" in table
+    assert "| proxy | connections | 128 | 1 | 60 | 0.063 | no | throughput (achieved 62/s < 99% of 69/s) |" in table
+    assert "17.5 / 117.2 / 213.7 | 7 | precision |" in table  # latency at half of 125/s; 6 trials and that one
+
+
+def test_the_report_puts_capacity_beside_the_closed_loop_table(tmp_path):
+    from bench.capacity_report import ratios
+    from bench.report import write_report
+
+    dsr = [{**p, "mode": "dsr", "rate_rps": p["rate_rps"] * (1.1 if p["size_kib"] == 1 else 2.5)} for p in REAL]
+    assert ratios(REAL + dsr, "dsr", "proxy") == {("connections", 1, 1): 1.1, ("connections", 128, 1): 2.5}
+    results = [
+        {"mode": m, "tool": "ab", "keepalive": False, "raw_dir": f"r/{m}", "summary": [], "capacity": points}
+        for m, points in (("proxy", REAL), ("dsr", dsr))
+    ]
+    text = write_report(results, tmp_path).read_text()
+    assert "## Capacity (docs/capacity.md)" in text and "| dsr | connections | 128 | 1 | 150 |" in text
+    for png in ("capacity.png", "capacity-ratio.png", "capacity-latency.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000 and f"({png})" in text

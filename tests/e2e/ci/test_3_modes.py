@@ -140,12 +140,31 @@ def test_the_open_loop_tool_drives_a_rate_through_dsr(run: Run) -> None:
 @pytest.mark.needs("test_switch_to_dsr", "test_proxy_capacity")
 def test_dsr_capacity_is_at_least_proxys_at_the_larger_size(run: Run) -> None:
     """The same search under dsr; the response bytes never cross its LB, so at 128 KiB it carries at
-    least what proxy carried."""
+    least what proxy carried, unless the clients bound it first (then said so, and its LB is shown out
+    of the response path: under a tenth of proxy's bytes per request, and less busy)."""
     cli = run.cli
     set_matrix(cli, {**SMALL_MATRIX, **LOAD["dsr"], **SEARCH})
     run.up("search_dsr", "--target", urn_of(cli, "bench-run"))
     out = run.results["dsr-search"] = stack_outputs(cli)
     run.seen["capacity_dsr"] = out["capacityTable"].splitlines()
     dsr = check_capacity(out, "dsr")
-    proxy = {int(p["sizeKib"]): p["rateRps"] for p in run.results["proxy-search"]["capacity"]}
-    assert dsr[128] >= proxy[128], (dsr, proxy)
+    points = {(p["mode"], int(p["sizeKib"])): p for p in [*run.results["proxy-search"]["capacity"], *out["capacity"]]}
+    big_dsr, big_proxy = points[("dsr", 128)], points[("proxy", 128)]
+    if big_dsr["rateRps"] >= big_proxy["rateRps"]:
+        run.seen["capacity_at_128k"] = [f"dsr {big_dsr['rateRps']}/s >= proxy {big_proxy['rateRps']}/s"]
+    else:
+        # Only the clients may hold dsr below proxy (under emulation a 1-vCPU client receiving 128 KiB
+        # responses saturates before a dsr LB does): then the modes differ where the LB is, which is
+        # what the bytes and the CPU say at the rates found.
+        assert big_dsr["bound"].startswith(("a client's CPU", "the clients")), (big_dsr["bound"], dsr)
+        lb = {
+            m: max((t for t in points[(m, 128)]["trials"] if t["passed"]), key=lambda t: t["offeredRps"])
+            for m in ("dsr", "proxy")
+        }
+        assert lb["dsr"]["lbBytesPerRequest"] < 0.1 * lb["proxy"]["lbBytesPerRequest"], lb
+        assert lb["dsr"]["cpu"]["lb"] < lb["proxy"]["cpu"]["lb"], lb
+        run.seen["capacity_at_128k"] = [
+            f"dsr {big_dsr['rateRps']}/s bound by {big_dsr['bound']}; proxy {big_proxy['rateRps']}/s bound by "
+            f"{big_proxy['bound']}; LB bytes per request {lb['dsr']['lbBytesPerRequest']} vs "
+            f"{lb['proxy']['lbBytesPerRequest']}, LB CPU {lb['dsr']['cpu']['lb']} vs {lb['proxy']['cpu']['lb']}"
+        ]

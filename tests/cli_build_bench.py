@@ -2,7 +2,8 @@
 (`-gcflags=all=-N -l`), and what each costs the engine: the wall time of a preview of a 27-VM stack
 with each binary. The question: is the first run's longest step worth shortening this way?
 
-    python3 tests/cli_build_bench.py [--builds 1] [--previews 3] [--stack seed25] [--out FILE]
+    ./labctl pulumi stack init seed25 --non-interactive; ./labctl pulumi stack select lab   # the stack to preview
+    .venv/bin/python tests/cli_build_bench.py [--builds 1] [--previews 3] [--stack seed25] [--out FILE]
 
 `--builds 0` previews with the binaries a former run kept (in the cache), adding to its record.
 
@@ -22,13 +23,16 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hypervisor import libvirt, paths, pulumi_cli
-
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from hypervisor import libvirt, paths, pulumi_cli  # noqa: E402
+
 VARIANTS = {
     "optimised": [],  # today's: ./labctl's build
     "unoptimised": ["-gcflags=all=-N -l"],
@@ -104,6 +108,8 @@ def main() -> None:
         for variant in VARIANTS:
             found["builds"][variant].append(build(variant, binaries[variant]))
             print(f"build {i + 1} {variant}: {found['builds'][variant][-1]}", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(found, indent=1))  # the builds kept, whatever the previews do
     med: dict = {v: {} for v in VARIANTS}
     if all(found["builds"][v] for v in VARIANTS):
         for v in VARIANTS:
@@ -113,6 +119,9 @@ def main() -> None:
             key = f"build_{figure}_s"
             found[f"build_{figure}_saving"] = round(1 - med["unoptimised"][key] / med["optimised"][key], 3)
     if args.previews:
+        from hypervisor.__main__ import stack_file_from_template
+
+        stack_file_from_template(args.stack)  # the shipped stack's file, when this checkout has none
         found["previews_s"] = {v: [] for v in VARIANTS}
         dirs = {v: engine_dir(binaries[v], work / f"bin-{v}") for v in VARIANTS}
         preview(dirs["optimised"], args.stack)  # warm-up: the program's first import, the providers' start

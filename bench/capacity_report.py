@@ -59,15 +59,16 @@ def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
         xy.sort()
         ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{mode}, {test}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("response size (KiB)")
-    ax.set_ylabel("capacity (requests/s)")
-    ax.set_title("capacity against response size")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "capacity.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    paths.append(
+        _save(
+            fig,
+            ax,
+            out / "capacity.png",
+            "capacity against response size",
+            "response size (KiB)",
+            "capacity (requests/s)",
+        )
+    )
 
     modes = sorted({p["mode"] for p in points} - {baseline})
     if baseline in {p["mode"] for p in points} and modes:
@@ -80,15 +81,8 @@ def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
                 ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{mode} / {baseline}, {test}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("response size (KiB)")
-        ax.set_ylabel(f"capacity over {baseline}'s")
-        ax.set_title(f"each mode's capacity over {baseline}'s, like for like")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / "capacity-ratio.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        title = f"each mode's capacity over {baseline}'s, like for like"
+        paths.append(_save(fig, ax, out / "capacity-ratio.png", title, "response size (KiB)", f"over {baseline}'s"))
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     for p in points:
@@ -100,13 +94,22 @@ def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
             label=f"{p['mode']}, {p['test']}, {int(p['size_kib'])} KiB",
         )
     ax.set_yscale("log")
-    ax.set_xlabel("offered load (requests/s)")
-    ax.set_ylabel("p99 from the due time (ms)")
-    ax.set_title("latency against offered load (valid trials)")
+    title = "latency against offered load (valid trials)"
+    paths.append(
+        _save(fig, ax, out / "capacity-latency.png", title, "offered load (requests/s)", "p99 from the due time (ms)")
+    )
+    return paths
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "capacity-latency.png")
-    fig.savefig(paths[-1])
+    fig.savefig(path)
     plt.close(fig)
-    return paths
+    return path

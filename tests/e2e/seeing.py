@@ -140,3 +140,18 @@ def lab_graph(cli, name: str) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return str(out)
+
+
+def seen_on_the_wire(run, tmp_path, name: str, hosts: int, replies_bypass: bool) -> None:
+    """What a user runs to see the lab, on the deployed lab, into the run's record under `name`: the
+    status table (every VM running with its services), a capture on the LB's tap (and, when the
+    replies bypass the LB, on web01's) during one benchmark read field by field, the picture."""
+    cli = run.cli
+    wanted = {"lb": "tcp port 80", **({"web01": "tcp port 80"} if replies_bypass else {})}
+    with run.timed(f"seen_{name}"):
+        seen = lab_status(cli, hosts)
+        caught = captures_during_a_benchmark(cli, tmp_path, f"see-{name}", wanted)
+        vip = json.loads(cli("stack", "output", "vip", "--json").stdout)
+        run.seen[f"status_{name}"] = seen["table"].splitlines()
+        run.seen[f"capture_{name}"] = check_captures(seen, caught, vip, replies_bypass)
+        run.seen[f"graph_{name}"] = [lab_graph(cli, name)]

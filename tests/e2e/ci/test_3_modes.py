@@ -30,7 +30,7 @@ from tests.e2e.lab import (
     set_matrix,
     urn_of,
 )
-from tests.e2e.seeing import captures_during_a_benchmark, check_captures, lab_graph, lab_status
+from tests.e2e.seeing import seen_on_the_wire
 
 pytestmark = pytest.mark.lab
 after_the_first_up = pytest.mark.needs("test_first_up_killed_twice_then_recovered")
@@ -54,12 +54,7 @@ def test_proxy_seen_on_the_wire(run: Run, tmp_path) -> None:
     cli = run.cli
     set_matrix(cli, {**SMALL_MATRIX, **LOAD["proxy"], "benchFault": ""})
     cli("config", "set", "l2dsr:benchScheme", "http")
-    with run.timed("seen_proxy"):
-        seen = lab_status(cli, 1)
-        caught = captures_during_a_benchmark(cli, tmp_path, "see-proxy", {"lb": "tcp port 80"})
-        run.seen["status_proxy"] = seen["table"].splitlines()
-        run.seen["capture_proxy"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=False)
-        run.seen["graph_proxy"] = [lab_graph(cli, "proxy")]
+    seen_on_the_wire(run, tmp_path, "proxy", hosts=1, replies_bypass=False)
 
 
 @after_the_first_up
@@ -101,12 +96,7 @@ def test_unchanged_up_changes_nothing(run: Run) -> None:
 def test_dsr_seen_on_the_wire(run: Run, tmp_path) -> None:
     cli = run.cli
     set_matrix(cli, SMALL_MATRIX)
-    with run.timed("seen_dsr"):
-        seen = lab_status(cli, 1)
-        caught = captures_during_a_benchmark(cli, tmp_path, "see-dsr", {"lb": "tcp port 80", "web01": "tcp port 80"})
-        run.seen["status_dsr"] = seen["table"].splitlines()
-        run.seen["capture_dsr"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=True)
-        run.seen["graph_dsr"] = [lab_graph(cli, "dsr")]
+    seen_on_the_wire(run, tmp_path, "dsr", hosts=1, replies_bypass=True)
 
 
 @pytest.mark.needs("test_switch_to_dsr")

@@ -29,7 +29,7 @@ from tests.e2e.lab import (
     replaced_in_plan,
     set_matrix,
 )
-from tests.e2e.seeing import captures_during_a_benchmark, check_captures, lab_graph, lab_status
+from tests.e2e.seeing import seen_on_the_wire
 from virt.tunnel import interface_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.deep]
@@ -100,13 +100,7 @@ def test_dsr_across_two_hosts(run: Run) -> None:
 @pytest.mark.needs("test_dsr_across_two_hosts")
 def test_dsr_across_two_hosts_seen_on_the_wire(run: Run, tmp_path) -> None:
     """web01's tap is on h2: its capture runs there, through h2's SSH."""
-    cli = run.cli
-    with run.timed("seen_dsr_two_hosts"):
-        seen = lab_status(cli, 2)
-        caught = captures_during_a_benchmark(cli, tmp_path, "see-dsr", {"lb": "tcp port 80", "web01": "tcp port 80"})
-        run.seen["status_two_hosts"] = seen["table"].splitlines()
-        run.seen["capture_dsr"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=True)
-        run.seen["graph_dsr"] = [lab_graph(cli, "dsr-two-hosts")]
+    seen_on_the_wire(run, tmp_path, "dsr-two-hosts", hosts=2, replies_bypass=True)
 
 
 @pytest.mark.needs("test_dsr_across_two_hosts")
@@ -137,9 +131,4 @@ def test_proxy_across_two_hosts(run: Run) -> None:
 
 @pytest.mark.needs("test_proxy_across_two_hosts")
 def test_proxy_across_two_hosts_seen_on_the_wire(run: Run, tmp_path) -> None:
-    cli = run.cli
-    with run.timed("seen_proxy_two_hosts"):
-        seen = lab_status(cli, 2)
-        caught = captures_during_a_benchmark(cli, tmp_path, "see-proxy", {"lb": "tcp port 80"})
-        run.seen["capture_proxy"] = check_captures(seen, caught, stack_outputs(cli)["vip"], replies_bypass=False)
-        run.seen["graph_proxy"] = [lab_graph(cli, "proxy-two-hosts")]
+    seen_on_the_wire(run, tmp_path, "proxy-two-hosts", hosts=2, replies_bypass=False)

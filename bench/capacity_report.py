@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["capacity_charts", "capacity_table", "ratios"]
+__all__ = ["capacity_charts", "capacity_table", "closed_against_open", "ratios"]
 
 
 def _latency(at: dict) -> str:
@@ -39,6 +39,38 @@ def ratios(points: list[dict], mode: str, against: str) -> dict[tuple[str, int, 
         for (m, test, size, threads), rate in by.items()
         if m == mode and by.get((against, test, size, threads))
     }
+
+
+def closed_against_open(result: dict) -> list[dict]:
+    """What coordinated omission hid, from one result.json: for each closed-loop step (ab, wrk) whose
+    file size and keep-alive match a searched point, its throughput and p99 beside the p99 of the
+    search's valid trial offered nearest that throughput (vegeta's, counted from each request's due
+    time). Empty when no searched size is the matrix's file size."""
+    rows = []
+    for step in result.get("summary") or []:
+        size_kib = step["file_size_bytes"] / 1024
+        for p in result.get("capacity") or []:
+            if p["size_kib"] != size_kib or bool(p["keepalive"]) != bool(step["keepalive"]):
+                continue
+            valid = [t for t in p["trials"] if not t["invalid"]]
+            if not valid:
+                continue
+            near = min(valid, key=lambda t: abs(t["offered_rps"] - step["requests_per_second"]))
+            rows.append(
+                {
+                    "mode": result["mode"],
+                    "test": p["test"],
+                    "size_kib": p["size_kib"],
+                    "closed_loop_tool": step["tool"],
+                    "concurrency": step["concurrency"],
+                    "closed_loop_rps": step["requests_per_second"],
+                    "closed_loop_p99_ms": step["latency_percentiles_ms"]["p99"],
+                    "open_loop_offered_rps": near["offered_rps"],
+                    "open_loop_achieved_rps": near["achieved_rps"],
+                    "open_loop_p99_ms": near["latency_ms"]["p99"],
+                }
+            )
+    return rows
 
 
 def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:

@@ -1,10 +1,13 @@
 """The capacity sweep, on demand: one lab, each mode in turn, the capacity search at every response
 size (and each test), then the table, the dsr/proxy ratio per size, what bound each point, latency at
 half of each capacity, and, at the rate the closed-loop step (ab) achieved, its p99 beside the
-open-loop p99 of the search's trial nearest that rate (what coordinated omission hid).
+open-loop p99 of the search's trial nearest that rate (what coordinated omission hid): the matrix's
+file is set to the smallest swept size for that, so both loads fetch the same file (the seed's 5 KiB
+otherwise).
 
     ./labctl sh .venv/bin/python tests/capacity_sweep.py [--stack lab] [--modes proxy,dsr,l3dsr,nat]
         [--sizes 1,16,128,1024] [--tests connections,transactions] [--trial-s 5] [--confirm-s 10]
+        [--precision-pct 10] [--max-trials 10]
 
 It sets the stack's mode and search keys (`benchSearch` and the rest), runs `./labctl up` per mode,
 and puts the stack file back as it was. Results: results/measurements/capacity-sweep.json, and the
@@ -26,7 +29,7 @@ import yaml
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.capacity_report import capacity_charts, capacity_table, ratios  # noqa: E402
+from bench.capacity_report import capacity_charts, capacity_table, closed_against_open, ratios  # noqa: E402
 from lab.config import stack_file  # noqa: E402
 
 
@@ -39,30 +42,11 @@ def labctl(*args: str) -> str:
     return done.stdout
 
 
-def closed_against_open(out: dict) -> list[dict]:
-    """Per searched size equal to the matrix's file: ab's throughput and p99, and the open-loop trial
-    whose offered rate is nearest that throughput, with its p99 from each request's due time."""
-    rows = []
-    file_kib = round(out["results"][0]["fileSizeBytes"] / 1024) if out.get("results") else None
-    for step in out.get("results") or []:
-        for p in out["capacity"]:
-            if int(p["sizeKib"]) != file_kib or bool(p["keepalive"]) != bool(step["keepalive"]):
-                continue
-            valid = [t for t in p["trials"] if not t["invalid"]]
-            if not valid:
-                continue
-            near = min(valid, key=lambda t: abs(t["offeredRps"] - step["requestsPerSecond"]))
-            rows.append(
-                {
-                    "mode": out["mode"],
-                    "sizeKib": file_kib,
-                    "abRps": step["requestsPerSecond"],
-                    "abP99Ms": step["latencyPercentilesMs"]["p99"],
-                    "openLoopOfferedRps": near["offeredRps"],
-                    "openLoopP99Ms": near["latencyMs"]["p99"],
-                }
-            )
-    return rows
+def newest_result(stack: str) -> dict:
+    runs = sorted((PROJECT / "results" / stack).glob("*/result.json"))
+    if not runs:
+        raise SystemExit(f"no result.json under results/{stack}/ after ./labctl up {stack}")
+    return json.loads(runs[-1].read_text())
 
 
 def main() -> None:
@@ -73,6 +57,8 @@ def main() -> None:
     parser.add_argument("--tests", default="connections,transactions")
     parser.add_argument("--trial-s", type=int, default=5)
     parser.add_argument("--confirm-s", type=int, default=10)
+    parser.add_argument("--precision-pct", type=int, default=10)
+    parser.add_argument("--max-trials", type=int, default=10)
     parser.add_argument("--max-minutes", type=int, default=600)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -88,8 +74,11 @@ def main() -> None:
                     "l2dsr:benchSearch": True,
                     "l2dsr:benchSearchTests": args.tests.split(","),
                     "l2dsr:benchFileSizesKiB": sizes,
+                    "l2dsr:benchFileSizeKiB": min(sizes),  # ab's file one of the searched ones
                     "l2dsr:benchSearchTrialSeconds": args.trial_s,
                     "l2dsr:benchSearchConfirmSeconds": args.confirm_s,
+                    "l2dsr:benchSearchPrecisionPct": args.precision_pct,
+                    "l2dsr:benchSearchMaxTrials": args.max_trials,
                     "l2dsr:benchMaxMinutes": args.max_minutes,
                     "l2dsr:benchTrigger": f"sweep-{time.time():.0f}",
                 }
@@ -98,25 +87,15 @@ def main() -> None:
             start = time.monotonic()
             labctl("up", args.stack)
             record["up_s"][mode] = round(time.monotonic() - start)
-            out = json.loads(labctl("pulumi", "stack", "output", "--json", "--show-secrets", "--stack", args.stack))
-            record["modes"][mode] = out["capacity"]
-            record["closed_against_open"] += closed_against_open(out)
-            print(out["capacityTable"], flush=True)
+            result = newest_result(args.stack)
+            if result["mode"] != mode or not result.get("capacity"):
+                raise SystemExit(f"the newest result under results/{args.stack}/ is not {mode}'s search")
+            record["modes"][mode] = result["capacity"]
+            record["closed_against_open"] += closed_against_open(result)
+            print(capacity_table(result["capacity"]), flush=True)
     finally:
         path.write_text(kept)
-    points = [
-        {
-            "mode": p["mode"],
-            "test": p["test"],
-            "size_kib": p["sizeKib"],
-            "threads": p["threads"],
-            "rate_rps": p["rateRps"],
-        }
-        | {"gbps": p["gbps"], "confirmed": p["confirmed"], "bound": p["bound"], "stopped": p["stopped"]}
-        | {"latency_at_half_ms": p["latencyAtHalfMs"], "trials": [_snake(t) for t in p["trials"]]}
-        for ps in record["modes"].values()
-        for p in ps
-    ]
+    points = [p for ps in record["modes"].values() for p in ps]
     record["ratio_over_proxy"] = {
         mode: {f"{t}-{s}k-t{th}": r for (t, s, th), r in ratios(points, mode, "proxy").items()}
         for mode in record["modes"]
@@ -130,11 +109,6 @@ def main() -> None:
     (out_dir / "capacity-sweep.json").write_text(json.dumps(record, indent=1))
     print(capacity_table(points))
     print(json.dumps({k: record[k] for k in ("ratio_over_proxy", "closed_against_open", "up_s")}, indent=1))
-
-
-def _snake(trial: dict) -> dict:
-    """A trial from the stack outputs (camelCase) as the charts read it."""
-    return {"offered_rps": trial["offeredRps"], "latency_ms": trial["latencyMs"], "invalid": trial["invalid"]}
 
 
 if __name__ == "__main__":

@@ -205,3 +205,24 @@ def test_the_report_puts_capacity_beside_the_closed_loop_table(tmp_path):
     for png in ("capacity.png", "capacity-ratio.png", "capacity-latency.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000 and f"({png})" in text
+
+
+def test_the_closed_loop_p99_is_put_beside_the_open_loop_p99_at_the_same_rate():
+    from bench.capacity_report import closed_against_open
+
+    def step(size_bytes: int, keepalive: bool) -> dict:
+        return {
+            "tool": "ab", "concurrency": 20, "keepalive": keepalive, "file_size_bytes": size_bytes,
+            "requests_per_second": 131.0, "latency_percentiles_ms": {"p50": 30.0, "p99": 106.0},
+        }  # fmt: skip
+
+    result = {"mode": "proxy", "capacity": REAL, "summary": [step(1024, False), step(1024, True), step(5120, False)]}
+    (row,) = closed_against_open(result)  # only the step of a searched size and the same test
+    # the valid trials at 1 KiB were offered 100 and 125/s (twice); 137.5 and 150 saturated a client
+    near = [t for t in REAL[0]["trials"] if t["offered_rps"] == 125.0 and not t["invalid"]][0]
+    assert row == {
+        "mode": "proxy", "test": "connections", "size_kib": 1, "closed_loop_tool": "ab", "concurrency": 20,
+        "closed_loop_rps": 131.0, "closed_loop_p99_ms": 106.0, "open_loop_offered_rps": 125.0,
+        "open_loop_achieved_rps": near["achieved_rps"], "open_loop_p99_ms": near["latency_ms"]["p99"],
+    }  # fmt: skip
+    assert closed_against_open({"mode": "proxy", "capacity": REAL, "summary": [step(5120, False)]}) == []

@@ -93,8 +93,14 @@ def main() -> None:
             record["modes"][mode] = result["capacity"]
             record["closed_against_open"] += closed_against_open(result)
             print(capacity_table(result["capacity"]), flush=True)
+            save(record)  # after each mode: a sweep cut short keeps what it measured
     finally:
         path.write_text(kept)
+    print(capacity_table([p for ps in record["modes"].values() for p in ps]))
+    print(json.dumps({k: record[k] for k in ("ratio_over_proxy", "closed_against_open", "up_s")}, indent=1))
+
+
+def save(record: dict) -> None:
     points = [p for ps in record["modes"].values() for p in ps]
     record["ratio_over_proxy"] = {
         mode: {f"{t}-{s}k-t{th}": r for (t, s, th), r in ratios(points, mode, "proxy").items()}
@@ -107,8 +113,6 @@ def main() -> None:
     record["charts"] = [str(p) for p in capacity_charts(points, charts, "proxy")]
     (charts / "capacity.md").write_text(capacity_table(points))
     (out_dir / "capacity-sweep.json").write_text(json.dumps(record, indent=1))
-    print(capacity_table(points))
-    print(json.dumps({k: record[k] for k in ("ratio_over_proxy", "closed_against_open", "up_s")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ open-loop p99 of the search's trial nearest that rate (what coordinated omission
 file is set to the smallest swept size for that, so both loads fetch the same file (the seed's 5 KiB
 otherwise).
 
-    ./labctl sh .venv/bin/python tests/capacity_sweep.py [--stack lab] [--modes proxy,dsr,l3dsr,nat]
+    ./labctl setup && ./labctl sh .venv/bin/python tests/capacity_sweep.py [--stack lab] [--modes proxy,dsr,l3dsr,nat]
         [--sizes 1,16,128,1024] [--tests connections,transactions] [--trial-s 5] [--confirm-s 10]
         [--precision-pct 10] [--max-trials 10]
 

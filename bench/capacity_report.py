@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["capacity_charts", "capacity_table", "closed_against_open", "ratios"]
+__all__ = ["capacity_charts", "capacity_table", "closed_against_open", "closed_open_table", "ratio_table", "ratios"]
 
 
 def _latency(at: dict) -> str:
@@ -41,6 +41,42 @@ def ratios(points: list[dict], mode: str, against: str) -> dict[tuple[str, int, 
     }
 
 
+def ratio_table(points: list[dict], baseline: str) -> str:
+    """Markdown, a row per mode and test, a column per size: the mode's capacity over `baseline`'s, like
+    for like (same test, size and threads; the fewest threads where several were stepped)."""
+    sizes = sorted({int(p["size_kib"]) for p in points})
+    lines = [
+        f"| Mode / {baseline} | Test | " + " | ".join(f"{s:,} KiB" for s in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for mode in sorted({p["mode"] for p in points} - {baseline}):
+        by = ratios(points, mode, baseline)
+        for test in sorted({t for t, _s, _th in by}):
+            cells = [
+                next((f"{r:.2f}" for (t, s, _th), r in sorted(by.items()) if t == test and s == size), "-")
+                for size in sizes
+            ]
+            lines.append(f"| {mode} | {test} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def closed_open_table(rows: list[dict]) -> str:
+    """Markdown of closed_against_open's rows: the closed-loop tool's p99 beside the open-loop p99 at
+    about the same rate."""
+    lines = [
+        "| Mode | Test | Size (KiB) | Closed loop | req/s | p99 (ms) | Open loop offered (req/s) | achieved | "
+        "p99 from the due time (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['test']} | {int(r['size_kib']):,} | {r['closed_loop_tool']} -c {r['concurrency']} | "
+            f"{r['closed_loop_rps']:,.0f} | {r['closed_loop_p99_ms']:,.1f} | {r['open_loop_offered_rps']:,.1f} | "
+            f"{r['open_loop_achieved_rps']:,.1f} | {r['open_loop_p99_ms']:,.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def closed_against_open(result: dict) -> list[dict]:
     """What coordinated omission hid, from one result.json: for each closed-loop step (ab, wrk) whose
     file size and keep-alive match a searched point, its throughput and p99 beside the p99 of the
@@ -73,10 +109,11 @@ def closed_against_open(result: dict) -> list[dict]:
     return rows
 
 
-def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
+def capacity_charts(points: list[dict], out: Path, baseline: str, fmt: str = "png") -> list[Path]:
     """Capacity against response size per mode (one line per mode and test), each mode's capacity over
     `baseline`'s against size, and latency (p99, from each request's due time) against offered load
-    per mode: the curve that bends at capacity, from every trial of the search."""
+    per mode: the curve that bends at capacity, from every trial of the search. `fmt` "svg" draws text
+    the docs can hold, the same for the same points (no date, a fixed id salt)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +132,7 @@ def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
         _save(
             fig,
             ax,
-            out / "capacity.png",
+            out / f"capacity.{fmt}",
             "capacity against response size",
             "response size (KiB)",
             "capacity (requests/s)",
@@ -114,7 +151,7 @@ def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
         title = f"each mode's capacity over {baseline}'s, like for like"
-        paths.append(_save(fig, ax, out / "capacity-ratio.png", title, "response size (KiB)", f"over {baseline}'s"))
+        paths.append(_save(fig, ax, out / f"capacity-ratio.{fmt}", title, "response size (KiB)", f"over {baseline}'s"))
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     for p in points:
@@ -128,7 +165,9 @@ def capacity_charts(points: list[dict], out: Path, baseline: str) -> list[Path]:
     ax.set_yscale("log")
     title = "latency against offered load (valid trials)"
     paths.append(
-        _save(fig, ax, out / "capacity-latency.png", title, "offered load (requests/s)", "p99 from the due time (ms)")
+        _save(
+            fig, ax, out / f"capacity-latency.{fmt}", title, "offered load (requests/s)", "p99 from the due time (ms)"
+        )
     )
     return paths
 
@@ -142,6 +181,10 @@ def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    if path.suffix == ".svg":
+        with plt.rc_context({"svg.hashsalt": "l2dsr"}):
+            fig.savefig(path, metadata={"Date": None})
+    else:
+        fig.savefig(path)
     plt.close(fig)
     return path

@@ -13,6 +13,10 @@ It sets the stack's mode and search keys (`benchSearch` and the rest), runs `./l
 and puts the stack file back as it was. Results: results/measurements/capacity-sweep.json, and the
 report's charts with the table in results/measurements/capacity-sweep/. Not collected by pytest: an
 hour or more under emulation for the full sweep.
+
+    .venv/bin/python tests/capacity_sweep.py --docs-from results/measurements/capacity-sweep.json
+
+writes docs/capacity-sweep.md and its charts (SVG, docs/capacity-sweep/) from a sweep's record.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ import yaml
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.capacity_report import capacity_charts, capacity_table, closed_against_open, ratios  # noqa: E402
+from bench.capacity_report import (  # noqa: E402
+    capacity_charts,
+    capacity_table,
+    closed_against_open,
+    closed_open_table,
+    ratio_table,
+    ratios,
+)
 from lab.config import stack_file  # noqa: E402
 
 
@@ -60,11 +71,17 @@ def main() -> None:
     parser.add_argument("--precision-pct", type=int, default=10)
     parser.add_argument("--max-trials", type=int, default=10)
     parser.add_argument("--max-minutes", type=int, default=600)
+    parser.add_argument("--docs-from", type=Path, help="write docs/capacity-sweep.md from this record and stop")
     args = parser.parse_args()
+    if args.docs_from:
+        print(write_docs(json.loads(args.docs_from.read_text()), PROJECT / "docs"))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     path = stack_file(args.stack)
     kept = path.read_text()
-    record: dict = {"sizes_kib": sizes, "modes": {}, "up_s": {}, "closed_against_open": []}
+    settings = {k: v for k, v in vars(args).items() if k != "docs_from"}
+    record: dict = {"settings": settings, "sizes_kib": sizes, "modes": {}, "up_s": {}, "closed_against_open": []}
+    record["stack_config"] = yaml.safe_load(kept)["config"]
     try:
         for mode in args.modes.split(","):
             doc = yaml.safe_load(path.read_text())
@@ -113,6 +130,44 @@ def save(record: dict) -> None:
     record["charts"] = [str(p) for p in capacity_charts(points, charts, "proxy")]
     (charts / "capacity.md").write_text(capacity_table(points))
     (out_dir / "capacity-sweep.json").write_text(json.dumps(record, indent=1))
+
+
+def write_docs(record: dict, docs: Path) -> Path:
+    """The sweep as a docs page: how it ran, the capacity table, each mode over proxy per size, the
+    closed-loop p99 beside the open-loop one, and the charts (SVG beside the page)."""
+    points = [p for ps in record["modes"].values() for p in ps]
+    charts = docs / "capacity-sweep"
+    charts.mkdir(parents=True, exist_ok=True)
+    drawn = capacity_charts(points, charts, "proxy", fmt="svg")
+    settings = record.get("settings") or {}
+    shape = {k.split(":", 1)[1]: v for k, v in (record.get("stack_config") or {}).items() if "Search" not in k}
+    page = [
+        "# The capacity sweep: measured\n",
+        "Written by `tests/capacity_sweep.py --docs-from` from the record of one sweep "
+        "([capacity.md](capacity.md) says how each point is searched and what bounds it). Under emulation "
+        "(TCG, 2 host cores shared by every VM) the absolute rates are this host's, not the modes': the "
+        "ratios and the shape of the curves are the result.\n",
+        "## How it ran\n",
+        f"- Sweep: `{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in settings.items())}`",
+        f"- Stack `{settings.get('stack', '?')}` before the sweep set its mode and search keys: "
+        + ", ".join(f"`{k}` {v}" for k, v in sorted(shape.items())),
+        "- Minutes per mode (`./labctl up`, the matrix's steps and the search): "
+        + ", ".join(f"{m} {s / 60:.0f}" for m, s in record["up_s"].items())
+        + "\n",
+        "## Capacity per point\n",
+        capacity_table(points),
+        "## Each mode over proxy, like for like\n",
+        ratio_table(points, "proxy"),
+        "## What coordinated omission hid\n",
+        "The matrix's closed-loop step (ab) at the smallest size, beside the search's open-loop trial "
+        "offered nearest the rate ab achieved:\n",
+        closed_open_table(record["closed_against_open"]),
+        "## Charts\n",
+        *[f"![{path.stem}](capacity-sweep/{path.name})\n" for path in drawn],
+    ]
+    out = docs / "capacity-sweep.md"
+    out.write_text("\n".join(page))
+    return out
 
 
 if __name__ == "__main__":

@@ -226,3 +226,35 @@ def test_the_closed_loop_p99_is_put_beside_the_open_loop_p99_at_the_same_rate():
         "open_loop_achieved_rps": near["achieved_rps"], "open_loop_p99_ms": near["latency_ms"]["p99"],
     }  # fmt: skip
     assert closed_against_open({"mode": "proxy", "capacity": REAL, "summary": [step(5120, False)]}) == []
+
+
+def test_the_docs_page_of_a_sweep_holds_its_tables_and_charts_the_same_each_time(tmp_path):
+    from bench.capacity_report import capacity_table, closed_open_table, ratio_table
+    from tests.capacity_sweep import write_docs
+
+    dsr = [{**p, "mode": "dsr", "rate_rps": p["rate_rps"] * (1.1 if p["size_kib"] == 1 else 2.5)} for p in REAL]
+    table = ratio_table(REAL + dsr, "proxy")
+    assert "| Mode / proxy | Test | 1 KiB | 128 KiB |" in table and "| dsr | connections | 1.10 | 2.50 |" in table
+    row = {
+        "mode": "dsr", "test": "connections", "size_kib": 1, "closed_loop_tool": "ab", "concurrency": 20,
+        "closed_loop_rps": 131.0, "closed_loop_p99_ms": 106.0, "open_loop_offered_rps": 125.0,
+        "open_loop_achieved_rps": 125.2, "open_loop_p99_ms": 268.8,
+    }  # fmt: skip
+    assert "| dsr | connections | 1 | ab -c 20 | 131 | 106.0 | 125.0 | 125.2 | 268.8 |" in closed_open_table([row])
+    record = {
+        "settings": {"stack": "lab", "modes": "proxy,dsr", "trial_s": 5},
+        "stack_config": {"l2dsr:webCount": "2", "l2dsr:benchSearchMaxTrials": 10},
+        "modes": {"proxy": REAL, "dsr": dsr},
+        "up_s": {"proxy": 1140, "dsr": 1020},
+        "closed_against_open": [row],
+    }
+    page = write_docs(record, tmp_path).read_text()
+    assert "`--stack lab --modes proxy,dsr --trial-s 5`" in page and "`webCount` 2" in page
+    assert "benchSearchMaxTrials" not in page and "proxy 19, dsr 17" in page
+    assert table in page and capacity_table(REAL + dsr) in page and "| ab -c 20 |" in page
+    svgs = sorted((tmp_path / "capacity-sweep").glob("*.svg"))
+    assert [p.name for p in svgs] == ["capacity-latency.svg", "capacity-ratio.svg", "capacity.svg"]
+    assert all(f"(capacity-sweep/{p.name})" in page for p in svgs)
+    first = [p.read_bytes() for p in svgs]
+    write_docs(record, tmp_path)
+    assert [p.read_bytes() for p in svgs] == first and b"<dc:date>" not in first[0]

@@ -69,7 +69,7 @@ def judge(trial: Trial, criteria: Criteria) -> Verdict:
         missed.append(f"failed {failed_pct:.3g}% > {criteria.max_failed_pct:g}%")
     if trial.achieved_rps < criteria.min_achieved_ratio * trial.offered_rps:
         missed.append(
-            f"achieved {trial.achieved_rps:.0f}/s < {criteria.min_achieved_ratio:.0%} of {trial.offered_rps:.0f}/s"
+            f"achieved {_rps(trial.achieved_rps)}/s < {criteria.min_achieved_ratio:.0%} of {_rps(trial.offered_rps)}/s"
         )
     if criteria.p99_ms and trial.p99_ms > criteria.p99_ms:
         missed.append(f"p99 {trial.p99_ms:.1f} ms > {criteria.p99_ms:g} ms")
@@ -119,7 +119,11 @@ def search(run_trial: Callable[[float, float], Trial], how: Search) -> SearchRes
         return len(trials) >= how.max_trials
 
     def result(stopped: str, confirmed: bool = False) -> SearchResult:
-        return SearchResult(low, confirmed, trials, stopped, high)
+        rate = low
+        if not low:  # a confirmation failed and no long trial has passed since: the highest rate a short
+            # trial passed below every failure, unconfirmed (0 only when no trial passed at all)
+            rate = max((t.offered_rps for t, v in trials if v.passed and t.offered_rps < high), default=0.0)
+        return SearchResult(rate, confirmed, trials, stopped, high)
 
     rate = how.start_rps
     while not (low and high):  # a bracket: up while the guess passes, down while it fails
@@ -159,6 +163,11 @@ def search(run_trial: Callable[[float, float], Trial], how: Search) -> SearchRes
                 return result("trial budget")
             verdict = attempt(rate, length)
             low, high = (rate, high) if verdict.passed else (low, rate)
+
+
+def _rps(rate: float) -> str:
+    """Three significant figures below 100/s (9.6 < 99% of 10.2, not 10 < 99% of 10), whole above."""
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
 
 
 ROLE_BOUNDS = {"lb": "the LB's CPU", "web": "the webs' CPU", "client": "a client's CPU"}

@@ -80,6 +80,17 @@ def test_it_stops_at_the_trial_budget(budget):
     assert found.rate_rps == 0 or any(v.passed for t, v in found.trials if t.offered_rps == found.rate_rps)
 
 
+def test_when_the_budget_ends_after_a_failed_confirmation_the_best_short_pass_below_it_is_reported():
+    full = search(device(1000, long_capacity=600), HOW)
+    failed_long = next(i for i, (t, v) in enumerate(full.trials) if t.seconds == HOW.confirm_s and not v.passed)
+    cut = Search(HOW.criteria, HOW.start_rps, HOW.floor_rps, HOW.precision, failed_long + 1, HOW.trial_s, HOW.confirm_s)
+    found = search(device(1000, long_capacity=600), cut)
+    assert found.stopped == "trial budget" and not found.confirmed
+    not_sustained = found.trials[-1][0].offered_rps
+    short_passes = [t.offered_rps for t, v in found.trials if v.passed and t.offered_rps < not_sustained]
+    assert found.rate_rps == max(short_passes) > 0  # not 0, not the rate the long trial failed at
+
+
 def test_a_saturated_client_bounds_the_rate_as_the_clients_not_the_lb():
     found = search(device(2000, client_max=700), HOW)
     assert found.stopped == "precision" and 700 * (1 - HOW.precision) <= found.rate_rps <= 700
@@ -98,6 +109,8 @@ def test_each_criterion_names_what_it_missed():
     verdict = judge(trial, Criteria(max_failed_pct=0.1, p99_ms=50))
     assert not verdict.passed
     assert verdict.failed_criteria == ("failed 10% > 0.1%", "achieved 90/s < 99% of 100/s", "p99 120.0 ms > 50 ms")
+    slow = Trial(10.2, 10, 102, 96, 0, 1, 2, 3)  # 9.6/s: the rates' digits that tell them apart
+    assert judge(slow, Criteria()).failed_criteria == ("achieved 9.6/s < 99% of 10.2/s",)
     ok = Trial(100, 10, 1000, 1000, 0, 1, 20, 30, roles=ROLES)
     assert judge(ok, Criteria(p99_ms=50)).passed and not judge(ok, Criteria(p99_ms=10)).passed
     pdr = Trial(100, 10, 10000, 9995, 5, 1, 2, 3)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Criteria", "Search", "SearchResult", "Trial", "Verdict", "bound_of", "judge", "search"]
+__all__ = ["Criteria", "Search", "SearchResult", "Trial", "Verdict", "bound_of", "hosts_busy", "judge", "search"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class Trial:
     p999_ms: float
     cpu: dict[str, float] = field(default_factory=dict)  # VM name -> share of its vCPUs busy (0..1)
     roles: dict[str, str] = field(default_factory=dict)  # VM name -> role (client, lb, web)
+    # libvirt host -> share of its CPUs the lab's domains used over the trial's reading window (0..1);
+    # near 1 every VM on it waits for the host (emulation on a small host), whatever each guest reports
+    hosts_busy: dict[str, float] = field(default_factory=dict)
     flags: tuple[str, ...] = ()  # what the run itself noticed (bench/judge.py), besides the criteria
     invalid: tuple[str, ...] = ()  # why the trial says nothing of the LB (a client saturated or behind)
 
@@ -174,14 +177,33 @@ ROLE_BOUNDS = {"lb": "the LB's CPU", "web": "the webs' CPU", "client": "a client
 BUSY = 0.9  # a VM whose vCPUs were this busy is what bound the rate
 
 
+def hosts_busy(
+    cpu_s: dict[str, float], window_s: float, host_of: dict[str, str], host_cpus: dict[str, int]
+) -> dict[str, float]:
+    """Each host's share of its CPUs that its VMs used (`cpu_s`: each VM's CPU seconds as the
+    hypervisor counts them, over `window_s`); a host whose CPU count is unknown is left out."""
+    used: dict[str, float] = {}
+    for vm, seconds in cpu_s.items():
+        used[host_of[vm]] = used.get(host_of[vm], 0.0) + seconds
+    return {
+        host: round(total / (window_s * host_cpus[host]), 3)
+        for host, total in sorted(used.items())
+        if host_cpus.get(host) and window_s > 0
+    }
+
+
 def bound_of(result: SearchResult) -> str:
-    """What stopped the rate, from the first failing (or invalid) trial above the rate found: a VM
-    whose CPU was saturated there (by role: the LB first, then the webs, then a client), else the
-    criterion it missed; "not reached" when no trial failed."""
+    """What stopped the rate, from the first failing (or invalid) trial above the rate found: a host
+    whose CPUs the lab's VMs saturated there (then each guest's own figure only says how it shared
+    them), else a VM whose CPU was saturated (by role: the LB first, then the webs, then a client),
+    else the criterion it missed; "not reached" when no trial failed."""
     above = [(t, v) for t, v in result.trials if not v.passed and t.offered_rps > result.rate_rps]
     if not above:
         return "not reached (the trial budget ended first)" if result.stopped == "trial budget" else "not reached"
     trial, verdict = min(above, key=lambda tv: tv[0].offered_rps)
+    full = [f"{host} {share:.0%}" for host, share in trial.hosts_busy.items() if share >= BUSY]
+    if full:
+        return f"the host's CPUs ({', '.join(full)} of its CPUs busy with the lab's VMs)"
     for role in ("lb", "web", "client"):
         busy = sorted(n for n, share in trial.cpu.items() if trial.roles.get(n) == role and share >= BUSY)
         if busy:

@@ -5,7 +5,9 @@ open-loop load from every client at once, then one trial at half the rate found 
 A trial's numbers, from raw data: sent, completed and failed are every client's own counts summed;
 the percentiles are of the clients' merged per-request histograms, each request timed from when it
 was due; each VM's CPU is its guest's busy share over the load (what bounds it) beside its
-hypervisor's CPU seconds; the LB's bytes per completed request say what crossed it. A client whose
+hypervisor's CPU seconds, and each host's share of its CPUs the lab's VMs used (under emulation on
+a small host that share, not any guest, is what saturates first); the LB's bytes per completed
+request say what crossed it. A client whose
 CPU was saturated invalidates the trial: it could not offer the rate, so the LB's limit is not known
 above it. A client behind its schedule with CPU to spare was held back by its requests in flight
 (answers slow to come): recorded, and carried by each late request's latency.
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import runtime
 from bench import counters
-from bench.capacity import Criteria, Search, Trial, bound_of, judge, search
+from bench.capacity import Criteria, Search, Trial, bound_of, hosts_busy, judge, search
 from bench.measure import measure
 from bench.parse import merge, percentile_us
 from bench.probes import BenchmarkFailed
@@ -28,6 +30,8 @@ from lab.search import search_file
 from lab.spec import SEARCH_TESTS
 from loadtools import OPEN_LOOP, Load, url, vegeta
 from runtime.ssh import Ssh
+from runtime.vm import VmRef
+from virt.virsh import Virsh
 
 TOOL = OPEN_LOOP["vegeta"]
 CLIENT_BUSY = 0.9  # a client this busy could not be trusted to keep its schedule
@@ -42,8 +46,20 @@ def loads(bench: BenchSpec, rate: float, seconds: float, keepalive: bool, kib: i
     return [Load(target, in_flight, 0, keepalive, seconds=round(seconds), rate=per_client) for _ in bench.clients]
 
 
-def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], measured) -> tuple[Trial, dict]:
-    """A trial's numbers from what every client printed and what was read around the load."""
+def host_cpus(vms: list[VmRef]) -> dict[str, int]:
+    """Each libvirt host's CPU count (virsh nodeinfo), once per search; one that does not say is left out."""
+    found = {}
+    for vm in vms:
+        if vm.host.name not in found:
+            found[vm.host.name] = (Virsh(vm.uri).nodeinfo() or (0, 0))[0]
+    return {host: cpus for host, cpus in found.items() if cpus}
+
+
+def trial_of(
+    bench: BenchSpec, rate: float, seconds: float, texts: list[str], measured, cpus: dict[str, int] | None = None
+) -> tuple[Trial, dict]:
+    """A trial's numbers from what every client printed and what was read around the load (`cpus`:
+    each host's CPU count, for its share busy)."""
     sums = [vegeta.summary(text) for text in texts]
     runs = [p.run for p in measured.placed]
     hist = merge([r.latency_histogram_us for r in runs])
@@ -61,6 +77,9 @@ def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], me
         for c in bench.clients
         if measured.cpu.get(c.name, 0.0) >= CLIENT_BUSY
     ]
+    cpu_s = {name: ns / 1e9 for name, ns in measured.cpu_ns.items()}
+    window = measured.timing_s.get("load") or 0.0
+    busy_hosts = hosts_busy(cpu_s, window, {vm.name: vm.host.name for vm in bench.vms}, cpus or {})
     trial = Trial(
         offered_rps=rate,
         seconds=seconds,
@@ -72,6 +91,7 @@ def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], me
         p999_ms=pct(99.9),
         cpu=dict(measured.cpu),
         roles={vm.name: vm.role for vm in bench.vms},
+        hosts_busy=busy_hosts,
         invalid=tuple(invalid),
     )
     seconds_each = [vegeta.per_second(text) for text in texts]
@@ -91,6 +111,7 @@ def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], me
         # over the reading's window (the load, its start lead and its last answers): `read_s`
         "hypervisor_cpu_s": {name: round(ns / 1e9, 2) for name, ns in measured.cpu_ns.items()},
         "read_s": measured.timing_s.get("load"),
+        "hosts_busy": busy_hosts,  # each host's share of its CPUs the lab's VMs used over `read_s`
         "lb_bytes_per_request": round((lb["rx_bytes"] + lb["tx_bytes"]) / completed) if completed else 0,
         "per_second": per_second,  # [completed with a 2xx, failed] each second, over the clients
         "behind_ms": {c.name: s["behind_ms"] for c, s in zip(bench.clients, sums, strict=True)},
@@ -99,7 +120,16 @@ def trial_of(bench: BenchSpec, rate: float, seconds: float, texts: list[str], me
     return trial, record
 
 
-def point(ssh: Ssh, readers: counters.Readers, bench: BenchSpec, test: str, kib: int, threads: int, out: Path) -> dict:
+def point(
+    ssh: Ssh,
+    readers: counters.Readers,
+    bench: BenchSpec,
+    test: str,
+    kib: int,
+    threads: int,
+    out: Path,
+    cpus: dict[str, int],
+) -> dict:
     settings = bench.search
     assert settings is not None
     keepalive = SEARCH_TESTS[test]
@@ -121,7 +151,7 @@ def point(ssh: Ssh, readers: counters.Readers, bench: BenchSpec, test: str, kib:
         measured = measure(
             ssh, readers, bench, None, f"{tag}-{len(records) + 1}", out, not records, (TOOL, work), kib * 1024
         )
-        trial, record = trial_of(bench, rate, seconds, measured.texts, measured)
+        trial, record = trial_of(bench, rate, seconds, measured.texts, measured, cpus)
         records.append(record)
         runtime.log(
             f"{bench.mode} search {test} {kib} KiB{f' {threads} thread(s)' if bench.retunes else ''}: trial "
@@ -181,6 +211,7 @@ def run(ssh: Ssh, readers: counters.Readers, bench: BenchSpec, out: Path, doing:
     assert settings is not None
     doing[0] = "writing the search's files on the webs"
     write_files(ssh, bench, settings.file_sizes_kib)
+    cpus = host_cpus(bench.vms)
     points, current = [], bench.lb_threads
     try:
         for threads in bench.lb_steps:
@@ -191,7 +222,7 @@ def run(ssh: Ssh, readers: counters.Readers, bench: BenchSpec, out: Path, doing:
             for test in settings.tests:
                 for kib in settings.file_sizes_kib:
                     doing[0] = f"the capacity search ({test}, {kib} KiB, {threads} thread(s))"
-                    points.append(point(ssh, readers, bench, test, kib, threads, out))
+                    points.append(point(ssh, readers, bench, test, kib, threads, out, cpus))
                     p = points[-1]
                     runtime.log(
                         f"{bench.mode} capacity, {test}, {kib} KiB: {p['rate_rps']:,.0f}/s ({p['gbps']:.3f} Gbit/s), "

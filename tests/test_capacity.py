@@ -91,6 +91,26 @@ def test_when_the_budget_ends_after_a_failed_confirmation_the_best_short_pass_be
     assert found.rate_rps == max(short_passes) > 0  # not 0, not the rate the long trial failed at
 
 
+def test_a_host_whose_cpus_the_vms_saturated_bounds_the_rate_before_any_guest():
+    from bench.capacity import hosts_busy
+
+    # 2 CPUs for 10 s: 19.2 CPU-seconds is 96% of them; h2's VMs used 30% of its 4
+    cpu_s = {"client01": 8.0, "lb": 6.2, "web01": 5.0, "web02": 12.0}
+    on = {"client01": "local", "lb": "local", "web01": "local", "web02": "h2"}
+    assert hosts_busy(cpu_s, 10.0, on, {"local": 2, "h2": 4}) == {"h2": 0.3, "local": 0.96}
+    assert hosts_busy(cpu_s, 10.0, on, {"local": 2}) == {"local": 0.96}  # h2's CPUs unknown: left out
+    assert hosts_busy(cpu_s, 0.0, on, {"local": 2}) == {}
+
+    def on_a_full_host(rate: float, seconds: float) -> Trial:
+        trial = device(500, client_max=400)(rate, seconds)
+        full = {"local": 0.96 if rate > 400 else 0.7, "h2": 0.3}
+        return Trial(**{**trial.__dict__, "hosts_busy": full})
+
+    found = search(on_a_full_host, HOW)
+    assert bound_of(found) == "the host's CPUs (local 96% of its CPUs busy with the lab's VMs)"
+    assert bound_of(search(device(500, client_max=400), HOW)) == "a client's CPU (client01)"
+
+
 def test_a_saturated_client_bounds_the_rate_as_the_clients_not_the_lb():
     found = search(device(2000, client_max=700), HOW)
     assert found.stopped == "precision" and 700 * (1 - HOW.precision) <= found.rate_rps <= 700
@@ -142,7 +162,7 @@ def _measured(cpu: dict[str, float]):
     load = Load("http://x/file-5k", 50, 0, False, seconds=3, rate=150)
     placed = [Placed(TOOLS["vegeta"].parse(t, load, 5120), f"client0{i + 1}", 0.0, 0.0) for i, t in enumerate(texts)]
     deltas = {"lb": {"rx_bytes": 90_000, "tx_bytes": 9_000}}
-    return texts, Measured(placed, {}, deltas, cpu, {}, {}, texts, {"lb": 2_500_000_000})
+    return texts, Measured(placed, {}, deltas, cpu, {}, {"load": 5.0}, texts, {"lb": 2_500_000_000, "web01": 5e9})
 
 
 def _bench():
@@ -163,12 +183,16 @@ def test_a_trial_is_made_of_every_clients_counts_and_their_merged_requests():
 
     bench = _bench()
     texts, measured = _measured({"client01": 0.4, "client02": 0.5, "lb": 0.97, "web01": 0.3, "web02": 0.3})
-    trial, record = trial_of(bench, 300.0, 3.0, texts, measured)
+    trial, record = trial_of(bench, 300.0, 3.0, texts, measured, {"local": 2})
     assert (trial.sent, trial.completed, trial.failed) == (900, 900, 0)
+    assert trial.hosts_busy == record["hosts_busy"] == {"local": 0.75}  # 7.5 CPU-s of 2 CPUs over 5 s
     hist = merge([p.run.latency_histogram_us for p in measured.placed])
     assert trial.p99_ms == round(percentile_us(hist, 99, vegeta.rank) / 1000, 3) and trial.p50_ms <= trial.p99_ms
     assert trial.invalid == () and judge(trial, Criteria()).passed
-    assert record["lb_bytes_per_request"] == round(99_000 / 900) and record["hypervisor_cpu_s"] == {"lb": 2.5}
+    assert record["lb_bytes_per_request"] == round(99_000 / 900) and record["hypervisor_cpu_s"] == {
+        "lb": 2.5,
+        "web01": 5.0,
+    }
     assert sum(ok for ok, _ in record["per_second"]) == 900
 
 

@@ -389,6 +389,9 @@ SEARCH = {
 }
 
 
+NOT_THE_LB = ("a client's CPU", "the clients", "the host's CPUs")  # bounds that say nothing of the LB
+
+
 def check_capacity(out: dict, mode: str) -> dict[int, float]:
     """Each point found a rate whose trial passed, and the lowest rate above it that was tried failed
     a criterion (or could not be offered: then the clients bound it, said so) within 1.5x of it;
@@ -406,7 +409,7 @@ def check_capacity(out: dict, mode: str) -> dict[int, float]:
         assert lowest["offeredRps"] <= 1.5 * p["rateRps"], (p["rateRps"], lowest)
         assert lowest["failedCriteria"] or lowest["invalid"], lowest
         if lowest["invalid"]:
-            assert p["bound"].startswith(("a client's CPU", "the clients")), p["bound"]
+            assert p["bound"].startswith(NOT_THE_LB), p["bound"]
         assert p["latencyAtHalfMs"]["p99"] > 0 and p["gbps"] > 0, p
     assert "| Mode | Test | Size (KiB) |" in out["capacityTable"], out["capacityTable"]
     return {int(p["sizeKib"]): p["rateRps"] for p in points}

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["capacity_charts", "capacity_table", "closed_against_open", "closed_open_table", "ratio_table", "ratios"]
+__all__ = [
+    "capacity_charts",
+    "capacity_table",
+    "closed_against_open",
+    "closed_open_table",
+    "host_table",
+    "ratio_table",
+    "ratios",
+]
 
 
 def _latency(at: dict) -> str:
@@ -73,6 +81,27 @@ def closed_open_table(rows: list[dict]) -> str:
             f"| {r['mode']} | {r['test']} | {int(r['size_kib']):,} | {r['closed_loop_tool']} -c {r['concurrency']} | "
             f"{r['closed_loop_rps']:,.0f} | {r['closed_loop_p99_ms']:,.1f} | {r['open_loop_offered_rps']:,.1f} | "
             f"{r['open_loop_achieved_rps']:,.1f} | {r['open_loop_p99_ms']:,.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def host_table(points: list[dict], host_of: dict[str, str], host_cpus: dict[str, int]) -> str:
+    """Markdown, a row per point: at the lowest failing trial above the rate found, each host's share of
+    its CPUs the lab's VMs used (the trial's own `hosts_busy`, or from its hypervisor CPU seconds over
+    its reading window when it predates that) and the busiest guest: the evidence behind "bound by"."""
+    from bench.capacity import hosts_busy
+
+    lines = ["| Mode | Test | Size (KiB) | Host CPUs busy | Busiest guest | Bound by |", "|---|---|---|---|---|---|"]
+    for p in points:
+        above = [t for t in p["trials"] if not t.get("passed") and t["offered_rps"] > p["rate_rps"]]
+        if not above:
+            continue
+        t = min(above, key=lambda t: t["offered_rps"])
+        busy = t.get("hosts_busy") or hosts_busy(t["hypervisor_cpu_s"], t.get("read_s") or 0.0, host_of, host_cpus)
+        guest = max(t["cpu"].items(), key=lambda kv: kv[1])
+        lines.append(
+            f"| {p['mode']} | {p['test']} | {int(p['size_kib']):,} | "
+            f"{', '.join(f'{h} {b:.0%}' for h, b in busy.items()) or '-'} | {guest[0]} {guest[1]:.0%} | {p['bound']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -16,13 +16,15 @@ hour or more under emulation for the full sweep.
 
     .venv/bin/python tests/capacity_sweep.py --docs-from results/measurements/capacity-sweep.json
 
-writes docs/capacity-sweep.md and its charts (SVG, docs/capacity-sweep/) from a sweep's record.
+writes docs/capacity-sweep.md and its charts (SVG, docs/capacity-sweep/) from a sweep's record
+(`--host-cpus N` for a record that predates its `host_cpus`: the CPUs of the host it ran on).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ from bench.capacity_report import (  # noqa: E402
     capacity_table,
     closed_against_open,
     closed_open_table,
+    host_table,
     ratio_table,
     ratios,
 )
@@ -72,16 +75,21 @@ def main() -> None:
     parser.add_argument("--max-trials", type=int, default=10)
     parser.add_argument("--max-minutes", type=int, default=600)
     parser.add_argument("--docs-from", type=Path, help="write docs/capacity-sweep.md from this record and stop")
+    parser.add_argument("--host-cpus", type=int, default=0, help="with --docs-from: the host's CPUs, when unrecorded")
     args = parser.parse_args()
     if args.docs_from:
-        print(write_docs(json.loads(args.docs_from.read_text()), PROJECT / "docs"))
+        record = json.loads(args.docs_from.read_text())
+        if args.host_cpus and "host_cpus" not in record:
+            record["host_cpus"] = {"local": args.host_cpus}
+        print(write_docs(record, PROJECT / "docs"))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     path = stack_file(args.stack)
     kept = path.read_text()
-    settings = {k: v for k, v in vars(args).items() if k != "docs_from"}
+    settings = {k: v for k, v in vars(args).items() if k not in ("docs_from", "host_cpus")}
     record: dict = {"settings": settings, "sizes_kib": sizes, "modes": {}, "up_s": {}, "closed_against_open": []}
     record["stack_config"] = yaml.safe_load(kept)["config"]
+    record["host_cpus"] = {"local": os.cpu_count()}  # the sweep runs on the lab's host (one-host stacks)
     try:
         for mode in args.modes.split(","):
             doc = yaml.safe_load(path.read_text())
@@ -108,6 +116,7 @@ def main() -> None:
             if result["mode"] != mode or not result.get("capacity"):
                 raise SystemExit(f"the newest result under results/{args.stack}/ is not {mode}'s search")
             record["modes"][mode] = result["capacity"]
+            record["vms"] = result["vms"]
             record["closed_against_open"] += closed_against_open(result)
             print(capacity_table(result["capacity"]), flush=True)
             save(record)  # after each mode: a sweep cut short keeps what it measured
@@ -140,12 +149,16 @@ def write_docs(record: dict, docs: Path) -> Path:
     charts.mkdir(parents=True, exist_ok=True)
     drawn = capacity_charts(points, charts, "proxy", fmt="svg")
     settings = record.get("settings") or {}
+    host_cpus = record.get("host_cpus") or {}
+    host_of = {vm["name"]: vm["host"] for vm in record.get("vms") or []}
+    host_of = {vm: host_of.get(vm, "local") for p in points for t in p["trials"] for vm in t["hypervisor_cpu_s"]}
     shape = {k.split(":", 1)[1]: v for k, v in (record.get("stack_config") or {}).items() if "Search" not in k}
     page = [
         "# The capacity sweep: measured\n",
         "Written by `tests/capacity_sweep.py --docs-from` from the record of one sweep "
-        "([capacity.md](capacity.md) says how each point is searched and what bounds it). Under emulation "
-        "(TCG, 2 host cores shared by every VM) the absolute rates are this host's, not the modes': the "
+        "([capacity.md](capacity.md) says how each point is searched and what bounds it), on a host of "
+        + ", ".join(f"{n} CPUs ({h})" for h, n in host_cpus.items())
+        + " shared by every VM. Under emulation the absolute rates are this host's, not the modes': the "
         "ratios and the shape of the curves are the result.\n",
         "## How it ran\n",
         f"- Sweep: `{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in settings.items())}`",
@@ -156,6 +169,11 @@ def write_docs(record: dict, docs: Path) -> Path:
         + "\n",
         "## Capacity per point\n",
         capacity_table(points),
+        "## What bound each point\n",
+        "At the lowest failing trial above each rate found: each host's share of its CPUs the lab's VMs "
+        "used (hypervisor CPU seconds over the trial's reading window, which includes its start and its "
+        "last answers, so the share under load was higher), and the busiest guest as it saw itself.\n",
+        host_table(points, host_of, host_cpus),
         "## Each mode over proxy, like for like\n",
         ratio_table(points, "proxy"),
         "## What coordinated omission hid\n",

@@ -279,6 +279,7 @@ def test_the_docs_page_of_a_sweep_holds_its_tables_and_charts_the_same_each_time
     }  # fmt: skip
     assert "| dsr | connections | 1 | ab -c 20 | 131 | 106.0 | 125.0 | 125.2 | 268.8 |" in closed_open_table([row])
     record = {
+        "host_cpus": {"local": 2},
         "settings": {"stack": "lab", "modes": "proxy,dsr", "trial_s": 5},
         "stack_config": {"l2dsr:webCount": "2", "l2dsr:benchSearchMaxTrials": 10},
         "modes": {"proxy": REAL, "dsr": dsr},
@@ -287,7 +288,8 @@ def test_the_docs_page_of_a_sweep_holds_its_tables_and_charts_the_same_each_time
     }
     page = write_docs(record, tmp_path).read_text()
     assert "`--stack lab --modes proxy,dsr --trial-s 5`" in page and "`webCount` 2" in page
-    assert "benchSearchMaxTrials" not in page and "proxy 19, dsr 17" in page
+    assert "benchSearchMaxTrials" not in page and "proxy 19, dsr 17" in page and "on a host of 2 CPUs (local)" in page
+    assert "## What bound each point" in page and "| proxy | connections | 1 | - | client01 92% |" in page
     assert table in page and capacity_table(REAL + dsr) in page and "| ab -c 20 |" in page
     svgs = sorted((tmp_path / "capacity-sweep").glob("*.svg"))
     assert [p.name for p in svgs] == ["capacity-latency.svg", "capacity-ratio.svg", "capacity.svg"]
@@ -295,3 +297,31 @@ def test_the_docs_page_of_a_sweep_holds_its_tables_and_charts_the_same_each_time
     first = [p.read_bytes() for p in svgs]
     write_docs(record, tmp_path)
     assert [p.read_bytes() for p in svgs] == first and b"<dc:date>" not in first[0]
+
+
+def test_what_bound_a_point_shows_the_hosts_share_at_the_first_failure_above_it():
+    from bench.capacity_report import host_table
+
+    def trial(rate: float, passed: bool, **more) -> dict:
+        cpu_s = {"client01": 9.0, "lb": 4.0, "web01": 5.0}
+        return {
+            "offered_rps": rate,
+            "passed": passed,
+            "cpu": {"client01": 0.91, "lb": 0.3},
+            "hypervisor_cpu_s": cpu_s,
+        } | more
+
+    point = {
+        "mode": "dsr",
+        "test": "connections",
+        "size_kib": 128,
+        "rate_rps": 40.0,
+        "bound": "a client's CPU (client01)",
+    }
+    trials = [trial(80, False, read_s=8.0), trial(40, True, read_s=8.0), trial(60, False, read_s=10.0)]
+    on = {"client01": "local", "lb": "local", "web01": "local"}
+    table = host_table([point | {"trials": trials}], on, {"local": 2})
+    assert "| dsr | connections | 128 | local 90% | client01 91% | a client's CPU (client01) |" in table  # 18/(10x2)
+    stored = [trial(60, False, read_s=10.0, hosts_busy={"local": 0.97})]  # a trial that carries its own
+    assert "| local 97% |" in host_table([point | {"trials": stored}], on, {"local": 2})
+    assert host_table([point | {"trials": [trial(40, True)]}], on, {"local": 2}).count("\n") == 2  # none above

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.capacity import hosts_busy
+
 __all__ = [
     "capacity_charts",
     "capacity_table",
@@ -89,8 +91,6 @@ def host_table(points: list[dict], host_of: dict[str, str], host_cpus: dict[str,
     """Markdown, a row per point: at the lowest failing trial above the rate found, each host's share of
     its CPUs the lab's VMs used (the trial's own `hosts_busy`, or from its hypervisor CPU seconds over
     its reading window when it predates that) and the busiest guest: the evidence behind "bound by"."""
-    from bench.capacity import hosts_busy
-
     lines = ["| Mode | Test | Size (KiB) | Host CPUs busy | Busiest guest | Bound by |", "|---|---|---|---|---|---|"]
     for p in points:
         above = [t for t in p["trials"] if not t.get("passed") and t["offered_rps"] > p["rate_rps"]]

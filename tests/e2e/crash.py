@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,18 +41,20 @@ def kill_the_engine_when(cli, moment, what: str, times: dict) -> None:
     """`pulumi up` started, `kill -9` once `moment()` holds; its language and provider hosts must then
     end by themselves."""
     argv = [str(pulumi_cli.bin_dir() / "pulumi"), "up", "--yes", "--skip-preview", "--stack", cli.stack]
-    engine = subprocess.Popen(
-        argv, cwd=cli.project_dir, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    start = time.monotonic()
-    while not moment():
-        assert engine.poll() is None, f"pulumi up ended ({engine.returncode}) before {what}"
-        assert time.monotonic() - start < 1200, f"not {what} within 20 min"
-        time.sleep(0.2)
-    plugins = children_of(engine.pid)
-    assert plugins, "the engine has no plugin process to orphan"
-    engine.send_signal(signal.SIGKILL)
-    engine.wait()
+    with tempfile.TemporaryFile("w+") as log:  # what the engine said, shown when it ends before the moment
+        engine = subprocess.Popen(argv, cwd=cli.project_dir, env=cli.env, stdout=log, stderr=subprocess.STDOUT)
+        start = time.monotonic()
+        while not moment():
+            if engine.poll() is not None:
+                log.seek(0)
+                said = failure_text(log.read())
+                raise AssertionError(f"pulumi up ended ({engine.returncode}) before {what}:\n{said}")
+            assert time.monotonic() - start < 1200, f"not {what} within 20 min"
+            time.sleep(0.2)
+        plugins = children_of(engine.pid)
+        assert plugins, "the engine has no plugin process to orphan"
+        engine.send_signal(signal.SIGKILL)
+        engine.wait()
     killed = time.monotonic()
     times[f"killed_{what.replace(' ', '_')}_after_s"] = round(killed - start, 1)
     while plugins & {p for p in plugins if os.path.exists(f"/proc/{p}")}:

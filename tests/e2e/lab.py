@@ -30,6 +30,14 @@ STACK = "e2e"
 # Two clients at once, as the seed ran them; 2 concurrency levels x 2 repeats; under proxy also at 1
 # and 2 HAProxy threads (changed on the running LB).
 CLIENTS = 2
+# Its own addresses: a user's lab stack up on this host (the defaults' subnets) must not fail the tests,
+# nor the tests touch it (CI once failed so, with a lab another checkout left defined).
+OWN_ADDRESSES = {
+    "frontSubnet": "192.168.98.0/24",
+    "vip": "192.168.98.100",
+    "serverSubnet": "172.16.98.0/24",
+    "firstWebAddress": "172.16.98.101",
+}
 MATRIX = {"benchConcurrency": [10, 20], "benchRequests": [1000], "benchRepeats": 2, "benchThreads": [1, 2]}
 # ab with keep-alive: the TLS handshakes (about 35/s under emulation) are not what is measured here.
 HTTPS_MATRIX = {"benchConcurrency": [10], "benchRequests": [400], "benchRepeats": 1, "benchThreads": [1, 2]}
@@ -338,7 +346,7 @@ def e2e_lab(tmp_path, name: str, **config: object) -> Iterator[Run]:
         f"left by an earlier run: {stale}; ./labctl down --force removes this checkout's, and --orphans "
         "also those of a checkout or CI run whose state is gone"
     )
-    with lab_stack(tmp_path, STACK, **config) as cli:
+    with lab_stack(tmp_path, STACK, **OWN_ADDRESSES, **config) as cli:
         run = Run(cli, virsh)
         try:
             yield run

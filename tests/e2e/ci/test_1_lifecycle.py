@@ -14,6 +14,7 @@ from tests.conftest import stack_outputs
 from tests.e2e.crash import crash_during_the_boots_then_up
 from tests.e2e.lab import (
     MATRIX,
+    OWN_ADDRESSES,
     SMALL_MATRIX,
     STACK,
     Run,
@@ -49,7 +50,7 @@ def test_the_state_holds_the_key_only_encrypted(run: Run) -> None:
 
 @after_the_first_up
 def test_a_stack_with_the_same_subnets_is_refused(run: Run, tmp_path) -> None:
-    with lab_stack(tmp_path, f"{STACK}-clash") as other:
+    with lab_stack(tmp_path, f"{STACK}-clash", **OWN_ADDRESSES) as other:
         clash = other("preview", check=False)
         other("stack", "rm", "--yes")
     assert clash.returncode != 0 and f"libvirt network l2dsr-{STACK} already holds" in clash.stdout + clash.stderr
@@ -62,7 +63,7 @@ def test_a_second_checkout_with_the_same_stack_is_refused(run: Run, tmp_path) ->
     before = domains(run.virsh)
     assert all(d is not None and d[1] for d in before.values()), before
     second = project_copy(tmp_path / "second-checkout")
-    with lab_stack(tmp_path / "second-state", STACK, project_dir=second, **MATRIX) as other:
+    with lab_stack(tmp_path / "second-state", STACK, project_dir=second, **OWN_ADDRESSES, **MATRIX) as other:
         refused = other("up", "--yes", "--skip-preview", check=False)
         made = json.loads(other("stack", "export").stdout)["deployment"].get("resources") or []
         other("destroy", "--yes", "--skip-preview", timeout=1200)

@@ -47,26 +47,40 @@ def ratios(points: list[dict], mode: str, against: str) -> dict[tuple[str, int, 
     return {
         (test, size, threads): round(rate / by[(against, test, size, threads)], 2)
         for (m, test, size, threads), rate in by.items()
-        if m == mode and by.get((against, test, size, threads))
+        if m == mode and rate and by.get((against, test, size, threads))  # 0: no trial passed, no ratio
     }
 
 
 def ratio_table(points: list[dict], baseline: str) -> str:
     """Markdown, a row per mode and test, a column per size: the mode's capacity over `baseline`'s, like
-    for like (same test, size and threads; the fewest threads where several were stepped)."""
+    for like (same test, size and threads; the fewest threads where several were stepped); a ratio with
+    an unconfirmed side is starred, and said so under the table."""
     sizes = sorted({int(p["size_kib"]) for p in points})
+    confirmed = {(p["mode"], p["test"], int(p["size_kib"]), int(p["threads"])): p["confirmed"] for p in points}
     lines = [
         f"| Mode / {baseline} | Test | " + " | ".join(f"{s:,} KiB" for s in sizes) + " |",
         "|---|---|" + "---|" * len(sizes),
     ]
+    starred = False
     for mode in sorted({p["mode"] for p in points} - {baseline}):
         by = ratios(points, mode, baseline)
         for test in sorted({t for t, _s, _th in by}):
-            cells = [
-                next((f"{r:.2f}" for (t, s, _th), r in sorted(by.items()) if t == test and s == size), "-")
-                for size in sizes
-            ]
+            cells = []
+            for size in sizes:
+                found = [(th, r) for (t, s, th), r in sorted(by.items()) if t == test and s == size]
+                if not found:
+                    cells.append("-")
+                    continue
+                th, r = found[0]
+                sure = confirmed[(mode, test, size, th)] and confirmed[(baseline, test, size, th)]
+                starred |= not sure
+                cells.append(f"{r:.2f}" + ("" if sure else "*"))
             lines.append(f"| {mode} | {test} | " + " | ".join(cells) + " |")
+    if starred:
+        lines += [
+            "",
+            "\\* a side is unconfirmed: its search ended on its trial budget, at the highest short trial that passed.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -148,21 +162,36 @@ def capacity_charts(points: list[dict], out: Path, baseline: str, fmt: str = "pn
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def line(ax, xys: list[tuple[int, float, bool]], label: str) -> None:
+        """A line through the points, each unconfirmed one (its search ended on its budget) hollow."""
+        xys = sorted(xys)
+        (drawn,) = ax.plot([x for x, _, _ in xys], [y for _, y, _ in xys], marker="o", label=label)
+        hollow = [(x, y) for x, y, sure in xys if not sure]
+        if hollow:
+            ax.plot(
+                [x for x, _ in hollow],
+                [y for _, y in hollow],
+                linestyle="",
+                marker="o",
+                markerfacecolor="white",
+                color=drawn.get_color(),
+            )
+
     paths = []
-    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    confirmed = {(p["mode"], p["test"], int(p["size_kib"]), int(p["threads"])): p["confirmed"] for p in points}
+    series: dict[tuple[str, str], list[tuple[int, float, bool]]] = {}
     for p in points:
-        series.setdefault((p["mode"], p["test"]), []).append((int(p["size_kib"]), p["rate_rps"]))
+        series.setdefault((p["mode"], p["test"]), []).append((int(p["size_kib"]), p["rate_rps"], p["confirmed"]))
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for (mode, test), xy in sorted(series.items()):
-        xy.sort()
-        ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{mode}, {test}")
+    for (mode, test), xys in sorted(series.items()):
+        line(ax, xys, f"{mode}, {test}")
     ax.set_xscale("log", base=2)
     paths.append(
         _save(
             fig,
             ax,
             out / f"capacity.{fmt}",
-            "capacity against response size",
+            "capacity against response size (hollow: unconfirmed)",
             "response size (KiB)",
             "capacity (requests/s)",
         )
@@ -172,14 +201,15 @@ def capacity_charts(points: list[dict], out: Path, baseline: str, fmt: str = "pn
     if baseline in {p["mode"] for p in points} and modes:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         for mode in modes:
-            by_test: dict[str, list[tuple[int, float]]] = {}
-            for (test, size, _threads), r in sorted(ratios(points, mode, baseline).items()):
-                by_test.setdefault(test, []).append((size, r))
-            for test, xy in by_test.items():
-                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{mode} / {baseline}, {test}")
+            by_test: dict[str, list[tuple[int, float, bool]]] = {}
+            for (test, size, threads), r in sorted(ratios(points, mode, baseline).items()):
+                sure = confirmed[(mode, test, size, threads)] and confirmed[(baseline, test, size, threads)]
+                by_test.setdefault(test, []).append((size, r, sure))
+            for test, xys in by_test.items():
+                line(ax, xys, f"{mode} / {baseline}, {test}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
-        title = f"each mode's capacity over {baseline}'s, like for like"
+        title = f"each mode's capacity over {baseline}'s, like for like (hollow: a side unconfirmed)"
         paths.append(_save(fig, ax, out / f"capacity-ratio.{fmt}", title, "response size (KiB)", f"over {baseline}'s"))
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)

@@ -161,9 +161,14 @@ def write_docs(record: dict, docs: Path) -> Path:
         + " shared by every VM. Under emulation the absolute rates are this host's, not the modes': the "
         "ratios and the shape of the curves are the result.\n",
         "## How it ran\n",
-        f"- Sweep: `{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in settings.items())}`",
-        f"- Stack `{settings.get('stack', '?')}` before the sweep set its mode and search keys: "
-        + ", ".join(f"`{k}` {v}" for k, v in sorted(shape.items())),
+        f"- Sweep: `{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in settings.items())}`"
+        if settings
+        else "- Sweep: its options are not in this record (it predates their keeping)",
+        f"- Stack `{settings.get('stack', 'lab')}` before the sweep set its mode and search keys: "
+        + ", ".join(f"`{k}` {v}" for k, v in sorted(shape.items()))
+        if shape
+        else "- The stack's config is not in this record (it predates its keeping)",
+        *[f"- {note}" for note in record.get("notes") or []],
         "- Minutes per mode (`./labctl up`, the matrix's steps and the search): "
         + ", ".join(f"{m} {s / 60:.0f}" for m, s in record["up_s"].items())
         + "\n",

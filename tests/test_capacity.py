@@ -271,7 +271,11 @@ def test_the_docs_page_of_a_sweep_holds_its_tables_and_charts_the_same_each_time
 
     dsr = [{**p, "mode": "dsr", "rate_rps": p["rate_rps"] * (1.1 if p["size_kib"] == 1 else 2.5)} for p in REAL]
     table = ratio_table(REAL + dsr, "proxy")
-    assert "| Mode / proxy | Test | 1 KiB | 128 KiB |" in table and "| dsr | connections | 1.10 | 2.50 |" in table
+    # 128 KiB: proxy's search ended on its budget (60/s unconfirmed), so the ratio is starred and said so
+    assert "| Mode / proxy | Test | 1 KiB | 128 KiB |" in table and "| dsr | connections | 1.10 | 2.50* |" in table
+    assert "\\* a side is unconfirmed" in table
+    nothing = [{**p, "rate_rps": 0.0} if p["size_kib"] == 128 else p for p in dsr]  # no trial passed: no ratio
+    assert "| dsr | connections | 1.10 | - |" in ratio_table(REAL + nothing, "proxy")
     row = {
         "mode": "dsr", "test": "connections", "size_kib": 1, "closed_loop_tool": "ab", "concurrency": 20,
         "closed_loop_rps": 131.0, "closed_loop_p99_ms": 106.0, "open_loop_offered_rps": 125.0,
@@ -295,8 +299,21 @@ def test_the_docs_page_of_a_sweep_holds_its_tables_and_charts_the_same_each_time
     assert [p.name for p in svgs] == ["capacity-latency.svg", "capacity-ratio.svg", "capacity.svg"]
     assert all(f"(capacity-sweep/{p.name})" in page for p in svgs)
     first = [p.read_bytes() for p in svgs]
+    older = write_docs({**record, "settings": {}, "stack_config": {}, "notes": ["proxy ran before 3fcefb7"]}, tmp_path)
+    said = older.read_text()
+    assert "its options are not in this record" in said and "config is not in this record" in said
+    assert "- proxy ran before 3fcefb7" in said and "`--" not in said
     write_docs(record, tmp_path)
     assert [p.read_bytes() for p in svgs] == first and b"<dc:date>" not in first[0]
+    # each unconfirmed point is drawn again, hollow: one more marker than the all-confirmed drawing has
+    from bench.capacity_report import capacity_charts
+
+    sure = [{**p, "confirmed": True} for p in REAL + dsr]
+    (tmp_path / "sure").mkdir()
+    capacity_charts(sure, tmp_path / "sure", "proxy", fmt="svg")
+    unsure = sum(not p["confirmed"] for p in REAL + dsr)
+    drawn = (tmp_path / "capacity-sweep" / "capacity.svg").read_text().count("<use ")
+    assert unsure and drawn == (tmp_path / "sure" / "capacity.svg").read_text().count("<use ") + unsure
 
 
 def test_what_bound_a_point_shows_the_hosts_share_at_the_first_failure_above_it():

@@ -16,6 +16,7 @@ __all__ = [
     "host_table",
     "ratio_table",
     "ratios",
+    "unconfirmed_ratios",
 ]
 
 
@@ -51,12 +52,17 @@ def ratios(points: list[dict], mode: str, against: str) -> dict[tuple[str, int, 
     }
 
 
+def unconfirmed_ratios(points: list[dict], mode: str, against: str) -> set[tuple[str, int, int]]:
+    """The keys of `ratios` whose either side is unconfirmed (its search ended on its trial budget)."""
+    sure = {(p["mode"], p["test"], int(p["size_kib"]), int(p["threads"])): p["confirmed"] for p in points}
+    return {key for key in ratios(points, mode, against) if not (sure[(mode, *key)] and sure[(against, *key)])}
+
+
 def ratio_table(points: list[dict], baseline: str) -> str:
     """Markdown, a row per mode and test, a column per size: the mode's capacity over `baseline`'s, like
     for like (same test, size and threads; the fewest threads where several were stepped); a ratio with
     an unconfirmed side is starred, and said so under the table."""
     sizes = sorted({int(p["size_kib"]) for p in points})
-    confirmed = {(p["mode"], p["test"], int(p["size_kib"]), int(p["threads"])): p["confirmed"] for p in points}
     lines = [
         f"| Mode / {baseline} | Test | " + " | ".join(f"{s:,} KiB" for s in sizes) + " |",
         "|---|---|" + "---|" * len(sizes),
@@ -64,6 +70,7 @@ def ratio_table(points: list[dict], baseline: str) -> str:
     starred = False
     for mode in sorted({p["mode"] for p in points} - {baseline}):
         by = ratios(points, mode, baseline)
+        unsure = unconfirmed_ratios(points, mode, baseline)
         for test in sorted({t for t, _s, _th in by}):
             cells = []
             for size in sizes:
@@ -72,9 +79,9 @@ def ratio_table(points: list[dict], baseline: str) -> str:
                     cells.append("-")
                     continue
                 th, r = found[0]
-                sure = confirmed[(mode, test, size, th)] and confirmed[(baseline, test, size, th)]
-                starred |= not sure
-                cells.append(f"{r:.2f}" + ("" if sure else "*"))
+                star = (test, size, th) in unsure
+                starred |= star
+                cells.append(f"{r:.2f}" + ("*" if star else ""))
             lines.append(f"| {mode} | {test} | " + " | ".join(cells) + " |")
     if starred:
         lines += [
@@ -178,7 +185,6 @@ def capacity_charts(points: list[dict], out: Path, baseline: str, fmt: str = "pn
             )
 
     paths = []
-    confirmed = {(p["mode"], p["test"], int(p["size_kib"]), int(p["threads"])): p["confirmed"] for p in points}
     series: dict[tuple[str, str], list[tuple[int, float, bool]]] = {}
     for p in points:
         series.setdefault((p["mode"], p["test"]), []).append((int(p["size_kib"]), p["rate_rps"], p["confirmed"]))
@@ -202,9 +208,9 @@ def capacity_charts(points: list[dict], out: Path, baseline: str, fmt: str = "pn
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         for mode in modes:
             by_test: dict[str, list[tuple[int, float, bool]]] = {}
+            unsure = unconfirmed_ratios(points, mode, baseline)
             for (test, size, threads), r in sorted(ratios(points, mode, baseline).items()):
-                sure = confirmed[(mode, test, size, threads)] and confirmed[(baseline, test, size, threads)]
-                by_test.setdefault(test, []).append((size, r, sure))
+                by_test.setdefault(test, []).append((size, r, (test, size, threads) not in unsure))
             for test, xys in by_test.items():
                 line(ax, xys, f"{mode} / {baseline}, {test}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
